@@ -1,0 +1,5 @@
+import sys
+
+from hqcbench.cli import main
+
+sys.exit(main())

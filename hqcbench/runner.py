@@ -1,0 +1,172 @@
+"""The main job: train every (arm, seed), test once, attack, log -- one parent run, one child per pair."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+import mlflow
+import mlflow.pytorch
+import numpy as np
+import pandas as pd
+import torch
+
+from hqcbench import plots, tracking
+from hqcbench.config import RunConfig
+from hqcbench.data import Splits, load_splits, to_float
+from hqcbench.models import Classifier, build_model, count_parameters
+from hqcbench.protocols import PAPER_BATCH_SIZE, make_recipe
+from hqcbench.resources import ResourceMonitor
+from hqcbench.train import evaluate, fit
+
+log = logging.getLogger("hqcbench")
+
+# Pinned requirements for logged models: letting MLflow infer them costs ~6 s per model.
+MODEL_PIP_REQUIREMENTS = ["torch==2.14.1", "torchquantum==0.1.8", "mlflow==3.17.2"]
+
+
+@dataclass
+class TrainedArm:
+    arm: str
+    seed: int
+    run_id: str
+    model: Classifier
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def resolve_device(choice: str) -> torch.device:
+    if choice == "cuda":
+        if not torch.cuda.is_available():
+            from hqcbench.errors import UserInputError
+            raise UserInputError("device", "cuda was asked for but no CUDA device is available", "auto|cpu|cuda")
+        return torch.device("cuda")
+    if choice == "auto" and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def effective_batch_size(cfg: RunConfig) -> int:
+    return PAPER_BATCH_SIZE if cfg.protocol == "paper" else cfg.batch_size
+
+
+def train_arm(arm: str, seed: int, splits: Splits, cfg: RunConfig, device: torch.device,
+              monitor: ResourceMonitor, epoch_hook=None) -> TrainedArm:
+    """Train one arm in the active child run and log everything the design names."""
+    torch.manual_seed(seed)
+    model = build_model(arm, splits.spec, cfg).to(device)
+    counts = count_parameters(model)
+    mlflow.log_metrics(counts)
+    batch_size = effective_batch_size(cfg)
+    steps = (len(splits.train) + batch_size - 1) // batch_size
+    recipe = make_recipe(cfg.protocol, arm, model, cfg.lr, cfg.epochs, steps, cfg.dataset, splits.spec.mean)
+    mlflow.set_tag("hqcbench.recipe", recipe.description)
+
+    def on_epoch(epoch: int, metrics: dict[str, float], model_now) -> None:
+        mlflow.log_metrics(metrics, step=epoch)
+        if epoch_hook is not None:
+            epoch_hook(epoch, model_now).log()
+
+    result = fit(model, splits.train, splits.val, recipe, cfg.epochs, batch_size, device, seed, monitor,
+                 on_epoch=on_epoch, desc=f"{arm} seed {seed}")
+    with monitor.window("eval") as test_res:
+        test = evaluate(model, splits.test, batch_size, device)
+    history = result.history
+    final = {"best_val_acc": result.best_val_acc, "best_epoch": result.best_epoch,
+             "test_acc": test.acc, "test_loss": test.loss, "test_eval_time_s": test_res["wall_s"],
+             "epoch_time_s_median": float(np.median([h["epoch_time_s"] for h in history])),
+             "cpu_util_cores_mean": float(np.mean([h["cpu_util_cores"] for h in history])),
+             "rss_peak_mb_max": float(max(h["rss_peak_mb"] for h in history))}
+    mlflow.log_metrics(final)
+    mlflow.log_text("\n".join(str(int(c)) for c in test.correct.tolist()), "test_correct.txt")
+    fig = plots.learning_curves(history, f"{cfg.dataset} / {arm} / seed {seed} ({cfg.protocol})")
+    mlflow.log_figure(fig, "learning_curves.png")
+    plots.close(fig)
+    fig = plots.confusion_matrix(splits.test.labels.numpy(), test.predictions.numpy(), splits.spec.classes,
+                                 f"{arm} seed {seed}: test acc {test.acc:.3f}")
+    mlflow.log_figure(fig, "confusion_matrix.png")
+    plots.close(fig)
+    example = splits.test.images[:2]
+    mlflow.pytorch.log_model(model.cpu(), name="model", serialization_format="pickle",
+                             pip_requirements=MODEL_PIP_REQUIREMENTS,
+                             input_example=to_float(example).numpy())
+    model.to(device)
+    metrics = {**counts, **final}
+    return TrainedArm(arm, seed, mlflow.active_run().info.run_id, model, metrics)
+
+
+def comparison_table(trained: list[TrainedArm]) -> pd.DataFrame:
+    """One row per arm: mean (and std over seeds) of the headline metrics."""
+    rows = []
+    for item in trained:
+        rows.append({"arm": item.arm, "seed": item.seed, **item.metrics})
+    frame = pd.DataFrame(rows)
+    keys = [c for c in frame.columns if c not in ("arm", "seed")]
+    summary = frame.groupby("arm", sort=False)[keys].agg(["mean", "std"]) if len(frame) else frame
+    if len(frame):
+        summary.columns = [f"{k}_{stat}" for k, stat in summary.columns]
+        summary.insert(0, "seeds", frame.groupby("arm", sort=False)["seed"].count())
+    return summary.reset_index()
+
+
+def run_main(cfg: RunConfig, progress: bool = True) -> list[TrainedArm]:
+    """Validate, then train every arm for every seed under one parent run."""
+    cfg.validate()
+    device = resolve_device(cfg.device)
+    t_start = time.perf_counter()
+    params = cfg.to_dict()
+    run_name = f"{cfg.dataset}-{cfg.protocol}"
+    trained: list[TrainedArm] = []
+    with tracking.parent_run(params, run_name) as parent:
+        try:
+            mlflow.set_tags({**tracking.system_tags(str(device)), tracking.TAG_DATASET: cfg.dataset,
+                             tracking.TAG_PROTOCOL: cfg.protocol})
+            mlflow.log_text(cfg.to_json(), "config.json")
+            cache: dict = {}
+            monitor = ResourceMonitor()
+            for seed in cfg.seed_list:
+                splits = load_splits(cfg.dataset, cfg.data_dir or None, seed, cfg.val_fraction, cfg.train_limit,
+                                     test_as_val=(cfg.protocol == "paper" and cfg.dataset == "stl10"), cache=cache)
+                if splits.note:
+                    mlflow.set_tag(tracking.TAG_NOTE, splits.note)
+                seed_arms = []
+                for arm in cfg.arm_list:
+                    with mlflow.start_run(run_name=tracking.child_run_name(arm, seed), nested=True,
+                                          tags={**tracking.child_tags(arm, cfg.protocol, cfg.dataset, seed),
+                                                **tracking.system_tags(str(device))}):
+                        mlflow.log_params({k: str(v) for k, v in params.items()})
+                        mlflow.log_params({"n_train": len(splits.train), "n_val": len(splits.val),
+                                           "n_test": len(splits.test)})
+                        seed_arms.append(train_arm(arm, seed, splits, cfg, device, monitor,
+                                                   epoch_hook=_epoch_hook(cfg, splits, device)))
+                _post_training(seed_arms, splits, cfg, device)
+                trained.extend(seed_arms)
+            table = comparison_table(trained)
+            mlflow.log_text(table.to_csv(index=False), "comparison.csv")
+            mlflow.log_text(table.to_markdown(index=False, floatfmt=".4f"), "comparison.md")
+            mlflow.log_metric("wall_time_s", time.perf_counter() - t_start)
+        except BaseException as exc:
+            tracking.mark_failed(parent.info.run_id, f"{type(exc).__name__}: {exc}")
+            raise
+    return trained
+
+
+def _epoch_hook(cfg: RunConfig, splits: Splits, device: torch.device):
+    """Per-epoch extras (the paper attack every 5 epochs under the paper protocol)."""
+    from hqcbench import robustness
+
+    return robustness.make_epoch_hook(cfg, splits, device)
+
+
+def _post_training(seed_arms: list[TrainedArm], splits: Splits, cfg: RunConfig, device: torch.device) -> None:
+    """Attacks, finite-shot readout and hardware cost, logged back into each arm's child run."""
+    from hqcbench import robustness
+
+    findings = robustness.run_all(seed_arms, splits, cfg, device)
+    for item in seed_arms:
+        with mlflow.start_run(run_id=item.run_id, nested=True):
+            result = findings.get(item.arm)
+            if result is not None:
+                result.log()
+                item.metrics.update(result.metrics)

@@ -1,0 +1,123 @@
+"""Fit and evaluate loops. No MLflow calls here: ``fit`` reports each epoch to a callback."""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from hqcbench.data import ImageSet, iterate_batches, to_float
+from hqcbench.protocols import Recipe
+from hqcbench.resources import ResourceMonitor
+
+
+@dataclass
+class EvalResult:
+    loss: float
+    acc: float
+    predictions: torch.Tensor  # (N,) predicted class
+    correct: torch.Tensor  # (N,) bool, per example (for bootstrap intervals)
+
+
+@dataclass
+class FitResult:
+    best_val_acc: float
+    best_epoch: int
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def batch_generator(seed: int, epoch: int) -> torch.Generator:
+    """Batch order depends on (seed, epoch) only: every arm of one seed sees the same batches."""
+    return torch.Generator().manual_seed(seed * 100_003 + epoch)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: ImageSet, batch_size: int, device: torch.device,
+             criterion: nn.Module | None = None, augment=None, generator: torch.Generator | None = None,
+             ) -> EvalResult:
+    model.eval()
+    criterion = criterion or nn.CrossEntropyLoss()
+    total_loss, preds = 0.0, []
+    for images, labels in iterate_batches(data, max(batch_size, 256), shuffle=False):
+        x = to_float(images)
+        if augment is not None and augment.active:
+            x = augment(x, generator)
+        x, y = x.to(device, non_blocking=True), labels.to(device)
+        logits = model(x)
+        total_loss += criterion(logits, y).item() * len(y)
+        preds.append(logits.argmax(1).cpu())
+    pred = torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
+    correct = pred == data.labels
+    n = max(1, len(data))
+    return EvalResult(total_loss / n, correct.float().mean().item() if len(data) else 0.0, pred, correct)
+
+
+def train_one_epoch(model: nn.Module, data: ImageSet, recipe: Recipe, batch_size: int, device: torch.device,
+                    generator: torch.Generator, progress: bool = True, desc: str = "") -> tuple[float, float]:
+    model.train()
+    total_loss, total_correct, seen = 0.0, 0, 0
+    n_batches = (len(data) + batch_size - 1) // batch_size
+    batches = iterate_batches(data, batch_size, shuffle=True, generator=generator)
+    show = progress and n_batches >= 50  # a bar per epoch is noise for tiny datasets
+    for images, labels in tqdm(batches, total=n_batches, desc=desc, leave=False, disable=not show):
+        x = to_float(images)
+        if recipe.augment.active:
+            x = recipe.augment(x, generator)
+        x, y = x.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        recipe.optimizer.zero_grad(set_to_none=True)
+        logits = model(x)
+        loss = recipe.criterion(logits, y)
+        loss.backward()
+        if recipe.grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+        recipe.optimizer.step()
+        if recipe.scheduler is not None and recipe.step_per_batch:
+            recipe.scheduler.step()
+        total_loss += loss.item() * len(y)
+        total_correct += (logits.argmax(1) == y).sum().item()
+        seen += len(y)
+    if recipe.scheduler is not None and not recipe.step_per_batch:
+        recipe.scheduler.step()
+    return total_loss / max(1, seen), total_correct / max(1, seen)
+
+
+EpochCallback = Callable[[int, dict[str, float], nn.Module], None]
+
+
+def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe, epochs: int, batch_size: int,
+        device: torch.device, seed: int, monitor: ResourceMonitor | None = None,
+        on_epoch: EpochCallback | None = None, progress: bool = True, desc: str = "") -> FitResult:
+    """Train for ``epochs``; keep (and load back at the end) the weights of the best validation epoch.
+
+    ``on_epoch(epoch, metrics, model)`` receives the design's per-epoch metric names; the caller logs.
+    """
+    monitor = monitor or ResourceMonitor()
+    best_acc, best_epoch, best_state = -1.0, 0, None
+    history: list[dict[str, float]] = []
+    epoch_bar = tqdm(range(1, epochs + 1), desc=desc or "epochs", leave=False, disable=not progress)
+    for epoch in epoch_bar:
+        with monitor.window("train") as train_res:
+            train_loss, train_acc = train_one_epoch(model, train, recipe, batch_size, device,
+                                                    batch_generator(seed, epoch), progress, f"{desc} ep{epoch}")
+        val_gen = torch.Generator().manual_seed(seed * 7919 + epoch)
+        with monitor.window("eval") as eval_res:
+            val_res = evaluate(model, val, batch_size, device, recipe.criterion,
+                               recipe.augment if recipe.augment_val else None, val_gen)
+        metrics = {"train_loss": train_loss, "train_acc": train_acc, "val_loss": val_res.loss, "val_acc": val_res.acc,
+                   "epoch_time_s": train_res["wall_s"], "eval_time_s": eval_res["wall_s"],
+                   "samples_per_s": len(train) / train_res["wall_s"] if train_res["wall_s"] > 0 else 0.0,
+                   "lr": recipe.optimizer.param_groups[0]["lr"]}
+        metrics.update({k: v for k, v in train_res.items() if k != "wall_s"})
+        history.append(metrics)
+        if val_res.acc > best_acc:
+            best_acc, best_epoch = val_res.acc, epoch
+            best_state = copy.deepcopy(model.state_dict())
+        epoch_bar.set_postfix(val_acc=f"{val_res.acc:.3f}", best=f"{best_acc:.3f}")
+        if on_epoch is not None:
+            on_epoch(epoch, metrics, model)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return FitResult(best_acc, best_epoch, history)
