@@ -1,0 +1,28 @@
+"""Shared fixtures: every test gets its own MLflow store; nothing touches ./mlruns or the network."""
+from __future__ import annotations
+
+import os
+import warnings
+
+import pytest
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+warnings.filterwarnings("ignore", message=r".*pkg_resources is deprecated.*")
+
+
+@pytest.fixture()
+def mlflow_store(tmp_path, monkeypatch):
+    """A fresh SQLite tracking store (and artifact root) in a temp dir; returns its URI."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    monkeypatch.chdir(tmp_path)  # MLflow's default artifact root is relative to cwd
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)
