@@ -23,6 +23,16 @@ from hqcbench.augment import Augmentation
 PAPER_BATCH_SIZE = 64
 PAPER_EPOCHS = 50
 PAPER_ATTACK_EVERY = 5
+PAPER_VAL_FRACTION = 0.2  # published: random 80/20 split of the (augmented) training set
+TAG_SHORTENED = "hqcbench.shortened"  # set on paper runs with fewer epochs than published
+
+
+def shortened_note(protocol: str, epochs: int) -> str | None:
+    """Why: a paper-protocol run with fewer than the published 50 epochs is not the published
+    procedure; the report must say so beside every number it produces."""
+    if protocol == "paper" and epochs < PAPER_EPOCHS:
+        return f"ran {epochs} of the published {PAPER_EPOCHS} epochs"
+    return None
 
 
 @dataclass

@@ -17,7 +17,8 @@ from hqcbench import plots, tracking
 from hqcbench.config import RunConfig
 from hqcbench.data import Splits, load_splits, to_float
 from hqcbench.models import Classifier, build_model, count_parameters
-from hqcbench.protocols import PAPER_BATCH_SIZE, make_recipe
+from hqcbench.protocols import (PAPER_BATCH_SIZE, PAPER_VAL_FRACTION, TAG_SHORTENED, make_recipe,
+                                 shortened_note)
 from hqcbench.resources import ResourceMonitor
 from hqcbench.train import evaluate, fit
 
@@ -49,6 +50,17 @@ def resolve_device(choice: str) -> torch.device:
 
 def effective_batch_size(cfg: RunConfig) -> int:
     return PAPER_BATCH_SIZE if cfg.protocol == "paper" else cfg.batch_size
+
+
+def effective_val_fraction(cfg: RunConfig) -> float:
+    """paper: the published 80/20 split, whatever val_fraction says (as batch 64 overrides batch_size)."""
+    return PAPER_VAL_FRACTION if cfg.protocol == "paper" else cfg.val_fraction
+
+
+def protocol_tags(cfg: RunConfig) -> dict[str, str]:
+    """Tags that qualify every number of the run (e.g. a shortened paper run); the report reads them."""
+    note = shortened_note(cfg.protocol, cfg.epochs)
+    return {TAG_SHORTENED: note} if note else {}
 
 
 def train_arm(arm: str, seed: int, splits: Splits, cfg: RunConfig, device: torch.device,
@@ -121,12 +133,13 @@ def run_main(cfg: RunConfig, progress: bool = True) -> list[TrainedArm]:
     with tracking.parent_run(params, run_name) as parent:
         try:
             mlflow.set_tags({**tracking.system_tags(str(device)), tracking.TAG_DATASET: cfg.dataset,
-                             tracking.TAG_PROTOCOL: cfg.protocol})
+                             tracking.TAG_PROTOCOL: cfg.protocol, **protocol_tags(cfg)})
             mlflow.log_text(cfg.to_json(), "config.json")
             cache: dict = {}
             monitor = ResourceMonitor()
             for seed in cfg.seed_list:
-                splits = load_splits(cfg.dataset, cfg.data_dir or None, seed, cfg.val_fraction, cfg.train_limit,
+                splits = load_splits(cfg.dataset, cfg.data_dir or None, seed, effective_val_fraction(cfg),
+                                     cfg.train_limit,
                                      test_as_val=(cfg.protocol == "paper" and cfg.dataset == "stl10"), cache=cache)
                 if splits.note:
                     mlflow.set_tag(tracking.TAG_NOTE, splits.note)
@@ -134,6 +147,7 @@ def run_main(cfg: RunConfig, progress: bool = True) -> list[TrainedArm]:
                 for arm in cfg.arm_list:
                     with mlflow.start_run(run_name=tracking.child_run_name(arm, seed), nested=True,
                                           tags={**tracking.child_tags(arm, cfg.protocol, cfg.dataset, seed),
+                                                **protocol_tags(cfg),
                                                 **tracking.system_tags(str(device))}):
                         mlflow.log_params({k: str(v) for k, v in params.items()})
                         mlflow.log_params({"n_train": len(splits.train), "n_val": len(splits.val),
