@@ -207,3 +207,15 @@ def convert(name: str, raw: Any, kind: type) -> Any:
     except (TypeError, ValueError):
         allowed = FIELD_META.get(name, {}).get("allowed")
         raise UserInputError(name, f"expected {kind.__name__}, got {raw!r}", allowed) from None
+
+
+def markdown_parameter_table() -> str:
+    """The README's parameter table for the ``main`` entry point (a test checks README == this)."""
+    rows = ["| parameter | type | default | allowed | meaning |", "|---|---|---|---|---|"]
+    kinds = {int: "int", float: "float", str: "string"}
+    for name, meta in FIELD_META.items():
+        default = FIELD_DEFAULTS[name]
+        shown = f"`{default}`" if default != "" else "(empty)"
+        allowed = meta["allowed"].replace("|", " \\| ")
+        rows.append(f"| `{name}` | {kinds[FIELD_TYPES[name]]} | {shown} | {allowed} | {meta['help']} |")
+    return "\n".join(rows)

@@ -135,27 +135,7 @@ def run_main(cfg: RunConfig, progress: bool = True) -> list[TrainedArm]:
             mlflow.set_tags({**tracking.system_tags(str(device)), tracking.TAG_DATASET: cfg.dataset,
                              tracking.TAG_PROTOCOL: cfg.protocol, **protocol_tags(cfg)})
             mlflow.log_text(cfg.to_json(), "config.json")
-            cache: dict = {}
-            monitor = ResourceMonitor()
-            for seed in cfg.seed_list:
-                splits = load_splits(cfg.dataset, cfg.data_dir or None, seed, effective_val_fraction(cfg),
-                                     cfg.train_limit,
-                                     test_as_val=(cfg.protocol == "paper" and cfg.dataset == "stl10"), cache=cache)
-                if splits.note:
-                    mlflow.set_tag(tracking.TAG_NOTE, splits.note)
-                seed_arms = []
-                for arm in cfg.arm_list:
-                    with mlflow.start_run(run_name=tracking.child_run_name(arm, seed), nested=True,
-                                          tags={**tracking.child_tags(arm, cfg.protocol, cfg.dataset, seed),
-                                                **protocol_tags(cfg),
-                                                **tracking.system_tags(str(device))}):
-                        mlflow.log_params({k: str(v) for k, v in params.items()})
-                        mlflow.log_params({"n_train": len(splits.train), "n_val": len(splits.val),
-                                           "n_test": len(splits.test)})
-                        seed_arms.append(train_arm(arm, seed, splits, cfg, device, monitor,
-                                                   epoch_hook=_epoch_hook(cfg, splits, device)))
-                _post_training(seed_arms, splits, cfg, device)
-                trained.extend(seed_arms)
+            trained = train_arms(cfg, device)
             table = comparison_table(trained)
             mlflow.log_text(table.to_csv(index=False), "comparison.csv")
             mlflow.log_text(table.to_markdown(index=False, floatfmt=".4f"), "comparison.md")
@@ -163,6 +143,40 @@ def run_main(cfg: RunConfig, progress: bool = True) -> list[TrainedArm]:
         except BaseException as exc:
             tracking.mark_failed(parent.info.run_id, f"{type(exc).__name__}: {exc}")
             raise
+    return trained
+
+
+def train_arms(cfg: RunConfig, device: torch.device,
+               arm_configs: dict[str, RunConfig] | None = None) -> list[TrainedArm]:
+    """Train every (arm, seed) of ``cfg`` as nested child runs of the active MLflow run.
+
+    ``arm_configs`` gives an arm its own config (the tune job retrains each arm's best trial this
+    way, so the retrain is logged exactly like a main run); arms without one use ``cfg``. Seeds, data
+    and the post-training steps always come from ``cfg``.
+    """
+    trained: list[TrainedArm] = []
+    cache: dict = {}
+    monitor = ResourceMonitor()
+    for seed in cfg.seed_list:
+        splits = load_splits(cfg.dataset, cfg.data_dir or None, seed, effective_val_fraction(cfg),
+                             cfg.train_limit,
+                             test_as_val=(cfg.protocol == "paper" and cfg.dataset == "stl10"), cache=cache)
+        if splits.note:
+            mlflow.set_tag(tracking.TAG_NOTE, splits.note)
+        seed_arms = []
+        for arm in cfg.arm_list:
+            arm_cfg = (arm_configs or {}).get(arm, cfg)
+            with mlflow.start_run(run_name=tracking.child_run_name(arm, seed), nested=True,
+                                  tags={**tracking.child_tags(arm, cfg.protocol, cfg.dataset, seed),
+                                        **protocol_tags(cfg),
+                                        **tracking.system_tags(str(device))}):
+                mlflow.log_params({k: str(v) for k, v in arm_cfg.to_dict().items()})
+                mlflow.log_params({"n_train": len(splits.train), "n_val": len(splits.val),
+                                   "n_test": len(splits.test)})
+                seed_arms.append(train_arm(arm, seed, splits, arm_cfg, device, monitor,
+                                           epoch_hook=_epoch_hook(arm_cfg, splits, device)))
+        _post_training(seed_arms, splits, cfg, device)
+        trained.extend(seed_arms)
     return trained
 
 

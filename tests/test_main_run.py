@@ -1,0 +1,65 @@
+"""End to end on the offline default: one parent run, a child per (arm, seed), the design's names."""
+from __future__ import annotations
+
+import mlflow
+import pytest
+
+from hqcbench.config import RunConfig
+from hqcbench.runner import run_main
+
+QUICK = dict(epochs=2, train_limit=400, attacks="none", width=8)
+
+
+def children(parent_id: str):
+    runs = mlflow.search_runs(search_all_experiments=True, filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
+    return runs.sort_values(["tags.hqcbench.seed", "tags.hqcbench.arm"]).reset_index(drop=True)
+
+
+@pytest.mark.slow
+def test_main_run_logs_parent_and_children(mlflow_store):
+    trained = run_main(RunConfig(seeds="0,1", **QUICK), progress=False)
+    assert {(t.arm, t.seed) for t in trained} == {(a, s) for a in ("cnn", "hybrid", "control") for s in (0, 1)}
+    parents = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`hqcbench.kind` = 'main'")
+    assert len(parents) == 1 and parents.iloc[0]["status"] == "FINISHED"
+    parent_id = parents.iloc[0]["run_id"]
+    kids = children(parent_id)
+    assert len(kids) == 6 and set(kids["status"]) == {"FINISHED"}
+    assert set(kids["tags.hqcbench.arm"]) == {"cnn", "hybrid", "control"}
+    assert set(kids["tags.hqcbench.protocol"]) == {"fair"} and set(kids["tags.hqcbench.dataset"]) == {"digits"}
+    for column in ("metrics.best_val_acc", "metrics.test_acc", "metrics.params_total", "metrics.epoch_time_s"):
+        assert kids[column].notna().all(), column
+    hybrid = kids[kids["tags.hqcbench.arm"] == "hybrid"].iloc[0]
+    cnn = kids[kids["tags.hqcbench.arm"] == "cnn"].iloc[0]
+    assert hybrid["metrics.params_quantum"] == 16 and cnn["metrics.params_quantum"] == 0  # 4 qubits x 2 layers x (RY, RZ)
+    client = mlflow.MlflowClient()
+    history = client.get_metric_history(hybrid["run_id"], "val_acc")
+    assert [m.step for m in history] == [1, 2]
+    artifacts = {f.path for f in client.list_artifacts(hybrid["run_id"])}
+    assert {"learning_curves.png", "confusion_matrix.png", "test_correct.txt"} <= artifacts
+    parent_artifacts = {f.path for f in client.list_artifacts(parent_id)}
+    assert {"config.json", "comparison.csv", "comparison.md"} <= parent_artifacts
+    # MLflow 3 stores models as LoggedModels linked to their source run
+    models = mlflow.search_logged_models(filter_string=f"source_run_id = '{hybrid['run_id']}'", output_format="list")
+    assert len(models) == 1
+    model = mlflow.pytorch.load_model(models[0].model_uri)
+    assert model.arm == "hybrid" and len(model.quantum_layers()) == 1
+
+
+@pytest.mark.slow
+def test_same_seed_gives_the_same_numbers(mlflow_store):
+    first = run_main(RunConfig(arms="hybrid,control", **QUICK), progress=False)
+    second = run_main(RunConfig(arms="hybrid,control", **QUICK), progress=False)
+    for a, b in zip(first, second):
+        assert a.metrics["test_acc"] == b.metrics["test_acc"]
+        assert a.metrics["best_val_acc"] == b.metrics["best_val_acc"]
+    client = mlflow.MlflowClient()
+    loss_a = [m.value for m in client.get_metric_history(first[0].run_id, "train_loss")]
+    loss_b = [m.value for m in client.get_metric_history(second[0].run_id, "train_loss")]
+    assert loss_a == loss_b
+
+
+@pytest.mark.slow
+def test_arms_of_one_seed_see_the_same_split(mlflow_store):
+    run_main(RunConfig(arms="cnn,hybrid", **QUICK), progress=False)
+    runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`hqcbench.kind` = 'child'")
+    assert runs["params.n_train"].nunique() == 1 and runs["params.n_val"].nunique() == 1
