@@ -102,6 +102,12 @@ def encode_state(x: torch.Tensor, n_qubits: int, encoding: str) -> torch.Tensor:
 class QuantumLayer(nn.Module):
     """n_qubits-wire circuit: (B, input_width) -> (B, n_qubits) values <Z_w> in [-1, 1]."""
 
+    # Finite-shot readout (hqcbench.shots; None = exact <Z>): ``shots`` applies in eval mode,
+    # ``train_shots`` in training mode; ``shot_rng`` is the seeded numpy Generator they sample with.
+    shots: int | None = None
+    train_shots: int | None = None
+    shot_rng = None
+
     def __init__(self, n_qubits: int, depth: int, encoding: str = "angle", ansatz: str = "strong",
                  engine: str = "fused", seed: int | None = None):
         super().__init__()
@@ -122,6 +128,10 @@ class QuantumLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
             raise ValueError(f"QuantumLayer expects {self.in_features} inputs per sample, got {x.shape[-1]}")
+        shots = self.train_shots if self.training else self.shots
+        if shots is not None:  # sampled <Z>, parameter-shift gradients (hqcbench.shots)
+            from hqcbench.shots import sampled_forward
+            return sampled_forward(self, x, shots)
         if self.engine == "torchquantum":
             return self._forward_torchquantum(x)
         return self.expvals(self.final_state(x))

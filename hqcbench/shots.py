@@ -1,0 +1,403 @@
+"""Finite-shot readout: what the quantum layer returns when <Z> is estimated from N measurements.
+
+Why this exists: every published hybrid-vs-classical comparison reads exact expectation values
+from a simulator. On hardware each <Z_w> is the mean of N measured +-1 outcomes, and every
+derivative costs extra circuit executions. This module makes both visible:
+
+* ``sample_expvals`` -- N outcomes per sample drawn from the circuit's probabilities (a seeded
+  multinomial), mean of the +-1 Z eigenvalue per wire: an unbiased estimate of <Z_w> whose standard
+  deviation is sqrt((1 - <Z_w>^2) / N).
+* ``ShotReadout`` -- the autograd function behind ``QuantumLayer.forward`` when ``layer.shots``
+  (evaluation) or ``layer.train_shots`` (training) is set: the forward value is a sampled estimate
+  and the backward pass is the two-term parameter-shift rule on *sampled* estimates, as hardware
+  would compute it -- one pair of shifted circuits per circuit weight (shared by the batch, but run
+  per sample, because every sample has its own encoding) and per encoding angle of every sample:
+    - angle encoding: RY(a_i) with a_i = pi * tanh(x_i); shift a_i by +-pi/2, chain rule through tanh;
+    - amplitude encoding: the amplitudes themselves have no shift rule. We differentiate through the
+      2**n - 1 RY angles of the real-amplitude state-preparation circuit of Mottonen et al. (2004),
+      each a classical function of the amplitudes: shift each physical RY angle by +-pi/2, map back
+      to the amplitudes with the chain rule (see docs/hardware_cost.md).
+  This is slow by design (1 + 2 * (weights + encoding angles) circuits per sample and step) and meant
+  for small studies.
+* ``shots_sweep`` -- test accuracy of a trained hybrid at several shot counts, exact as reference.
+
+``shots=None`` never enters this module: the layer's exact path is untouched (bit-for-bit).
+
+Sampling uses numpy's ``Generator.multinomial`` (PCG64, seeded), which draws exact multinomial
+counts by conditional binomials in O(2**n) per sample whatever N is -- 10,000 or 10**6 shots cost
+the same -- where ``torch.multinomial`` would materialise N indices per sample. Probabilities are
+moved to the CPU for that (a (batch, 2**n) array; negligible next to the simulation).
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from hqcbench.models.quantum import ANGLE_SCALE, QuantumLayer, cnot_ring_pairs, ring_permutation
+from hqcbench.tracking import Findings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hqcbench.data import ImageSet
+
+SHIFT = math.pi / 2  # two-term parameter-shift rule for a Pauli rotation exp(-i theta P / 2)
+SEED_SALT = 0x5407  # keeps the shot stream independent of other seeded streams of the same run seed
+SWEEP_REPEATS = 3  # sampled test evaluations per shot count in a sweep: mean and spread are logged
+MAX_AMPLITUDES_PER_CHUNK = 2 ** 22  # bounds the memory of the shifted-circuit batch (rows x 2**n)
+
+
+# ----------------------------------------------------------------------------- sampling
+def make_rng(seed: int, *stream: int) -> np.random.Generator:
+    """A numpy Generator for one shot stream: (run seed, purpose...) -> independent PCG64 stream."""
+    return np.random.default_rng([SEED_SALT, int(seed), *map(int, stream)])
+
+
+def sample_counts(probs: torch.Tensor, shots: int, rng: np.random.Generator) -> np.ndarray:
+    """(R, 2**n) probabilities -> (R, 2**n) int64 outcome counts, each row summing to ``shots``."""
+    p = probs.detach().to("cpu", torch.float64).numpy()
+    p = np.clip(p, 0.0, None)
+    p /= p.sum(axis=1, keepdims=True)  # float32 rounding can leave sum(p) = 1 +- 1e-7; multinomial checks it
+    return rng.multinomial(int(shots), p)
+
+
+def sample_expvals(probs: torch.Tensor, zsigns: torch.Tensor, shots: int, rng: np.random.Generator
+                   ) -> torch.Tensor:
+    """(R, 2**n) probabilities -> (R, n) sampled <Z_w>: mean of ``shots`` measured +-1 outcomes per wire."""
+    counts = torch.from_numpy(sample_counts(probs, shots, rng))
+    signs = zsigns.detach().to("cpu", torch.float64)
+    est = counts.to(torch.float64) @ signs / float(shots)
+    return est.to(device=probs.device, dtype=probs.dtype if probs.is_floating_point() else torch.float32)
+
+
+def _expvals(probs: torch.Tensor, zsigns: torch.Tensor, shots: int | None, rng: np.random.Generator | None
+             ) -> torch.Tensor:
+    """Exact <Z> when ``shots`` is None (used by tests of the shift rule), else sampled."""
+    if shots is None:
+        return probs @ zsigns.to(probs.dtype)
+    assert rng is not None
+    return sample_expvals(probs, zsigns, shots, rng)
+
+
+# ----------------------------------------------------------------------------- circuit pieces
+def angle_params(x: torch.Tensor) -> torch.Tensor:
+    """Angle encoding: the RY angles a_i = pi * tanh(x_i) (B, n)."""
+    return ANGLE_SCALE * torch.tanh(x)
+
+
+def _safe_atan2_hypot(y: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(atan2(y, x), hypot(y, x)) with finite gradients where y = x = 0 (both are 0/0 there)."""
+    zero = (y == 0) & (x == 0)
+    x_safe = torch.where(zero, torch.ones_like(x), x)
+    return torch.atan2(y, x_safe), torch.hypot(y, x_safe).masked_fill(zero, 0.0)
+
+
+def amplitude_tree_angles(x: torch.Tensor, n_qubits: int) -> torch.Tensor:
+    """Amplitude encoding: the RY tree angles alpha (B, 2**n - 1), level by level (level k has 2**k).
+
+    Level k rotates wire k, uniformly controlled by wires 0..k-1 (wire 0 = most significant bit):
+    state[b] = prod_k (cos(alpha_k[p]/2) if bit_k(b) = 0 else sin(alpha_k[p]/2)), p = the first k
+    bits of b. Leaves take atan2 of the signed amplitude pair, so real amplitudes of any sign are
+    reached with RY (and CNOT) gates only (Mottonen et al., quant-ph/0407010).
+    """
+    norm = torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(1e-12)  # as QuantumLayer normalises
+    r = x / norm
+    levels: list[torch.Tensor] = []
+    for _ in range(n_qubits):
+        phi, r = _safe_atan2_hypot(r[:, 1::2], r[:, 0::2])
+        levels.append(2 * phi)
+    return torch.cat(levels[::-1], dim=1)
+
+
+def gray_walsh_matrix(k: int) -> torch.Tensor:
+    """M (2**k, 2**k) with M[i, j] = (-1)**popcount(j & gray(i)): alpha_k = M theta'_k (Mottonen et al., eq. 3).
+
+    theta'_k are the angles of the 2**k physical RY gates that implement the uniformly controlled
+    rotation with k controls (interleaved with 2**k CNOTs for k >= 1). Shifting theta'_j by s shifts
+    every alpha_i by s * M[i, j]; M M^T = 2**k I.
+    """
+    size = 2 ** k
+    gray = [i ^ (i >> 1) for i in range(size)]
+    return torch.tensor([[(-1.0) ** bin(j & gray[i]).count("1") for j in range(size)] for i in range(size)])
+
+
+def tree_state(alpha: torch.Tensor, n_qubits: int) -> torch.Tensor:
+    """(R, 2**n - 1) tree angles -> (R, 2**n) real state prepared by the uniformly controlled RY tree."""
+    state = torch.ones(alpha.shape[0], 1, dtype=alpha.dtype, device=alpha.device)
+    start = 0
+    for k in range(n_qubits):
+        half = alpha[:, start:start + 2 ** k] / 2
+        amp = torch.stack([torch.cos(half), torch.sin(half)], dim=2)  # (R, 2**k, 2)
+        state = (state.unsqueeze(2) * amp).reshape(alpha.shape[0], -1)
+        start += 2 ** k
+    return state
+
+
+def product_state(angles: torch.Tensor) -> torch.Tensor:
+    """(R, n) RY angles -> (R, 2**n) real product state RY(a_0)|0> x ... x RY(a_{n-1})|0>."""
+    half = angles / 2
+    state = torch.stack([torch.cos(half[:, 0]), torch.sin(half[:, 0])], dim=1)
+    for w in range(1, angles.shape[1]):
+        amp = torch.stack([torch.cos(half[:, w]), torch.sin(half[:, w])], dim=1)
+        state = (state.unsqueeze(2) * amp.unsqueeze(1)).reshape(angles.shape[0], -1)
+    return state
+
+
+def _row_gates(layer_weights: torch.Tensor, ansatz: str) -> torch.Tensor:
+    """(R, n, k) weights of one ansatz layer -> (R, n, 2, 2) gate matrices (TorchQuantum's definitions)."""
+    import torchquantum.functional as tqf
+
+    rows, n = layer_weights.shape[:2]
+    flat = layer_weights.reshape(rows * n, -1)
+    if ansatz == "strong":  # RY then RZ on each wire: matrix RZ @ RY
+        gates = tqf.rz_matrix(flat[:, 1:2]).reshape(-1, 2, 2) @ tqf.ry_matrix(flat[:, 0:1]).reshape(-1, 2, 2)
+    else:
+        gates = tqf.rx_matrix(flat[:, 0:1]).reshape(-1, 2, 2)
+    return gates.reshape(rows, n, 2, 2)
+
+
+def evolve(state: torch.Tensor, weights: torch.Tensor, n_qubits: int, ansatz: str) -> torch.Tensor:
+    """Apply the ansatz with per-row weights (R, depth, n, k) to states (R, 2**n) -> (R, 2**n) complex.
+
+    The layer's own engines share one weight tensor across the batch; shifted circuits need a
+    different weight per row, hence this small batched evaluator (tests check it against
+    ``QuantumLayer.probabilities``).
+    """
+    rows = state.shape[0]
+    psi_flat = state.to(torch.complex64)
+    perm = ring_permutation(n_qubits, state.device) if cnot_ring_pairs(n_qubits) else None
+    for layer in range(weights.shape[1]):
+        gates = _row_gates(weights[:, layer], ansatz).to(psi_flat.device)
+        psi = psi_flat.reshape(rows, *([2] * n_qubits))
+        for w in range(n_qubits):
+            moved = torch.movedim(psi, w + 1, -1)
+            shape = moved.shape
+            moved = (moved.reshape(rows, -1, 2) @ gates[:, w].transpose(1, 2)).reshape(shape)
+            psi = torch.movedim(moved, -1, w + 1)
+        psi_flat = psi.reshape(rows, -1)
+        if perm is not None:
+            psi_flat = psi_flat[:, perm]
+    return psi_flat
+
+
+def encoding_params(layer: QuantumLayer, x: torch.Tensor) -> torch.Tensor:
+    """The input-dependent gate angles of the circuit: (B, n) for angle, (B, 2**n - 1) tree angles for amplitude."""
+    if layer.encoding == "angle":
+        return angle_params(x)
+    return amplitude_tree_angles(x, layer.n_qubits)
+
+
+def initial_state(layer: QuantumLayer, params: torch.Tensor) -> torch.Tensor:
+    if layer.encoding == "angle":
+        return product_state(params)
+    return tree_state(params, layer.n_qubits)
+
+
+def shift_directions(layer: QuantumLayer) -> torch.Tensor:
+    """D (m, m): row j = change of the encoding parameters when physical RY angle j is shifted by 1.
+
+    Angle encoding: identity (each RY(a_i) is one physical gate). Amplitude encoding: block diagonal
+    with blocks M_k^T (``gray_walsh_matrix``), one per tree level.
+    """
+    if layer.encoding == "angle":
+        return torch.eye(layer.n_qubits)
+    return torch.block_diag(*[gray_walsh_matrix(k).T for k in range(layer.n_qubits)])
+
+
+def circuit_probabilities(layer: QuantumLayer, enc: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Probabilities (R, 2**n) of circuits given per-row encoding parameters and per-row weights."""
+    state = evolve(initial_state(layer, enc), weights, layer.n_qubits, layer.ansatz)
+    return state.real ** 2 + state.imag ** 2
+
+
+# ----------------------------------------------------------------------------- parameter shift
+def parameter_shift(layer: QuantumLayer, x: torch.Tensor, grad_out: torch.Tensor, shots: int | None,
+                    rng: np.random.Generator | None, need_x: bool = True, need_w: bool = True,
+                    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Vector-Jacobian products (dL/dx, dL/dweights) from the two-term shift rule.
+
+    Each derivative dE/dtheta = (E(theta + pi/2) - E(theta - pi/2)) / 2 with E estimated from
+    ``shots`` samples (exact when ``shots`` is None). Weights: one shifted pair per weight, evaluated
+    on every sample. Inputs: one pair per physical encoding angle per sample, mapped back to x by
+    the chain rule (classical, exact).
+    """
+    bsz = x.shape[0]
+    weights = layer.weights.detach()
+    zsigns = layer.zsigns
+    with torch.enable_grad():
+        x_req = x.detach().requires_grad_(need_x)
+        enc = encoding_params(layer, x_req)
+    enc_d = enc.detach()
+    shifted_enc: list[torch.Tensor] = []
+    shifted_w: list[torch.Tensor] = []
+    w_base = weights.unsqueeze(0).expand(bsz, *weights.shape)
+    n_w = weights.numel()
+    if need_w:
+        for k in range(n_w):
+            for sign in (1.0, -1.0):
+                delta = torch.zeros(n_w, dtype=weights.dtype, device=weights.device)
+                delta[k] = sign * SHIFT
+                shifted_w.append((weights + delta.view_as(weights)).unsqueeze(0).expand(bsz, *weights.shape))
+                shifted_enc.append(enc_d)
+    directions = shift_directions(layer).to(enc_d.device, enc_d.dtype)
+    n_e = directions.shape[0] if need_x else 0
+    for j in range(n_e):
+        for sign in (1.0, -1.0):
+            shifted_enc.append(enc_d + sign * SHIFT * directions[j])
+            shifted_w.append(w_base)
+    if not shifted_enc:
+        return None, None
+    all_enc = torch.cat(shifted_enc)
+    all_w = torch.cat(shifted_w)
+    chunk = max(2 * bsz, MAX_AMPLITUDES_PER_CHUNK // 2 ** layer.n_qubits)
+    expvals = []
+    for start in range(0, all_enc.shape[0], chunk):
+        probs = circuit_probabilities(layer, all_enc[start:start + chunk], all_w[start:start + chunk])
+        expvals.append(_expvals(probs, zsigns.to(probs.device), shots, rng))
+    est = torch.cat(expvals).to(grad_out.dtype).view(-1, 2, bsz, layer.n_qubits)  # (params, +-, B, n)
+    deriv = (est[:, 0] - est[:, 1]) / 2  # (params, B, n): dE_w / dparam per sample
+    weighted = (deriv * grad_out.unsqueeze(0)).sum(dim=2)  # (params, B)
+    grad_w = grad_x = None
+    if need_w:
+        grad_w = weighted[:n_w].sum(dim=1).view_as(weights).to(weights.dtype)
+    if need_x:
+        grad_phys = weighted[n_w if need_w else 0:].T  # (B, m): dL / d(physical encoding angle)
+        grad_enc = torch.linalg.solve(directions, grad_phys.T.to(directions.dtype)).T  # D^{-1} maps back
+        (grad_x,) = torch.autograd.grad(enc, x_req, grad_enc.to(enc.dtype))
+    return grad_x, grad_w
+
+
+class ShotReadout(torch.autograd.Function):
+    """forward: sampled <Z> per wire; backward: parameter shift on sampled estimates (see module doc)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weights: torch.Tensor, layer: QuantumLayer, shots: int) -> torch.Tensor:
+        with torch.no_grad():
+            probs = layer.probabilities(x)
+        ctx.layer, ctx.shots = layer, shots
+        ctx.save_for_backward(x)
+        return sample_expvals(probs, layer.zsigns, shots, layer_rng(layer)).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_x, grad_w = parameter_shift(ctx.layer, x, grad_out, ctx.shots, layer_rng(ctx.layer), need_x, need_w)
+        return grad_x, grad_w, None, None
+
+
+def layer_rng(layer: QuantumLayer) -> np.random.Generator:
+    """The layer's shot stream (created seeded with 0 if ``configure`` was never called)."""
+    rng = getattr(layer, "shot_rng", None)
+    if rng is None:
+        rng = make_rng(0)
+        layer.shot_rng = rng
+    return rng
+
+
+def sampled_forward(layer: QuantumLayer, x: torch.Tensor, shots: int) -> torch.Tensor:
+    """What ``QuantumLayer.forward`` returns when shots are set: sampled <Z>, parameter-shift gradients."""
+    return ShotReadout.apply(x, layer.weights, layer, int(shots))
+
+
+# ----------------------------------------------------------------------------- configuration
+def configure(model: torch.nn.Module, eval_shots: int | None, train_shots: int | None, seed: int) -> None:
+    """Set the readout of every quantum layer of ``model`` (None = exact) and seed its shot stream."""
+    for i, layer in enumerate(m for m in model.modules() if isinstance(m, QuantumLayer)):
+        layer.shots = eval_shots
+        layer.train_shots = train_shots
+        layer.shot_rng = make_rng(seed, i) if (eval_shots or train_shots) else None
+
+
+def readout_tags(eval_shots: int | None, train_shots: int | None) -> dict[str, str]:
+    return {"hqcbench.readout": "exact" if eval_shots is None else f"{eval_shots} shots",
+            "hqcbench.train_readout": "exact (autograd)" if train_shots is None
+            else f"{train_shots} shots, parameter shift"}
+
+
+# ----------------------------------------------------------------------------- shots sweep
+def sweep_metric(shots: int) -> str:
+    """e.g. test_acc_shots_1000"""
+    return f"test_acc_shots_{int(shots)}"
+
+
+def shots_sweep(model: torch.nn.Module, test: "ImageSet", shot_counts: Sequence[int], batch_size: int,
+                device: torch.device, seed: int, repeats: int = SWEEP_REPEATS, title: str = "") -> Findings:
+    """Test accuracy of a trained model at each shot count (``repeats`` sampled evaluations each) and exact.
+
+    Restores the layers' readout afterwards. Findings: ``test_acc_exact``, ``test_acc_shots_{N}``
+    (mean over repeats), ``test_acc_shots_{N}_std``, stepped ``test_acc_vs_shots`` (step = N), and
+    the curve ``shots_sweep.png``.
+    """
+    from hqcbench.train import evaluate
+
+    layers = [m for m in model.modules() if isinstance(m, QuantumLayer)]
+    saved = [(layer.shots, layer.shot_rng) for layer in layers]
+    findings = Findings()
+    if not layers:
+        return findings
+    try:
+        for layer in layers:
+            layer.shots = None
+        exact = evaluate(model, test, batch_size, device).acc
+        findings.metrics["test_acc_exact"] = exact
+        curve: list[tuple[int, float, float]] = []
+        for shots in shot_counts:
+            accs = []
+            for rep in range(repeats):
+                for i, layer in enumerate(layers):
+                    layer.shots, layer.shot_rng = int(shots), make_rng(seed, 1000 + i, int(shots), rep)
+                accs.append(evaluate(model, test, batch_size, device).acc)
+            mean, std = float(np.mean(accs)), float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0
+            findings.metrics[sweep_metric(shots)] = mean
+            if repeats > 1:
+                findings.metrics[f"{sweep_metric(shots)}_std"] = std
+            findings.stepped.append(("test_acc_vs_shots", mean, int(shots)))
+            curve.append((int(shots), mean, std))
+            findings.summary.append(f"test acc at {shots} shots: {mean:.4f} +- {std:.4f} "
+                                    f"(sd over {repeats} samplings; exact {exact:.4f})")
+    finally:
+        for layer, (shots, rng) in zip(layers, saved):
+            layer.shots, layer.shot_rng = shots, rng
+    findings.figures["shots_sweep.png"] = sweep_figure(curve, exact, title, repeats)
+    findings.texts["shots_sweep.csv"] = "shots,test_acc_mean,test_acc_std\n" + "".join(
+        f"{n},{m:.6f},{s:.6f}\n" for n, m, s in curve) + f"exact,{exact:.6f},0\n"
+    return findings
+
+
+def sweep_figure(curve: Iterable[tuple[int, float, float]], exact: float, title: str, repeats: int):
+    from hqcbench import plots  # noqa: F401  (selects the headless backend)
+    import matplotlib.pyplot as plt
+
+    points = sorted(curve)
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    if points:
+        xs, ms, ss = zip(*points)
+        ax.errorbar(xs, ms, yerr=ss, fmt="o-", capsize=3, label=f"sampled readout (mean +- sd of {repeats})")
+    ax.axhline(exact, color="k", linestyle="--", label=f"exact <Z> ({exact:.3f})")
+    ax.set_xscale("log")
+    ax.set_xlabel("shots per circuit evaluation")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(title or "test accuracy vs shots")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def run_all(trained, splits, cfg, device: torch.device) -> dict[str, Findings]:
+    """Per arm with a quantum layer: readout tags and, when ``cfg.shots_sweep`` is set, the sweep."""
+    from hqcbench.runner import effective_batch_size
+
+    out: dict[str, Findings] = {}
+    for item in trained:
+        if not any(isinstance(m, QuantumLayer) for m in item.model.modules()):
+            continue
+        findings = Findings()
+        findings.tags.update(readout_tags(cfg.eval_shots, cfg.train_shot_count))
+        if cfg.shots_sweep_list:
+            findings.merge(shots_sweep(item.model, splits.test, cfg.shots_sweep_list, effective_batch_size(cfg),
+                                       device, item.seed, title=f"{cfg.dataset} / {item.arm} / seed {item.seed}"))
+        out[item.arm] = findings
+    return out
