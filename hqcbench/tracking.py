@@ -16,6 +16,9 @@ TAG_SEED = "hqcbench.seed"
 TAG_KIND = "hqcbench.kind"  # main | child | tune | trial | report
 TAG_ERROR = "hqcbench.error"
 TAG_NOTE = "hqcbench.note"
+TAG_STUDY = "hqcbench.study"  # tune: the Optuna study a trial run belongs to
+TAG_TRIAL = "hqcbench.trial"  # tune: the Optuna trial number
+TAG_TRIAL_STATE = "hqcbench.trial_state"  # tune: complete | pruned | failed
 
 PER_EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "epoch_time_s", "eval_time_s",
                      "samples_per_s", "lr", "cpu_util_cores", "rss_peak_mb")
