@@ -19,7 +19,7 @@ from hqcbench.data import Splits, load_splits, to_float
 from hqcbench.models import Classifier, build_model, count_parameters
 from hqcbench.protocols import (PAPER_BATCH_SIZE, PAPER_VAL_FRACTION, TAG_SHORTENED, make_recipe,
                                  shortened_note)
-from hqcbench.resources import ResourceMonitor
+from hqcbench.resources import ResourceMonitor, run_summary
 from hqcbench.train import evaluate, fit
 
 log = logging.getLogger("hqcbench")
@@ -87,10 +87,9 @@ def train_arm(arm: str, seed: int, splits: Splits, cfg: RunConfig, device: torch
     history = result.history
     final = {"best_val_acc": result.best_val_acc, "best_epoch": result.best_epoch,
              "test_acc": test.acc, "test_loss": test.loss, "test_eval_time_s": test_res["wall_s"],
-             "epoch_time_s_median": float(np.median([h["epoch_time_s"] for h in history])),
-             "cpu_util_cores_mean": float(np.mean([h["cpu_util_cores"] for h in history])),
-             "rss_peak_mb_max": float(max(h["rss_peak_mb"] for h in history))}
+             **run_summary(history)}  # epoch_time_s_median, cpu_util_cores_mean, rss_peak_mb_max, cuda_*/nvml_* peaks
     mlflow.log_metrics(final)
+    mlflow.set_tags(monitor.tags())  # why NVML metrics are absent, how the RSS peak was taken
     mlflow.log_text("\n".join(str(int(c)) for c in test.correct.tolist()), "test_correct.txt")
     fig = plots.learning_curves(history, f"{cfg.dataset} / {arm} / seed {seed} ({cfg.protocol})")
     mlflow.log_figure(fig, "learning_curves.png")
@@ -156,7 +155,7 @@ def train_arms(cfg: RunConfig, device: torch.device,
     """
     trained: list[TrainedArm] = []
     cache: dict = {}
-    monitor = ResourceMonitor()
+    monitor = ResourceMonitor(device, paper_metrics=(cfg.protocol == "paper"))
     for seed in cfg.seed_list:
         splits = load_splits(cfg.dataset, cfg.data_dir or None, seed, effective_val_fraction(cfg),
                              cfg.train_limit,

@@ -78,13 +78,9 @@ def system_tags(device: str) -> dict[str, str]:
     tags = {f"version.{k}": v for k, v in library_versions().items()}
     tags.update({"hqcbench.device": device, "hqcbench.cpu_model": cpu_model(),
                  "hqcbench.cpu_count": str(os.cpu_count()), "hqcbench.python": platform.python_version()})
-    try:
-        import torch
+    from hqcbench.resources import hardware_tags
 
-        if device.startswith("cuda") and torch.cuda.is_available():
-            tags["hqcbench.gpu_name"] = torch.cuda.get_device_name(0)
-    except Exception:  # pragma: no cover - best effort
-        pass
+    tags.update(hardware_tags(device))  # GPU name, driver, hqcbench.nvml status, physical cores, threads
     return tags
 
 
