@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 
 from hqcbench import plots, tracking
+from hqcbench import shots as shot_readout
 from hqcbench.config import RunConfig
 from hqcbench.data import Splits, load_splits, to_float
 from hqcbench.models import Classifier, build_model, count_parameters
@@ -68,6 +69,7 @@ def train_arm(arm: str, seed: int, splits: Splits, cfg: RunConfig, device: torch
     """Train one arm in the active child run and log everything the design names."""
     torch.manual_seed(seed)
     model = build_model(arm, splits.spec, cfg).to(device)
+    shot_readout.configure(model, cfg.eval_shots, cfg.train_shot_count, seed)  # None, None: exact <Z>
     counts = count_parameters(model)
     mlflow.log_metrics(counts)
     batch_size = effective_batch_size(cfg)
@@ -188,9 +190,13 @@ def _epoch_hook(cfg: RunConfig, splits: Splits, device: torch.device):
 
 def _post_training(seed_arms: list[TrainedArm], splits: Splits, cfg: RunConfig, device: torch.device) -> None:
     """Attacks, finite-shot readout and hardware cost, logged back into each arm's child run."""
-    from hqcbench import robustness
+    from hqcbench import hardware_cost, robustness
 
     findings = robustness.run_all(seed_arms, splits, cfg, device)
+    for extra in (shot_readout.run_all(seed_arms, splits, cfg, device),
+                  hardware_cost.run_all(seed_arms, splits, cfg, device)):
+        for arm, result in extra.items():
+            findings[arm] = findings[arm].merge(result) if arm in findings else result
     for item in seed_arms:
         with mlflow.start_run(run_id=item.run_id, nested=True):
             result = findings.get(item.arm)

@@ -1,0 +1,251 @@
+"""What the same training and evaluation would cost on quantum hardware: executions, shots, time.
+
+Why: a simulator returns exact <Z> and exact gradients for free; hardware estimates every <Z>
+from shots and every derivative from extra circuit executions (two per parameter, parameter-shift
+rule). This module turns a run's configuration and split sizes into that bill, part by part, so
+every hybrid run carries it beside its accuracy. The formula (docs/hardware_cost.md):
+
+  per sample, one forward evaluation = 1 execution;
+  per sample, one gradient = 1 + 2 * (W + A) executions for training (W circuit weights, A
+      encoding angles with a shift rule), 1 + 2 * A for an attack (only input derivatives needed);
+  A = n (angle encoding: one RY per wire) or 2**n - 1 (amplitude encoding: the RY angles of the
+      real-amplitude state preparation of Mottonen et al. 2004, 2**n - 1 RY + 2**n - 2 CNOT gates);
+  train = n_train * epochs * (1 + 2 (W + A));  val = n_val * epochs;  test = n_test;
+  sweep = n_test * repeats * (number of shot counts);  attacks: see ``attack_executions``;
+  shots = executions * shots per execution;  time = shots / shot rate.
+
+All of it is a lower bound: it ignores circuit compilation, parameter binding, job queueing and
+error mitigation, each of which adds time (and often shots) per distinct circuit -- and here every
+sample is a distinct circuit.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from hqcbench.models.quantum import QuantumLayer, cnot_ring_pairs, weight_shape
+from hqcbench.tracking import Findings
+
+# Default shot rate: Google's Sycamore sampled a 53-qubit circuit one million times in about
+# 200 s, i.e. ~5,000 shots/s including readout and reset (Arute et al., "Quantum supremacy using a
+# programmable superconducting processor", Nature 574, 505-510 (2019), abstract). IBM backends'
+# default repetition delay of 250 us (Qiskit `backend.default_rep_delay`) bounds them at ~4,000
+# shots/s: the same order.
+DEFAULT_SHOT_RATE_HZ = 5000.0
+# Shots per execution where this run read <Z> exactly (no `shots` / `train_shots` given): 1024 is
+# Qiskit Aer's default (`AerSimulator` option shots=1024); standard error of <Z> ~ 1/sqrt(1024) ~ 0.03.
+REFERENCE_SHOTS = 1024
+# ART SquareAttack defaults (art/attacks/evasion/square_attack.py): max_iter=100, nb_restarts=1.
+SQUARE_MAX_ITER, SQUARE_RESTARTS = 100, 1
+# The published attack (pgd_paper): PGD eps 0.1, step 0.01, 10 steps, on the validation split.
+PAPER_PGD_STEPS, PAPER_ATTACK_EVERY = 10, 5
+PARTS = ("train", "val", "test", "sweep", "attack")
+
+
+@dataclass(frozen=True)
+class CircuitShape:
+    """The circuit as hardware sees it: what has a shift rule and how many gates it takes."""
+
+    n_qubits: int
+    depth: int
+    encoding: str
+    ansatz: str
+
+    @classmethod
+    def of(cls, layer: QuantumLayer) -> "CircuitShape":
+        return cls(layer.n_qubits, layer.depth, layer.encoding, layer.ansatz)
+
+    @property
+    def weights(self) -> int:
+        """W: trainable rotation angles (each one Pauli rotation: two-term shift rule)."""
+        d, n, k = weight_shape(self.n_qubits, self.depth, self.ansatz)
+        return d * n * k
+
+    @property
+    def encoding_angles(self) -> int:
+        """A: input-dependent rotation angles, each differentiated by its own shifted pair."""
+        return self.n_qubits if self.encoding == "angle" else 2 ** self.n_qubits - 1
+
+    @property
+    def stateprep_gates(self) -> int:
+        """angle: n RY; amplitude: 2**n - 1 RY + 2**n - 2 CNOT (Mottonen et al., real amplitudes)."""
+        if self.encoding == "angle":
+            return self.n_qubits
+        return (2 ** self.n_qubits - 1) + (2 ** self.n_qubits - 2)
+
+    @property
+    def ansatz_gates(self) -> int:
+        rotations = self.n_qubits * (2 if self.ansatz == "strong" else 1)
+        return self.depth * (rotations + len(cnot_ring_pairs(self.n_qubits)))
+
+    @property
+    def gates(self) -> int:
+        return self.stateprep_gates + self.ansatz_gates
+
+    @property
+    def executions_per_train_sample(self) -> int:
+        """1 forward + 2 per derivative, for every weight and every encoding angle."""
+        return 1 + 2 * (self.weights + self.encoding_angles)
+
+    @property
+    def executions_per_input_gradient(self) -> int:
+        """An attack needs d(loss)/d(input) only: 1 forward + 2 per encoding angle."""
+        return 1 + 2 * self.encoding_angles
+
+
+@dataclass(frozen=True)
+class Workload:
+    """How many samples went through which kind of circuit query (from the config and the splits)."""
+
+    n_train: int
+    n_val: int
+    n_test: int
+    epochs: int
+    sweep_points: int = 0  # shot counts in the sweep
+    sweep_shots_sum: int = 0  # sum of those shot counts
+    sweep_repeats: int = 0
+    attack_forwards: int = 0  # per-sample forward queries spent by attacks (summed over samples)
+    attack_gradients: int = 0  # per-sample input-gradient queries spent by attacks
+
+
+@dataclass
+class HardwareCost:
+    shape: CircuitShape
+    shot_rate_hz: float
+    shots_per_execution_train: int
+    shots_per_execution_eval: int
+    executions: dict[str, int] = field(default_factory=dict)
+    shots: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total_executions(self) -> int:
+        return sum(self.executions.values())
+
+    @property
+    def total_shots(self) -> int:
+        return sum(self.shots.values())
+
+    def time_s(self, part: str | None = None) -> float:
+        shots = self.total_shots if part is None else self.shots[part]
+        return shots / self.shot_rate_hz
+
+    def metrics(self) -> dict[str, float]:
+        out: dict[str, float] = {
+            "hw_circuit_executions": self.total_executions, "hw_shots_total": self.total_shots,
+            "hw_time_est_s": self.time_s(), "hw_shot_rate_hz": self.shot_rate_hz,
+            "hw_executions_per_train_sample": self.shape.executions_per_train_sample,
+            "hw_circuit_gates": self.shape.gates, "hw_stateprep_gates": self.shape.stateprep_gates,
+            "hw_shots_per_execution_train": self.shots_per_execution_train,
+            "hw_shots_per_execution_eval": self.shots_per_execution_eval}
+        for part in PARTS:
+            out[f"hw_circuit_executions_{part}"] = self.executions.get(part, 0)
+            out[f"hw_shots_{part}"] = self.shots.get(part, 0)
+            out[f"hw_time_est_s_{part}"] = self.shots.get(part, 0) / self.shot_rate_hz
+        return {k: float(v) for k, v in out.items()}
+
+    def summary(self) -> list[str]:
+        days = self.time_s() / 86400
+        return [f"hardware estimate: {self.total_executions:,} circuit executions, {self.total_shots:,} shots, "
+                f"{self.time_s():,.0f} s ({days:,.1f} days) at {self.shot_rate_hz:g} shots/s "
+                f"(training: {self.executions.get('train', 0):,} executions, {self.time_s('train'):,.0f} s); "
+                f"lower bound: no compilation, queueing or mitigation"]
+
+    def to_json(self) -> str:
+        return json.dumps({"shape": asdict(self.shape), "derived": {
+            "weights": self.shape.weights, "encoding_angles": self.shape.encoding_angles,
+            "stateprep_gates": self.shape.stateprep_gates, "ansatz_gates": self.shape.ansatz_gates,
+            "executions_per_train_sample": self.shape.executions_per_train_sample,
+            "executions_per_input_gradient": self.shape.executions_per_input_gradient},
+            "shot_rate_hz": self.shot_rate_hz, "shots_per_execution_train": self.shots_per_execution_train,
+            "shots_per_execution_eval": self.shots_per_execution_eval, "executions": self.executions,
+            "shots": self.shots, "time_est_s": {p: self.shots[p] / self.shot_rate_hz for p in self.shots},
+            "total": {"executions": self.total_executions, "shots": self.total_shots, "time_est_s": self.time_s()}},
+            indent=2)
+
+
+def estimate(shape: CircuitShape, work: Workload, shots_train: int, shots_eval: int,
+             shot_rate_hz: float) -> HardwareCost:
+    """The formula of the module docstring, part by part."""
+    if shot_rate_hz <= 0:
+        raise ValueError(f"shot_rate_hz must be > 0, got {shot_rate_hz}")
+    execs = {
+        "train": work.n_train * work.epochs * shape.executions_per_train_sample,
+        "val": work.n_val * work.epochs,
+        "test": work.n_test,
+        "sweep": work.n_test * work.sweep_repeats * work.sweep_points,
+        "attack": work.attack_forwards + work.attack_gradients * shape.executions_per_input_gradient,
+    }
+    shots = {
+        "train": execs["train"] * shots_train,
+        "val": execs["val"] * shots_eval,
+        "test": execs["test"] * shots_eval,
+        "sweep": work.n_test * work.sweep_repeats * work.sweep_shots_sum,
+        "attack": execs["attack"] * shots_eval,
+    }
+    return HardwareCost(shape, shot_rate_hz, shots_train, shots_eval, execs, shots)
+
+
+def attack_executions(cfg, n_attack: int, n_val: int) -> tuple[int, int]:
+    """(forward queries, input-gradient queries), summed over samples, for ``cfg``'s attacks.
+
+    clean accuracy on the attacked subset: 1 forward per sample (once, when any subset attack runs);
+    fgsm, per eps: 1 gradient + 1 forward (score);  pgd, per eps: restarts * steps gradients +
+    restarts forwards (score / pick the best restart);  square (gradient-free), per eps: up to
+    restarts * (max_iter + 1) + 1 forwards (an upper bound: ART stops querying a fooled sample);
+    pgd_paper: 10 gradients + 1 forward per validation sample, every 5 epochs under the paper
+    protocol, once at the end otherwise.
+    """
+    attacks, n_eps = cfg.attack_list, len(cfg.eps_list)
+    forwards = gradients = 0
+    subset_attacks = [a for a in attacks if a != "pgd_paper"]
+    if subset_attacks:
+        forwards += n_attack
+    if "fgsm" in attacks:
+        gradients += n_eps * n_attack
+        forwards += n_eps * n_attack
+    if "pgd" in attacks:
+        gradients += n_eps * n_attack * cfg.pgd_restarts * cfg.pgd_steps
+        forwards += n_eps * n_attack * cfg.pgd_restarts
+    if "square" in attacks:
+        forwards += n_eps * n_attack * (SQUARE_RESTARTS * (SQUARE_MAX_ITER + 1) + 1)
+    occurrences = (cfg.epochs // PAPER_ATTACK_EVERY if cfg.protocol == "paper" else 0) or \
+        (1 if "pgd_paper" in attacks else 0)
+    gradients += occurrences * n_val * PAPER_PGD_STEPS
+    forwards += occurrences * n_val
+    return forwards, gradients
+
+
+def workload_from(cfg, n_train: int, n_val: int, n_test: int, sweep_repeats: int) -> Workload:
+    n_attack = n_test if cfg.attack_sample_count is None else min(cfg.attack_sample_count, n_test)
+    forwards, gradients = attack_executions(cfg, n_attack, n_val)
+    sweep = cfg.shots_sweep_list
+    return Workload(n_train, n_val, n_test, cfg.epochs, len(sweep), sum(sweep), sweep_repeats if sweep else 0,
+                    forwards, gradients)
+
+
+def cost_for(layer: QuantumLayer, cfg, n_train: int, n_val: int, n_test: int) -> HardwareCost:
+    """The hardware bill of one hybrid run configured by ``cfg`` on splits of these sizes."""
+    from hqcbench.shots import SWEEP_REPEATS
+
+    work = workload_from(cfg, n_train, n_val, n_test, SWEEP_REPEATS)
+    shots_train = cfg.train_shot_count or REFERENCE_SHOTS
+    shots_eval = cfg.eval_shots or REFERENCE_SHOTS
+    return estimate(CircuitShape.of(layer), work, shots_train, shots_eval, cfg.shot_rate_hz or DEFAULT_SHOT_RATE_HZ)
+
+
+def run_all(trained, splits, cfg, device=None) -> dict[str, Findings]:
+    """Findings (``hw_*`` metrics, ``hardware_cost.json``) for every arm with a quantum layer."""
+    out: dict[str, Findings] = {}
+    for item in trained:
+        layers = [m for m in item.model.modules() if isinstance(m, QuantumLayer)]
+        if not layers:
+            continue
+        if len(layers) > 1:  # every arm has one circuit today; several would each be billed
+            raise NotImplementedError("hardware cost of models with several quantum layers")
+        cost = cost_for(layers[0], cfg, len(splits.train), len(splits.val), len(splits.test))
+        findings = Findings()
+        findings.metrics.update(cost.metrics())
+        findings.texts["hardware_cost.json"] = cost.to_json()
+        findings.summary.extend(cost.summary())
+        out[item.arm] = findings
+    return out
