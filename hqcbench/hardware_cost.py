@@ -11,7 +11,11 @@ every hybrid run carries it beside its accuracy. The formula (docs/hardware_cost
   A = n (angle encoding: one RY per wire) or 2**n - 1 (amplitude encoding: the RY angles of the
       real-amplitude state preparation of Mottonen et al. 2004, 2**n - 1 RY + 2**n - 2 CNOT gates);
   train = n_train * epochs * (1 + 2 (W + A));  val = n_val * epochs;  test = n_test;
-  sweep = n_test * repeats * (number of shot counts);  attacks: see ``attack_executions``;
+  sweep = n_test * repeats * (number of shot counts);
+  attacks = F + 2 * A * G, *counted* while they run (``count_queries``): F samples passed forward
+      through the circuit, G of them with their input gradient taken. Counted, not predicted,
+      because the attack schedule depends on the data (the robustness curve attacks only images
+      not yet broken; Square stops on fooled images; ART adds its own predictions);
   shots = executions * shots per execution;  time = shots / shot rate.
 
 All of it is a lower bound: it ignores circuit compilation, parameter binding, job queueing and
@@ -20,8 +24,13 @@ sample is a distinct circuit.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterable, Iterator
+
+import torch
+from torch import nn
 
 from hqcbench.models.quantum import QuantumLayer, cnot_ring_pairs, weight_shape
 from hqcbench.tracking import Findings
@@ -35,10 +44,6 @@ DEFAULT_SHOT_RATE_HZ = 5000.0
 # Shots per execution where this run read <Z> exactly (no `shots` / `train_shots` given): 1024 is
 # Qiskit Aer's default (`AerSimulator` option shots=1024); standard error of <Z> ~ 1/sqrt(1024) ~ 0.03.
 REFERENCE_SHOTS = 1024
-# ART SquareAttack defaults (art/attacks/evasion/square_attack.py): max_iter=100, nb_restarts=1.
-SQUARE_MAX_ITER, SQUARE_RESTARTS = 100, 1
-# The published attack (pgd_paper): PGD eps 0.1, step 0.01, 10 steps, on the validation split.
-PAPER_PGD_STEPS, PAPER_ATTACK_EVERY = 10, 5
 PARTS = ("train", "val", "test", "sweep", "attack")
 
 
@@ -104,8 +109,8 @@ class Workload:
     sweep_points: int = 0  # shot counts in the sweep
     sweep_shots_sum: int = 0  # sum of those shot counts
     sweep_repeats: int = 0
-    attack_forwards: int = 0  # per-sample forward queries spent by attacks (summed over samples)
-    attack_gradients: int = 0  # per-sample input-gradient queries spent by attacks
+    attack_forwards: int = 0  # F: samples the attacks passed forward through the circuit (counted)
+    attack_gradients: int = 0  # G: of those, samples whose input gradient was taken (counted)
 
 
 @dataclass
@@ -173,7 +178,8 @@ def estimate(shape: CircuitShape, work: Workload, shots_train: int, shots_eval: 
         "val": work.n_val * work.epochs,
         "test": work.n_test,
         "sweep": work.n_test * work.sweep_repeats * work.sweep_points,
-        "attack": work.attack_forwards + work.attack_gradients * shape.executions_per_input_gradient,
+        # each gradient query's forward is already among the F forwards: add its 2A shifted circuits
+        "attack": work.attack_forwards + work.attack_gradients * (shape.executions_per_input_gradient - 1),
     }
     shots = {
         "train": execs["train"] * shots_train,
@@ -185,49 +191,65 @@ def estimate(shape: CircuitShape, work: Workload, shots_train: int, shots_eval: 
     return HardwareCost(shape, shot_rate_hz, shots_train, shots_eval, execs, shots)
 
 
-def attack_executions(cfg, n_attack: int, n_val: int) -> tuple[int, int]:
-    """(forward queries, input-gradient queries), summed over samples, for ``cfg``'s attacks.
-
-    clean accuracy on the attacked subset: 1 forward per sample (once, when any subset attack runs);
-    fgsm, per eps: 1 gradient + 1 forward (score);  pgd, per eps: restarts * steps gradients +
-    restarts forwards (score / pick the best restart);  square (gradient-free), per eps: up to
-    restarts * (max_iter + 1) + 1 forwards (an upper bound: ART stops querying a fooled sample);
-    pgd_paper: 10 gradients + 1 forward per validation sample, every 5 epochs under the paper
-    protocol, once at the end otherwise.
-    """
-    attacks, n_eps = cfg.attack_list, len(cfg.eps_list)
-    forwards = gradients = 0
-    subset_attacks = [a for a in attacks if a != "pgd_paper"]
-    if subset_attacks:
-        forwards += n_attack
-    if "fgsm" in attacks:
-        gradients += n_eps * n_attack
-        forwards += n_eps * n_attack
-    if "pgd" in attacks:
-        gradients += n_eps * n_attack * cfg.pgd_restarts * cfg.pgd_steps
-        forwards += n_eps * n_attack * cfg.pgd_restarts
-    if "square" in attacks:
-        forwards += n_eps * n_attack * (SQUARE_RESTARTS * (SQUARE_MAX_ITER + 1) + 1)
-    occurrences = (cfg.epochs // PAPER_ATTACK_EVERY if cfg.protocol == "paper" else 0) or \
-        (1 if "pgd_paper" in attacks else 0)
-    gradients += occurrences * n_val * PAPER_PGD_STEPS
-    forwards += occurrences * n_val
-    return forwards, gradients
+# ----------------------------------------------------------------------------- counting attack queries
+QUERY_ATTR = "hw_attack_queries"  # on each QuantumLayer: {"forward": F, "gradient": G}, accumulated
 
 
-def workload_from(cfg, n_train: int, n_val: int, n_test: int, sweep_repeats: int) -> Workload:
-    n_attack = n_test if cfg.attack_sample_count is None else min(cfg.attack_sample_count, n_test)
-    forwards, gradients = attack_executions(cfg, n_attack, n_val)
+def attack_queries(layer: QuantumLayer) -> dict[str, int]:
+    return dict(getattr(layer, QUERY_ATTR, None) or {"forward": 0, "gradient": 0})
+
+
+@contextlib.contextmanager
+def count_queries(models: Iterable[nn.Module]) -> Iterator[None]:
+    """Count, on every quantum layer of ``models``, the samples passed forward and those whose input
+    gradient is taken while the block runs (added to the layer's ``hw_attack_queries``)."""
+    handles = []
+
+    def on_forward(layer: QuantumLayer, args: tuple, output: torch.Tensor) -> None:
+        counts = getattr(layer, QUERY_ATTR, None)
+        if counts is None:
+            counts = {"forward": 0, "gradient": 0}
+            setattr(layer, QUERY_ATTR, counts)
+        x = args[0]
+        counts["forward"] += int(x.shape[0])
+        if torch.is_grad_enabled() and x.requires_grad:
+            def on_grad(grad: torch.Tensor) -> None:
+                counts["gradient"] += int(grad.shape[0])
+            x.register_hook(on_grad)
+
+    for model in models:
+        for layer in (m for m in model.modules() if isinstance(m, QuantumLayer)):
+            handles.append(layer.register_forward_hook(on_forward))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def counting_epoch_hook(inner: Callable[[int, nn.Module], object]) -> Callable[[int, nn.Module], object]:
+    """Wrap a per-epoch hook (the paper attack every 5 epochs) so its circuit queries are counted."""
+    def hook(epoch: int, model: nn.Module):
+        with count_queries([model]):
+            return inner(epoch, model)
+    return hook
+
+
+# ----------------------------------------------------------------------------- the run's bill
+def workload_from(cfg, n_train: int, n_val: int, n_test: int, sweep_repeats: int,
+                  queries: dict[str, int] | None = None) -> Workload:
     sweep = cfg.shots_sweep_list
+    queries = queries or {"forward": 0, "gradient": 0}
     return Workload(n_train, n_val, n_test, cfg.epochs, len(sweep), sum(sweep), sweep_repeats if sweep else 0,
-                    forwards, gradients)
+                    queries["forward"], queries["gradient"])
 
 
 def cost_for(layer: QuantumLayer, cfg, n_train: int, n_val: int, n_test: int) -> HardwareCost:
-    """The hardware bill of one hybrid run configured by ``cfg`` on splits of these sizes."""
+    """The hardware bill of one hybrid run configured by ``cfg`` on splits of these sizes; the attack
+    part comes from the queries counted on ``layer`` (zero when no attack ran)."""
     from hqcbench.shots import SWEEP_REPEATS
 
-    work = workload_from(cfg, n_train, n_val, n_test, SWEEP_REPEATS)
+    work = workload_from(cfg, n_train, n_val, n_test, SWEEP_REPEATS, attack_queries(layer))
     shots_train = cfg.train_shot_count or REFERENCE_SHOTS
     shots_eval = cfg.eval_shots or REFERENCE_SHOTS
     return estimate(CircuitShape.of(layer), work, shots_train, shots_eval, cfg.shot_rate_hz or DEFAULT_SHOT_RATE_HZ)

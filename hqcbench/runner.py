@@ -183,16 +183,18 @@ def train_arms(cfg: RunConfig, device: torch.device,
 
 def _epoch_hook(cfg: RunConfig, splits: Splits, device: torch.device):
     """Per-epoch extras (the paper attack every 5 epochs under the paper protocol)."""
-    from hqcbench import robustness
+    from hqcbench import hardware_cost, robustness
 
-    return robustness.make_epoch_hook(cfg, splits, device)
+    # the circuit queries of these attacks are counted for the hardware cost estimate
+    return hardware_cost.counting_epoch_hook(robustness.make_epoch_hook(cfg, splits, device))
 
 
 def _post_training(seed_arms: list[TrainedArm], splits: Splits, cfg: RunConfig, device: torch.device) -> None:
     """Attacks, finite-shot readout and hardware cost, logged back into each arm's child run."""
     from hqcbench import hardware_cost, robustness
 
-    findings = robustness.run_all(seed_arms, splits, cfg, device)
+    with hardware_cost.count_queries(item.model for item in seed_arms):  # attack circuit queries
+        findings = robustness.run_all(seed_arms, splits, cfg, device)
     for extra in (shot_readout.run_all(seed_arms, splits, cfg, device),
                   hardware_cost.run_all(seed_arms, splits, cfg, device)):
         for arm, result in extra.items():

@@ -9,6 +9,8 @@ import torch
 from hqcbench import hardware_cost as H
 from hqcbench import shots as S
 from hqcbench.config import RunConfig
+from hqcbench.data import REGISTRY
+from hqcbench.models import build_model
 from hqcbench.models.quantum import QuantumLayer
 
 
@@ -36,9 +38,10 @@ def test_circuit_shape_amplitude_basic_by_hand():
 
 
 def test_the_formula_on_a_hand_computed_run():
-    cfg = RunConfig(epochs=3, attacks="fgsm,pgd", eps="0.1,0.2", pgd_steps=5, pgd_restarts=2,
-                    attack_samples="30", shots="200", shots_sweep="10,100", shot_rate_hz=1000.0).validate()
+    cfg = RunConfig(epochs=3, attacks="fgsm,pgd", shots="200", shots_sweep="10,100", shot_rate_hz=1000.0).validate()
     layer = QuantumLayer(4, 2, "angle", "strong")
+    # attack queries as counted while attacks ran: 210 samples forward, 660 of them with input gradient
+    setattr(layer, H.QUERY_ATTR, {"forward": 210, "gradient": 660})
     cost = H.cost_for(layer, cfg, n_train=100, n_val=20, n_test=50)
     # train: 100 samples x 3 epochs x 41 executions; training read exactly -> 1024 reference shots each
     assert cost.executions["train"] == 12_300 and cost.shots["train"] == 12_300 * 1024
@@ -46,32 +49,39 @@ def test_the_formula_on_a_hand_computed_run():
     assert cost.executions["test"] == 50 and cost.shots["test"] == 10_000
     # sweep: 50 test samples x 3 repeats x 2 shot counts; shots 50 x 3 x (10 + 100)
     assert cost.executions["sweep"] == 300 and cost.shots["sweep"] == 16_500
-    # attacks on 30 samples: clean 30 forwards; fgsm 2 eps x (1 gradient + 1 forward);
-    # pgd 2 eps x 2 restarts x (5 gradients) + 2 eps x 2 restarts forwards
-    forwards = 30 + 2 * 30 + 2 * 30 * 2
-    gradients = 2 * 30 + 2 * 30 * 2 * 5
-    assert (forwards, gradients) == (210, 660)
-    assert cost.executions["attack"] == 210 + 660 * 9 == 6_150
-    assert cost.shots["attack"] == 6_150 * 200
-    assert cost.total_shots == 12_595_200 + 12_000 + 10_000 + 16_500 + 1_230_000 == 13_863_700
-    assert cost.time_s() == pytest.approx(13_863.7)
+    # attacks: 210 forwards + 660 gradients x 2 x 4 encoding angles
+    assert cost.executions["attack"] == 210 + 660 * 8 == 5_490
+    assert cost.shots["attack"] == 5_490 * 200
+    assert cost.total_shots == 12_595_200 + 12_000 + 10_000 + 16_500 + 1_098_000 == 13_731_700
+    assert cost.time_s() == pytest.approx(13_731.7)
     assert cost.time_s("train") == pytest.approx(12_595.2)
     metrics = cost.metrics()
-    assert metrics["hw_circuit_executions"] == 12_300 + 60 + 50 + 300 + 6_150
-    assert metrics["hw_time_est_s_attack"] == pytest.approx(1_230.0)
-    assert json.loads(cost.to_json())["total"]["shots"] == 13_863_700
+    assert metrics["hw_circuit_executions"] == 12_300 + 60 + 50 + 300 + 5_490
+    assert metrics["hw_time_est_s_attack"] == pytest.approx(1_098.0)
+    assert json.loads(cost.to_json())["total"]["shots"] == 13_731_700
+    no_attack = H.cost_for(QuantumLayer(4, 2, "angle", "strong"), cfg, 100, 20, 50)
+    assert no_attack.executions["attack"] == 0
 
 
-def test_square_and_paper_attack_counts_by_hand():
-    cfg = RunConfig(dataset="mnist", protocol="paper", epochs=10, attacks="square,pgd_paper", eps="0.1",
-                    attack_samples="10")
-    forwards, gradients = H.attack_executions(cfg, n_attack=10, n_val=40)
-    # clean 10; square 10 x (1 restart x (100 + 1) + 1); pgd_paper every 5 epochs: 2 x 40 x (10 grads, 1 fwd)
-    assert forwards == 10 + 10 * 102 + 2 * 40
-    assert gradients == 2 * 40 * 10
-    fair = RunConfig(attacks="pgd_paper", epochs=10)
-    assert H.attack_executions(fair, 10, 40) == (40, 400)  # once, at the end
-    assert H.attack_executions(RunConfig(attacks="none"), 10, 40) == (0, 0)
+def test_attack_queries_are_counted_while_attacks_run():
+    torch.manual_seed(0)
+    model = build_model("hybrid", REGISTRY["digits"], RunConfig(width=4)).eval()
+    layer = model.quantum_layers()[0]
+    x = torch.rand(10, 1, 8, 8)
+    model(x)  # outside the block: not counted
+    with H.count_queries([model]):
+        with torch.no_grad():
+            model(x)  # a prediction: 10 forwards
+        x_req = x.clone().requires_grad_(True)
+        torch.nn.functional.cross_entropy(model(x_req), torch.zeros(10, dtype=torch.long)).backward()
+        model(x[:3]).sum()  # forward with autograd on but never differentiated: forwards only
+    model(x_req).sum().backward()  # after the block: not counted
+    assert H.attack_queries(layer) == {"forward": 23, "gradient": 10}
+    hook = H.counting_epoch_hook(lambda epoch, m: m(x[:4]))
+    hook(5, model)
+    assert H.attack_queries(layer) == {"forward": 27, "gradient": 10}  # accumulated
+    cost = H.cost_for(layer, RunConfig(attacks="fgsm"), 1, 1, 1)
+    assert cost.executions["attack"] == 27 + 10 * 2 * 4
 
 
 def test_shot_rate_default_and_override():

@@ -215,7 +215,7 @@ def test_shots_sweep_reports_every_count_and_restores_the_readout():
 def test_main_run_logs_shots_and_hardware_cost(mlflow_store):
     from hqcbench.runner import run_main
 
-    cfg = RunConfig(arms="hybrid,control", epochs=1, train_limit=120, width=4, attacks="none",
+    cfg = RunConfig(arms="hybrid,control", epochs=1, train_limit=120, width=4, attacks="fgsm", attack_samples="20",
                     shots="200", train_shots="100", shots_sweep="20,2000")
     trained = run_main(cfg, progress=False)
     by_arm = {t.arm: t for t in trained}
@@ -231,6 +231,9 @@ def test_main_run_logs_shots_and_hardware_cost(mlflow_store):
     n_train = int(hybrid["params.n_train"])
     assert hybrid["metrics.hw_circuit_executions_train"] == n_train * 1 * (1 + 2 * (16 + 4))
     assert hybrid["metrics.hw_shots_train"] == hybrid["metrics.hw_circuit_executions_train"] * 100
+    # attacks were counted: at least one FGSM gradient (1 forward + 2 x 4 shifts) per attacked image
+    assert hybrid["metrics.hw_circuit_executions_attack"] >= 20 * 9
+    assert hybrid["metrics.hw_shots_attack"] == hybrid["metrics.hw_circuit_executions_attack"] * 200
     artifacts = {f.path for f in mlflow.MlflowClient().list_artifacts(hybrid["run_id"])}
     assert {"shots_sweep.png", "hardware_cost.json"} <= artifacts
     assert by_arm["hybrid"].model.quantum_layers()[0].train_shots == 100
