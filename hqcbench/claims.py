@@ -1,0 +1,273 @@
+"""The published claims of arXiv 2509.13353 (abstract), each as a directional hypothesis on paired
+per-seed differences, with the published magnitude and the known flaw of the published measurement.
+
+Why data and not prose: the report turns every row into "published -> ours under paper -> ours under
+fair -> verdict" mechanically, so a claim's hypothesis, metric and unit must be explicit. The figures
+and flaws come from the abstract and from the authors' code and logs as summarised in
+../shared/DESIGN.md ("paper" protocol).
+
+Quantities (h = hybrid, c = cnn, per seed, then a 95 % interval over seeds):
+  diff       h - c                       (accuracy, robustness, memory, CPU)
+  speedup    c / h of seconds per epoch  (interval on log(c / h), shown as a factor: geometric mean)
+  reduction  (c - h) / c in percent      (parameters)
+  growth     (h - c) on a dataset minus (h - c) on MNIST (independent samples: Welch interval)
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from hqcbench.stats import (MIN_SEEDS, NO_DATA, Interval, Verdict, bootstrap_interval, directional_verdict,
+                            equivalence_verdict, magnitude_inside, t_interval, welch_interval)
+
+PAPER_DATASETS = ("mnist", "cifar100", "stl10")
+DATASET_LABELS = {"mnist": "MNIST", "cifar100": "CIFAR-100", "stl10": "STL-10", "digits": "digits",
+                  "fashion_mnist": "Fashion-MNIST"}
+EQUIVALENCE_MARGIN_PP = 2.0  # "comparable (~1 % for both)": |h - c| within 2 percentage points
+
+# key -> (short name shown beside the published number, full description listed under the claims table)
+FLAWS: dict[str, tuple[str, str]] = {
+    "accuracy": ("best validation epoch of one run, augmented validation split, unequal recipes",
+                 "The reported figure is the best validation epoch: the maximum over 50 epochs of a noisy accuracy "
+                 "on an augmented validation split that also selected the model (optimistic); one run, no seeds; "
+                 "each arm had its own optimiser and schedule, and the classical training loss stalled near 0.64 "
+                 "from epoch 3 (its warm restarts are stepped per batch: every 5 batches)."),
+    "accuracy_stl10": ("as above, and the test split served as validation",
+                       "As for the other accuracies, and on STL-10 the official test split served as the validation "
+                       "split: the model was selected on the test set."),
+    "speed": ("hybrid epoch 8 vs classical epoch 50; classical epoch time drifted 27 -> 110 s",
+              "The 21.23 s vs 108.44 s per-epoch figure compares hybrid epoch 8 with classical epoch 50, while the "
+              "classical epoch time drifted from 27 s to 110 s within its own run; per-image PIL augmentation "
+              "dominated epoch time."),
+    "params": ("leaves out STL-10 (hybrid 4.6 M vs CNN 1.7 M)",
+               "The 6-32 % range leaves out STL-10, where the published hybrid has 4.6 M parameters against the "
+               "CNN's 1.7 M; the arms differ in far more than the circuit."),
+    "robust": ("PGD in normalised units, inputs clamped to [0, 1] in normalised space, on validation",
+               "PGD (eps 0.1, step 0.01, 10 steps) ran on normalised inputs clamped to [0, 1]: eps is in normalised "
+               "units (for MNIST 0.1 x 0.3081 = 0.031 in pixels) and the clamp alters even clean images; it ran every "
+               "5 epochs on the validation set."),
+    "memory": ("system-wide used memory, not the training process",
+               "Memory is psutil virtual_memory().used: the whole machine (every process, the OS), not the training "
+               "process."),
+    "cpu": ("difference of two system-wide CPU readings (negative values occur)",
+            "CPU% is a difference of two system-wide psutil readings (negative values occur), not the training "
+            "process's CPU use."),
+}
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One row of the claims table.
+
+    ``metric_paper`` / ``metric_fair``: the MLflow metric compared under each protocol (None: not
+    measured under that protocol). ``magnitude``: the published effect in display units as (low, high);
+    equal ends for a point. ``scale`` converts the metric's unit to display units.
+    """
+
+    key: str
+    topic: str
+    claim: str
+    published: str
+    flaw: str  # key of FLAWS, "" where there is no published number
+    quantity: str  # diff | speedup | reduction | growth
+    direction: str  # greater | less | equivalent
+    threshold: float
+    unit: str
+    scale: float
+    metric_paper: str | None
+    metric_fair: str | None
+    datasets: tuple[str, ...]  # (dataset,) or (dataset, base) for growth
+    magnitude: tuple[float, float] | None = None
+    magnitude_note: str = ""  # why the magnitude does not apply to our measure, if it doesn't
+    margin: float = 0.0
+
+
+def _label(dataset: str) -> str:
+    return DATASET_LABELS.get(dataset, dataset)
+
+
+def _accuracy(dataset: str) -> Claim:
+    published = {"mnist": ("99.38 % vs 98.21 % (+1.17 pp)", 1.17),
+                 "cifar100": ("41.69 % vs 32.25 % (+9.44 pp)", 9.44),
+                 "stl10": ("74.05 % vs 63.76 % (+10.29 pp)", 10.29)}
+    text, mag = published.get(dataset, ("not in the paper (the general claim, tested here)", None))
+    return Claim(f"accuracy_{dataset}", "accuracy", f"hybrid more accurate than classical on {_label(dataset)}",
+                 text, "" if mag is None else ("accuracy_stl10" if dataset == "stl10" else "accuracy"), "diff",
+                 "greater", 0.0, "pp",
+                 100.0, "best_val_acc", "test_acc", (dataset,), None if mag is None else (mag, mag))
+
+
+def _growth(dataset: str) -> Claim:
+    mags = {"cifar100": 9.44 - 1.17, "stl10": 10.29 - 1.17}
+    return Claim(f"growth_{dataset}", "accuracy", f"the hybrid's advantage is larger on {_label(dataset)} than on MNIST "
+                 "(grows with dataset complexity)", f"+{mags[dataset]:.2f} pp (gain {_label(dataset)} - gain MNIST)",
+                 "accuracy_stl10" if dataset == "stl10" else "accuracy", "growth", "greater", 0.0, "pp", 100.0, "best_val_acc", "test_acc",
+                 (dataset, "mnist"), (round(mags[dataset], 2),) * 2)
+
+
+def _speed(dataset: str) -> Claim:
+    if dataset == "mnist":
+        text, mag = "5-12x faster; MNIST: 21.23 s vs 108.44 s per epoch (5.11x)", (108.44 / 21.23,) * 2
+    elif dataset in PAPER_DATASETS:
+        text, mag = "5-12x faster (range over the datasets)", (5.0, 12.0)
+    else:
+        text, mag = "not in the paper (the general 5-12x claim, tested here)", None
+    return Claim(f"speed_{dataset}", "training time", f"hybrid trains faster per epoch on {_label(dataset)}",
+                 text, "speed" if mag else "", "speedup", "greater", 1.0, "x", 1.0, "epoch_time_s_median",
+                 "epoch_time_s_median", (dataset,), mag)
+
+
+def _params(dataset: str) -> Claim:
+    if dataset == "mnist":
+        text, mag = "6-32 % fewer; MNIST: 142,530 vs 151,754 (6.08 %)", ((151754 - 142530) / 151754 * 100,) * 2
+    elif dataset in PAPER_DATASETS:
+        text, mag = "6-32 % fewer (range over the datasets)", (6.0, 32.0)
+    else:
+        text, mag = "not in the paper (the general claim, tested here)", None
+    return Claim(f"params_{dataset}", "parameters", f"hybrid has fewer parameters on {_label(dataset)}", text,
+                 "params" if mag else "", "reduction", "greater", 0.0, "%", 1.0, "params_total", "params_total", (dataset,), mag)
+
+
+def _memory(dataset: str) -> list[Claim]:
+    pub = "4-5 GB vs 5-6 GB" if dataset in PAPER_DATASETS else "not in the paper (the general claim, tested here)"
+    mag = (-2.0, 0.0) if dataset in PAPER_DATASETS else None
+    return [
+        Claim(f"memory_published_{dataset}", "memory", f"hybrid uses less memory on {_label(dataset)} "
+              "(published measurement)", pub, "memory" if mag else "", "diff", "less", 0.0, "GB", 1.0, "paper_memory_gb",
+              None, (dataset,), mag),
+        Claim(f"memory_process_{dataset}", "memory", f"hybrid uses less memory on {_label(dataset)} "
+              "(our measurement: peak RSS of the training process)", pub, "memory" if mag else "", "diff", "less", 0.0, "MB",
+              1.0, "rss_peak_mb_max", "rss_peak_mb_max", (dataset,), mag,
+              "different measurement (process peak RSS in MB, not system-wide GB)"),
+    ]
+
+
+def _cpu(dataset: str) -> list[Claim]:
+    pub = "9.5 % vs 23.2 % on average" if dataset in PAPER_DATASETS else "not in the paper (the general claim, tested here)"
+    mag = (9.5 - 23.2,) * 2 if dataset in PAPER_DATASETS else None
+    return [
+        Claim(f"cpu_published_{dataset}", "CPU", f"hybrid uses less CPU on {_label(dataset)} (published measurement)",
+              pub, "cpu" if mag else "", "diff", "less", 0.0, "pp", 1.0, "paper_cpu_percent", None, (dataset,), mag),
+        Claim(f"cpu_process_{dataset}", "CPU", f"hybrid uses less CPU on {_label(dataset)} (our measurement: "
+              "process CPU seconds per wall second)", pub, "cpu" if mag else "", "diff", "less", 0.0, "cores", 1.0,
+              "cpu_util_cores_mean", "cpu_util_cores_mean", (dataset,), mag,
+              "different measurement (cores busy, not system-wide percent)"),
+    ]
+
+
+def _robustness() -> list[Claim]:
+    return [
+        Claim("robust_mnist", "robustness", "hybrid more robust than classical on MNIST (eps 0.1)",
+              "45.27 % vs 10.80 % (+34.47 pp)", "robust", "diff", "greater", 0.0, "pp", 100.0,
+              "robust_acc_pgd_paper_eps_0.1", "robust_acc_pgd_eps_0.1", ("mnist",), (34.47, 34.47)),
+        Claim("robust_cifar100", "robustness", "hybrid and classical comparably fragile on CIFAR-100 (eps 0.1)",
+              f"~1 % for both (difference ~0 pp; 'comparable' read as within +-{EQUIVALENCE_MARGIN_PP:g} pp)",
+              "robust", "diff", "equivalent", 0.0, "pp", 100.0, "robust_acc_pgd_paper_eps_0.1",
+              "robust_acc_pgd_eps_0.1", ("cifar100",), (0.0, 0.0), margin=EQUIVALENCE_MARGIN_PP),
+    ]
+
+
+def claims_for(datasets_present: list[str] | tuple[str, ...]) -> list[Claim]:
+    """Every published claim, one row per dataset it concerns: the paper's three datasets always
+    (rows without data say so), plus any other dataset of the experiment for the general claims."""
+    general = list(PAPER_DATASETS) + [d for d in datasets_present if d not in PAPER_DATASETS]
+    rows: list[Claim] = [_accuracy(d) for d in general]
+    rows += [_growth("cifar100"), _growth("stl10")]
+    rows += [_speed(d) for d in general]
+    rows += [_params(d) for d in general]
+    rows += _robustness()
+    for d in general:
+        rows += _memory(d)
+    for d in general:
+        rows += _cpu(d)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+@dataclass(frozen=True)
+class Pairs:
+    """Per-seed values of one metric for hybrid and the arm it is compared with (same seeds only)."""
+
+    seeds: list[int]
+    hybrid: list[float]
+    other: list[float]
+    run_ids: list[str]
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    claim: Claim
+    protocol: str
+    metric: str | None
+    interval: Interval | None  # in the claim's display unit
+    verdict: Verdict
+    magnitude: str  # is the published magnitude inside our interval
+    run_ids: list[str]
+
+
+class PairSource(Protocol):
+    def pairs(self, dataset: str, protocol: str, metric: str, other: str = "cnn") -> tuple[Pairs | None, str]:
+        """(pairs, '') or (None, why there is no data)."""
+
+    def correct(self, run_id: str) -> np.ndarray | None:
+        """Per-test-example 0/1 correctness of a run (test_correct.txt), if logged."""
+
+
+def paired_interval(quantity: str, pairs: Pairs, metric: str, source: PairSource | None) -> Interval | None:
+    """The claim's quantity over the paired seeds, in the metric's unit (before ``Claim.scale``).
+
+    One seed: a bootstrap over test examples where per-example results exist (test accuracy), else the
+    single value without an interval."""
+    h, c = np.asarray(pairs.hybrid, float), np.asarray(pairs.other, float)
+    if quantity == "diff":
+        if len(h) == 1 and metric == "test_acc" and source is not None:
+            a, b = source.correct(pairs.run_ids[0]), source.correct(pairs.run_ids[1])
+            if a is not None and b is not None and len(a) == len(b):
+                return bootstrap_interval(a.astype(float) - b.astype(float))
+        return t_interval(h - c)
+    if quantity == "speedup":  # geometric mean of c / h: the t-interval is taken on the log scale
+        ok = (h > 0) & (c > 0)
+        iv = t_interval(np.log(c[ok] / h[ok]))
+        return None if iv is None else iv.mapped(math.exp)
+    if quantity == "reduction":
+        ok = c != 0
+        return t_interval((c[ok] - h[ok]) / c[ok] * 100.0)
+    raise ValueError(f"unknown quantity {quantity!r}")
+
+
+def evaluate_claim(claim: Claim, protocol: str, source: PairSource, min_seeds: int = MIN_SEEDS) -> ClaimResult:
+    metric = claim.metric_paper if protocol == "paper" else claim.metric_fair
+    if metric is None:
+        why = "the published measurement exists under the paper protocol only"
+        return ClaimResult(claim, protocol, None, None, Verdict(NO_DATA, why), "n/a", [])
+    run_ids: list[str] = []
+    if claim.quantity == "growth":
+        diffs = []
+        for dataset in claim.datasets:
+            pairs, why = source.pairs(dataset, protocol, metric)
+            if pairs is None:
+                return ClaimResult(claim, protocol, metric, None, Verdict(NO_DATA, why), "n/a", [])
+            diffs.append(np.asarray(pairs.hybrid, float) - np.asarray(pairs.other, float))
+            run_ids += pairs.run_ids
+        raw = welch_interval(diffs[0], diffs[1])
+    else:
+        pairs, why = source.pairs(claim.datasets[0], protocol, metric)
+        if pairs is None:
+            return ClaimResult(claim, protocol, metric, None, Verdict(NO_DATA, why), "n/a", [])
+        run_ids = pairs.run_ids
+        raw = paired_interval(claim.quantity, pairs, metric, source)
+    interval = None if raw is None else raw.scaled(claim.scale)
+    if claim.direction == "equivalent":
+        verdict = equivalence_verdict(interval, claim.margin, min_seeds)
+    else:
+        verdict = directional_verdict(interval, claim.direction, claim.threshold, min_seeds)
+    if claim.magnitude is None:
+        magnitude = "n/a"
+    elif claim.magnitude_note:
+        magnitude = "n/a: " + claim.magnitude_note
+    else:
+        magnitude = magnitude_inside(interval, *claim.magnitude)
+    return ClaimResult(claim, protocol, metric, interval, verdict, magnitude, run_ids)

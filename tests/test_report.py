@@ -1,0 +1,352 @@
+"""The report: synthetic runs with known metrics in a temporary MLflow store -> tables, intervals and
+verdicts equal to hand-computed values; the HTML renders in headless chromium with the Markdown's numbers.
+
+Hand computations use the Student-t quantiles t(0.975, df=4) = 2.7764451052 and t(0.975, df=2) =
+4.3026527297 (from printed tables), not scipy, so a wrong use of scipy would fail here.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hqcbench import stats
+from hqcbench.stats import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, NO_DATA, NO_VERDICT, Interval
+
+T4 = 2.7764451052  # t(0.975, 4)
+T2 = 4.3026527297  # t(0.975, 2)
+
+# ----------------------------------------------------------------------------------------- synthetic runs
+PAPER_MNIST = {  # 5 seeds: best_val_acc, epoch_time_s_median, params_total, robust_acc_pgd_paper_eps_0.1
+    "hybrid": {"best_val_acc": [0.990, 0.992, 0.991, 0.993, 0.989],
+               "epoch_time_s_median": [2.0, 2.2, 2.1, 2.0, 2.1],
+               "params_total": [142530] * 5,
+               "robust_acc_pgd_paper_eps_0.1": [0.40, 0.10, 0.35, 0.05, 0.30],
+               "test_acc": [0.985, 0.987, 0.986, 0.988, 0.984]},
+    "cnn": {"best_val_acc": [0.980, 0.983, 0.979, 0.982, 0.981],
+            "epoch_time_s_median": [1.0, 1.1, 1.0, 1.05, 1.0],
+            "params_total": [151754] * 5,
+            "robust_acc_pgd_paper_eps_0.1": [0.20, 0.25, 0.15, 0.30, 0.10],
+            "test_acc": [0.975, 0.978, 0.974, 0.977, 0.976]},
+    "control": {"best_val_acc": [0.991, 0.990, 0.992, 0.990, 0.990],
+                "epoch_time_s_median": [1.5, 1.6, 1.5, 1.5, 1.6],
+                "params_total": [142590] * 5,
+                "robust_acc_pgd_paper_eps_0.1": [0.30, 0.20, 0.30, 0.10, 0.20],
+                "test_acc": [0.986, 0.985, 0.987, 0.985, 0.986]},
+}
+FAIR_MNIST = {  # 3 seeds
+    "hybrid": {"test_acc": [0.970, 0.980, 0.975], "best_val_acc": [0.971, 0.981, 0.976]},
+    "cnn": {"test_acc": [0.990, 0.985, 0.990], "best_val_acc": [0.991, 0.986, 0.991]},
+}
+PAPER_MEMORY_GB = {"hybrid": [4.0, 4.4], "cnn": [5.0, 5.6]}  # per epoch, every seed
+
+
+def _digits_correct(arm: str) -> list[int]:
+    rng = np.random.default_rng({"hybrid": 1, "cnn": 2}[arm])
+    return (rng.random(360) < {"hybrid": 0.9, "cnn": 0.95}[arm]).astype(int).tolist()
+
+
+def _log_child(arm: str, protocol: str, dataset: str, seed: int, final: dict, extra_tags: dict | None = None,
+               curves: bool = True, correct: list[int] | None = None):
+    import mlflow
+
+    from hqcbench import tracking
+
+    tags = {**tracking.child_tags(arm, protocol, dataset, seed), "version.torch": "9.9.9",
+            "hqcbench.cpu_model": "Synthetic CPU", "hqcbench.cpu_count": "2", "hqcbench.device": "cpu",
+            **(extra_tags or {})}
+    with mlflow.start_run(run_name=f"{arm}-seed{seed}", nested=True, tags=tags) as run:
+        mlflow.log_params({"epochs": "2", "n_train": "100", "n_val": "25", "n_test": "50", "batch_size": "32"})
+        mlflow.log_metrics(final)
+        if curves:
+            for epoch in (1, 2):
+                mlflow.log_metrics({"val_acc": final.get("best_val_acc", 0.5) - 0.01 * (2 - epoch),
+                                    "train_loss": 1.0 / epoch}, step=epoch)
+            for eps, acc in ((0.05, 0.6), (0.1, 0.3)):
+                mlflow.log_metric("robust_curve_pgd", acc, step=round(eps * 1000))
+        if protocol == "paper" and dataset == "mnist":
+            for epoch, value in enumerate(PAPER_MEMORY_GB.get(arm, []), start=1):
+                mlflow.log_metric("paper_memory_gb", value, step=epoch)
+        if correct is not None:
+            mlflow.log_text("\n".join(map(str, correct)), "test_correct.txt")
+        return run.info.run_id
+
+
+def _log_synthetic_experiment() -> dict:
+    """Experiment 'synthetic': mnist/paper 5 seeds x 3 arms, mnist/fair 3 seeds x 2 arms, digits/fair 1 seed,
+    plus one failed run that must be left out."""
+    import mlflow
+
+    from hqcbench import tracking
+
+    mlflow.set_experiment("synthetic")
+    with mlflow.start_run(run_name="mnist-paper", tags={tracking.TAG_KIND: "main"}):
+        mlflow.log_params({"dataset": "mnist", "protocol": "paper", "seeds": "0,1,2,3,4", "epochs": "2"})
+        for seed in range(5):
+            for arm, metrics in PAPER_MNIST.items():
+                _log_child(arm, "paper", "mnist", seed, {k: v[seed] for k, v in metrics.items()},
+                           {"hqcbench.shortened": "ran 2 of the published 50 epochs"})
+    with mlflow.start_run(run_name="mnist-fair", tags={tracking.TAG_KIND: "main"}):
+        mlflow.log_params({"dataset": "mnist", "seeds": "0,1,2"})
+        for seed in range(3):
+            for arm, metrics in FAIR_MNIST.items():
+                _log_child(arm, "fair", "mnist", seed, {k: v[seed] for k, v in metrics.items()})
+    with mlflow.start_run(run_name="digits-fair", tags={tracking.TAG_KIND: "main"}):
+        for arm in ("hybrid", "cnn"):
+            correct = _digits_correct(arm)
+            _log_child(arm, "fair", "digits", 0, {"test_acc": float(np.mean(correct))}, curves=False,
+                       correct=correct)
+        failed = _log_child("control", "fair", "digits", 0, {"test_acc": 0.5}, curves=False)
+        mlflow.MlflowClient().set_terminated(failed, "FAILED")
+        mlflow.MlflowClient().set_tag(failed, tracking.TAG_ERROR, "RuntimeError: synthetic failure")
+    return {"failed": failed}
+
+
+@pytest.fixture(scope="module")
+def built_report(tmp_path_factory):
+    """One private store for the module (logging ~40 runs and building the report once keeps it fast);
+    the tests only read it."""
+    import mlflow
+
+    from hqcbench.report import write_report
+
+    tmp = tmp_path_factory.mktemp("report")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.delenv("MLFLOW_RUN_ID", raising=False)
+        mp.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+        mp.chdir(tmp)
+        mlflow.set_tracking_uri(uri)
+        try:
+            fixture = {**_log_synthetic_experiment(), "uri": uri}
+            out = tmp / "out"
+            report = write_report("synthetic", str(out), ui_url="http://mlflow.example:5000", log_run=True,
+                                  report_command="python -m hqcbench report --experiment synthetic")
+            yield report, out, fixture
+        finally:
+            while mlflow.active_run() is not None:
+                mlflow.end_run()
+            mlflow.set_tracking_uri(None)
+
+
+def _claim(report, key: str) -> dict:
+    return next(c for c in report.claims if c["claim"] == key)
+
+
+# ----------------------------------------------------------------------------------------- unit: stats
+def test_t_interval_matches_hand_computation():
+    iv = stats.t_interval([0.010, 0.009, 0.012, 0.011, 0.008])
+    sd = math.sqrt(10e-6 / 4)
+    assert iv.mean == pytest.approx(0.010)
+    assert iv.low == pytest.approx(0.010 - T4 * sd / math.sqrt(5), rel=1e-8)
+    assert iv.high == pytest.approx(0.010 + T4 * sd / math.sqrt(5), rel=1e-8)
+    assert iv.n == 5 and iv.method == "t"
+    single = stats.t_interval([0.7])
+    assert single.mean == 0.7 and not single.has_interval
+
+
+def test_bootstrap_interval_equals_resampling_examples():
+    """The multinomial shortcut must agree with resampling the examples themselves."""
+    rng = np.random.default_rng(7)
+    x = (rng.random(400) < 0.8).astype(float) - (rng.random(400) < 0.1).astype(float)  # values in {-1, 0, 1}
+    iv = stats.bootstrap_interval(x, resamples=20_000, seed=3)
+    explicit = x[rng.integers(0, len(x), size=(20_000, len(x)))].mean(axis=1)
+    lo, hi = np.quantile(explicit, [0.025, 0.975])
+    assert iv.mean == pytest.approx(x.mean())
+    assert iv.low == pytest.approx(lo, abs=0.006) and iv.high == pytest.approx(hi, abs=0.006)
+    se = x.std(ddof=0) / math.sqrt(len(x))  # and with the normal approximation
+    assert iv.high - iv.low == pytest.approx(2 * 1.96 * se, rel=0.08)
+    assert stats.bootstrap_interval(x, seed=3) == stats.bootstrap_interval(x, seed=3)  # seeded
+
+
+@pytest.mark.parametrize("low, high, direction, expected", [
+    (0.2, 0.9, "greater", HOLDS), (-0.9, -0.2, "greater", DOES_NOT_HOLD), (-0.2, 0.9, "greater", INCONCLUSIVE),
+    (-0.9, -0.2, "less", HOLDS), (0.2, 0.9, "less", DOES_NOT_HOLD), (-0.2, 0.9, "less", INCONCLUSIVE)])
+def test_directional_verdicts(low, high, direction, expected):
+    iv = Interval((low + high) / 2, low, high, 5, "t")
+    assert stats.directional_verdict(iv, direction).status == expected
+
+
+def test_no_verdict_without_five_seeds_or_data():
+    assert stats.directional_verdict(Interval(1.0, 0.5, 1.5, 4, "t"), "greater").status == NO_VERDICT
+    # a bootstrap interval over 10,000 test examples is still one run
+    assert stats.directional_verdict(Interval(1.0, 0.5, 1.5, 10_000, "bootstrap"), "greater").status == NO_VERDICT
+    assert stats.directional_verdict(None, "greater").status == NO_DATA
+    assert stats.equivalence_verdict(Interval(0.0, -1.0, 1.0, 5, "t"), 2.0).status == HOLDS
+    assert stats.equivalence_verdict(Interval(5.0, 3.0, 7.0, 5, "t"), 2.0).status == DOES_NOT_HOLD
+    assert stats.equivalence_verdict(Interval(1.0, -1.0, 3.0, 5, "t"), 2.0).status == INCONCLUSIVE
+
+
+def test_welch_interval_is_scipys():
+    from scipy import stats as sps
+
+    a, b = [1.0, 2.0, 3.0, 4.0, 6.0], [0.5, 0.7, 0.2, 0.9, 0.1]
+    iv = stats.welch_interval(a, b)
+    ci = sps.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert iv.mean == pytest.approx(np.mean(a) - np.mean(b)) and (iv.low, iv.high) == pytest.approx((ci.low, ci.high))
+
+
+# ----------------------------------------------------------------------------------------- the report
+def test_claims_equal_hand_computed_values(built_report):
+    report, _, _ = built_report
+    acc = _claim(report, "accuracy_mnist")  # diffs 1.0, 0.9, 1.2, 1.1, 0.8 pp: mean 1.0, sd sqrt(0.025)
+    half = T4 * math.sqrt(0.025) / math.sqrt(5)
+    assert acc["paper_mean"] == pytest.approx(1.0)
+    assert (acc["paper_low"], acc["paper_high"]) == pytest.approx((1.0 - half, 1.0 + half), rel=1e-6)
+    assert acc["paper_verdict"] == HOLDS
+    # fair: test_acc diffs -2.0, -0.5, -1.5 pp over 3 seeds -> no verdict (needs 5), interval still shown
+    assert acc["fair_mean"] == pytest.approx(-4.0 / 3)
+    half3 = T2 * np.std([-2.0, -0.5, -1.5], ddof=1) / math.sqrt(3)
+    assert acc["fair_high"] == pytest.approx(-4.0 / 3 + half3, rel=1e-6)
+    assert acc["fair_verdict"] == NO_VERDICT
+
+    speed = _claim(report, "speed_mnist")  # hybrid is slower: geometric mean of cnn/hybrid time < 1
+    ratios = [1.0 / 2.0, 1.1 / 2.2, 1.0 / 2.1, 1.05 / 2.0, 1.0 / 2.1]
+    assert speed["paper_mean"] == pytest.approx(np.prod(ratios) ** (1 / 5))
+    assert speed["paper_high"] < 1 and speed["paper_verdict"] == DOES_NOT_HOLD
+
+    params = _claim(report, "params_mnist")  # (151754 - 142530) / 151754, no spread across seeds
+    assert params["paper_mean"] == pytest.approx(100 * 9224 / 151754, rel=1e-9) and params["paper_verdict"] == HOLDS
+
+    robust = _claim(report, "robust_mnist")  # diffs 20, -15, 20, -25, 20 pp: mean 4, sd sqrt(492.5)
+    half = T4 * math.sqrt(492.5) / math.sqrt(5)
+    assert robust["paper_mean"] == pytest.approx(4.0)
+    assert (robust["paper_low"], robust["paper_high"]) == pytest.approx((4.0 - half, 4.0 + half), rel=1e-6)
+    assert robust["paper_verdict"] == INCONCLUSIVE
+    assert robust["fair_verdict"] == NO_DATA  # no robust_acc_pgd_eps_0.1 logged under fair
+
+    memory = _claim(report, "memory_published_mnist")  # epoch means 4.2 vs 5.3 GB, every seed: -1.1 GB
+    assert memory["paper_mean"] == pytest.approx(-1.1) and memory["paper_verdict"] == HOLDS
+    assert _claim(report, "accuracy_cifar100")["paper_verdict"] == NO_DATA
+    assert _claim(report, "growth_cifar100")["paper_verdict"] == NO_DATA
+
+
+def _md_tables(markdown: str) -> list[list[list[str]]]:
+    """Markdown tables -> rows of visible cell texts (links and anchors reduced to their text)."""
+    tables, current = [], []
+    for line in markdown.splitlines() + [""]:
+        if line.startswith("|"):
+            if re.fullmatch(r"\|(---\|)+", line):
+                continue
+            cells = re.split(r"(?<!\\)\|", line.strip())[1:-1]
+            current.append([_md_text(c) for c in cells])
+        elif current:
+            tables.append(current)
+            current = []
+    return tables
+
+
+def _md_text(cell: str) -> str:
+    cell = re.sub(r'<a id="[^"]*"></a>', "", cell)
+    cell = re.sub(r"\[(.*?)\]\((#[\w-]+|https?://[^)]*)\)", r"\1", cell)  # link text may hold brackets
+    return cell.replace("\\|", "|").strip()
+
+
+class _TableParser(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tables, self._row, self._cell, self.images = [], None, None, 0
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self._row = []
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif tag == "img" and dict(attrs).get("src", "").startswith("data:image/png;base64,"):
+            self.images += 1
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th"):
+            self._row.append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "tr":
+            self.tables[-1].append(self._row)
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def test_markdown_holds_the_numbers_links_and_caveats(built_report):
+    report, out, fixture = built_report
+    md = (out / "report.md").read_text()
+    tables = _md_tables(md)
+    results = next(t for t in tables if t[0][:2] == ["arm", "seeds"] and "published PGD eps 0.1 (%)" in t[0])
+    hybrid = next(r for r in results if r[0] == "hybrid")
+    col = results[0].index("best val acc (%)")
+    half = T4 * np.std([99.0, 99.2, 99.1, 99.3, 98.9], ddof=1) / math.sqrt(5)
+    assert hybrid[col] == f"99.10 ± {half:.2f}"
+    assert "ran 2 of the published 50 epochs" in md
+    assert fixture["failed"][:8] in md and "synthetic failure" in md  # the failed run is named, not used
+    assert "http://mlflow.example:5000/#/experiments/" in md
+    # every number in the claims table links to its sources
+    assert re.search(r"\[\+1\.00 pp \[[^\]]+\] \(n=5\)\]\(#s\d+\)", md)
+    # single run on digits: a bootstrap interval over the 360 test examples
+    digits = next(t for t in tables if t[0][:2] == ["arm", "seeds"] and len(t) == 3 and "test acc (%)" in t[0]
+                  and "best val acc (%)" not in t[0])
+    cell = next(r for r in digits if r[0] == "hybrid")[digits[0].index("test acc (%)")]
+    p = np.mean(_digits_correct("hybrid"))
+    low, high = map(float, re.search(r"\[([0-9.]+), ([0-9.]+)\] \(bootstrap\)", cell).groups())
+    se = 100 * math.sqrt(p * (1 - p) / 360)
+    assert low == pytest.approx(100 * p - 1.96 * se, abs=0.6) and high == pytest.approx(100 * p + 1.96 * se, abs=0.6)
+    for name in ("report.md", "report.html", "epoch_time.png", "learning_curves_mnist_paper.png",
+                 "robustness_mnist_paper.png"):
+        assert (out / name).is_file(), name
+
+
+def test_report_run_holds_the_artifacts(built_report):
+    import mlflow
+
+    from hqcbench import tracking
+
+    _, _, fixture = built_report
+    client = mlflow.MlflowClient(tracking_uri=fixture["uri"])
+    experiment = client.get_experiment_by_name("synthetic")
+    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{tracking.TAG_KIND}` = 'report'")
+    assert len(runs) == 1
+    names = {a.path for a in client.list_artifacts(runs[0].info.run_id)}
+    assert {"report.md", "report.html", "claims.csv", "epoch_time.png"} <= names
+
+
+def test_unknown_experiment_is_one_clear_error(mlflow_store, capsys):
+    from hqcbench.cli import main
+
+    assert main(["report", "--experiment", "no-such-experiment"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("hqcbench: error: experiment:") and "allowed:" in err[0]
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.browser
+def test_html_renders_in_chromium_with_the_markdown_numbers(built_report, tmp_path):
+    browser = _chromium()
+    if browser is None:
+        if os.environ.get("HQCBENCH_REQUIRE_SERVICES"):
+            pytest.fail("chromium is required (HQCBENCH_REQUIRE_SERVICES is set) but not installed")
+        pytest.skip("chromium not installed (CI installs it)")
+    report, out, _ = built_report
+    profile = tmp_path / "chromium-profile"
+    proc = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--no-first-run", f"--user-data-dir={profile}", "--dump-dom",
+         (out / "report.html").resolve().as_uri()], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    parser = _TableParser()
+    parser.feed(proc.stdout)
+    md_tables = _md_tables((out / "report.md").read_text())
+    assert parser.tables, "no table in the rendered DOM"
+    assert parser.tables == md_tables
+    assert parser.images == len(list(out.glob("*.png"))) >= 3
