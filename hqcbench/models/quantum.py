@@ -4,17 +4,38 @@ Two engines compute the same circuit from the same ``weights`` parameter:
 
 * ``torchquantum`` -- TorchQuantum's own batched simulation (``tq.QuantumDevice(bsz=...)``),
   gate by gate. It is the reference.
-* ``fused`` (default) -- the same gates, with their matrices taken from TorchQuantum's gate
-  definitions (``torchquantum.functional.*_matrix``), applied with as few tensor operations as
-  possible: the single-qubit gates of a layer are built for all wires in one call, the CNOT ring of
-  a layer is one index permutation of the state, angle encoding is a product state built with
-  outer products. TorchQuantum's per-gate module dispatch costs far more than the arithmetic on a
-  16-amplitude state, which is why we hand-write this path (no maintained library provides a
-  batched, autograd-friendly state-vector layer with this little overhead; PennyLane is slower still).
+* ``fused`` (default) -- the same circuit with as few tensor operations as possible. The trainable
+  part is the same for every sample, so its gates are built once per forward pass for all layers
+  and wires at once, and then applied in one of two ways, chosen by an estimated cost
+  (:func:`choose_method`):
 
-Wire 0 is the most significant bit of the basis-state index (TorchQuantum's convention).
-The CNOT ring is CNOT(0,1), CNOT(1,2), ..., CNOT(n-1,0) for n >= 3; for n = 2 a single CNOT(0,1)
-(as PennyLane's BasicEntanglerLayers does); none for n = 1.
+  - ``unitary``: the whole ansatz becomes one 2**n x 2**n matrix (Kronecker products of each layer's
+    single-qubit gates, the CNOT ring as a row permutation, a product over layers), applied to the
+    batch as one real matrix product (the encoded state is real). Best while 2**n is small.
+  - ``gates``: each layer's wires are split into a few groups; each group's gates become one small
+    Kronecker matrix applied to the state with one batched matmul, then the CNOT ring is one gather.
+    Best once 2**n grows past the batch size, where building the full unitary costs more than the
+    batch does.
+
+  In both, the last CNOT ring before the readout is folded into the <Z> sign table (permuting the
+  amplitudes does not change which basis states they are, only which sign they get), and PauliZ
+  readout is one matrix product with that +-1 table.
+
+Why hand-written: TorchQuantum dispatches a module per gate, which costs far more than the
+arithmetic on a 16-amplitude state; PennyLane's TorchLayer is slower still; no maintained library
+offers a batched, autograd-friendly state-vector layer with this little overhead. The gate formulas
+below are TorchQuantum's (``torchquantum.functional.{rx,ry,rz}_matrix``; a test checks they agree),
+written out here so that float64 inputs can be simulated in complex128 (TorchQuantum's matrices are
+always complex64) and so that the fused engine does not import TorchQuantum (~2.4 s).
+
+Conventions (see docs/quantum_layer.md):
+* Wire 0 is the most significant bit of the basis-state index (TorchQuantum's convention).
+* The CNOT ring is CNOT(0,1), CNOT(1,2), ..., CNOT(n-1,0) for n >= 3; for n = 2 a single CNOT(0,1)
+  (as PennyLane's BasicEntanglerLayers does); none for n = 1.
+* angle encoding: RY(pi * tanh(x_w)) on wire w of |0...0>; amplitude encoding: x / ||x|| per sample.
+* strong ansatz layer: RY(w[l, i, 0]) then RZ(w[l, i, 1]) on every wire i, then the CNOT ring;
+  basic ansatz layer: RX(w[l, i, 0]) on every wire, then the CNOT ring.
+* Precision: complex64 for float32/float16 inputs, complex128 for float64 inputs.
 """
 from __future__ import annotations
 
@@ -25,6 +46,16 @@ import torch
 from torch import nn
 
 ANGLE_SCALE = math.pi  # angle encoding: RY(pi * tanh(x))
+ENGINES = ("fused", "torchquantum")
+METHODS = ("auto", "unitary", "gates")
+ENCODINGS = ("angle", "amplitude")
+ANSATZES = ("strong", "basic")
+
+# Cost model of ``choose_method``, in complex multiply-adds (forward; backward scales both paths
+# alike). OP_COST is what one extra tensor operation costs on a CPU in the same unit: ~10 us of
+# dispatch and autograd overhead at ~1 complex MAC/ns (2 threads). Measured on the 2-core dev
+# machine (benchmarks/quantum_layer.py); the choice is only sensitive to it near the crossover.
+OP_COST = 10_000.0
 
 
 def input_width(n_qubits: int, encoding: str) -> int:
@@ -38,6 +69,7 @@ def weight_shape(n_qubits: int, depth: int, ansatz: str) -> tuple[int, ...]:
 
 
 def cnot_ring_pairs(n_qubits: int) -> list[tuple[int, int]]:
+    """(control, target) pairs of one CNOT ring, in application order."""
     if n_qubits == 1:
         return []
     if n_qubits == 2:
@@ -72,50 +104,150 @@ def ring_permutation(n_qubits: int, device: torch.device | str = "cpu") -> torch
     return torch.tensor(_ring_permutation(n_qubits), device=device, dtype=torch.long)
 
 
-def _layer_gates(layer_weights: torch.Tensor, ansatz: str) -> torch.Tensor:
-    """(n, 2, 2) complex matrices of one layer's single-qubit gates, from TorchQuantum's definitions."""
-    import torchquantum.functional as tqf
+def complex_dtype(dtype: torch.dtype) -> torch.dtype:
+    """complex128 for float64 inputs, complex64 otherwise."""
+    return torch.complex128 if dtype == torch.float64 else torch.complex64
 
-    if ansatz == "strong":  # RY then RZ on each wire: matrix RZ @ RY
-        ry = tqf.ry_matrix(layer_weights[:, 0:1])
-        rz = tqf.rz_matrix(layer_weights[:, 1:2])
-        gates = rz.reshape(-1, 2, 2) @ ry.reshape(-1, 2, 2)
+
+def real_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+# ------------------------------------------------------------------------------------ gates
+def layer_gates(weights: torch.Tensor, ansatz: str) -> torch.Tensor:
+    """(depth, n, 2, 2) complex single-qubit gate of every layer and wire, TorchQuantum's formulas.
+
+    strong: RZ(b) @ RY(a) = [[e^{-ib/2} c, -e^{-ib/2} s], [e^{ib/2} s, e^{ib/2} c]], c, s = cos, sin(a/2)
+    basic:  RX(a) = [[c, -i s], [-i s, c]]
+    Built from real parts in a handful of vectorised operations (one per formula, not per gate).
+    """
+    half = weights / 2
+    cos, sin = torch.cos(half), torch.sin(half)
+    if ansatz == "strong":
+        c, s, cb, sb = cos[..., 0], sin[..., 0], cos[..., 1], sin[..., 1]
+        entries = torch.stack([c, -s, s, c], dim=-1)                      # RY, row-major
+        phase_re = cb.unsqueeze(-1)
+        phase_im = torch.stack([-sb, -sb, sb, sb], dim=-1)                # rows scaled by e^{-+ib/2}
+        ri = torch.stack([entries * phase_re, entries * phase_im], dim=-1)
     else:
-        gates = tqf.rx_matrix(layer_weights[:, 0:1])
-    return gates.reshape(-1, 2, 2)  # TorchQuantum squeezes a batch of one away
+        c, s = cos[..., 0], sin[..., 0]
+        zero = torch.zeros_like(c)
+        ri = torch.stack([torch.stack([c, zero, zero, c], dim=-1),
+                          torch.stack([zero, -s, -s, zero], dim=-1)], dim=-1)
+    return torch.view_as_complex(ri.contiguous()).reshape(*weights.shape[:2], 2, 2)
+
+
+def kron_chain(gates: torch.Tensor) -> torch.Tensor:
+    """(..., k, 2, 2) -> (..., 2**k, 2**k): kron(g_0, ..., g_{k-1}), wire 0 most significant."""
+    out = gates[..., 0, :, :]
+    for w in range(1, gates.shape[-3]):
+        g = gates[..., w, :, :]
+        m = out.shape[-1]
+        out = (out[..., :, None, :, None] * g[..., None, :, None, :]).reshape(*out.shape[:-2], 2 * m, 2 * m)
+    return out
+
+
+def wire_groups(n_qubits: int, n_groups: int) -> list[tuple[int, int]]:
+    """Split wires 0..n-1 into n_groups contiguous (start, size) blocks of near-equal size."""
+    base, extra = divmod(n_qubits, n_groups)
+    groups, start = [], 0
+    for g in range(n_groups):
+        size = base + (1 if g < extra else 0)
+        groups.append((start, size))
+        start += size
+    return groups
+
+
+# ------------------------------------------------------------------------------------ cost model
+def gates_cost(n_qubits: int, depth: int, batch: int, n_groups: int) -> float:
+    """Estimated cost of the ``gates`` method with n_groups wire groups per layer."""
+    dim = 2 ** n_qubits
+    flops = depth * batch * dim * sum(2 ** size for _, size in wire_groups(n_qubits, n_groups))
+    ops = depth * (n_groups + 1) + n_qubits + 12
+    return flops + OP_COST * ops
+
+
+def best_groups(n_qubits: int, depth: int, batch: int) -> int:
+    return min(range(1, n_qubits + 1), key=lambda k: gates_cost(n_qubits, depth, batch, k))
+
+
+def unitary_cost(n_qubits: int, depth: int, batch: int) -> float:
+    """Estimated cost of the ``unitary`` method: build (kron + product over layers) + apply (real x)."""
+    dim = 2 ** n_qubits
+    flops = depth * dim * dim + (depth - 1) * dim ** 3 + batch * dim * dim / 2
+    ops = n_qubits + math.ceil(math.log2(depth)) + 14 if depth > 1 else n_qubits + 14
+    return flops + OP_COST * ops
+
+
+def choose_method(n_qubits: int, depth: int, batch: int) -> str:
+    """``unitary`` or ``gates``, whichever the cost model says is cheaper for this batch."""
+    gates = gates_cost(n_qubits, depth, batch, best_groups(n_qubits, depth, batch))
+    return "unitary" if unitary_cost(n_qubits, depth, batch) <= gates else "gates"
+
+
+class _Permute(torch.autograd.Function):
+    """state[..., perm] whose backward is a gather with the inverse permutation.
+
+    Autograd's generic indexing backward scatters with accumulation (it cannot know the index is a
+    permutation); a gather is several times cheaper on the largest tensor of the layer.
+    """
+
+    @staticmethod
+    def forward(ctx, state: torch.Tensor, perm: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(inverse)
+        return state.index_select(-1, perm)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (inverse,) = ctx.saved_tensors
+        return grad.index_select(-1, inverse), None, None
+
+
+# ------------------------------------------------------------------------------------ encoding
+def encode_real(x: torch.Tensor, n_qubits: int, encoding: str) -> torch.Tensor:
+    """(B, 2**n) real state after encoding, per sample (never mixes samples)."""
+    if encoding == "angle":
+        half = (ANGLE_SCALE / 2) * torch.tanh(x)
+        cs = torch.stack([torch.cos(half), torch.sin(half)], dim=-1)  # (B, n, 2): RY(t)|0> = (c, s)
+        state = cs[:, 0]
+        for w in range(1, n_qubits):
+            state = (state.unsqueeze(2) * cs[:, w].unsqueeze(1)).reshape(x.shape[0], -1)
+        return state
+    norm = torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(1e-12)
+    return x / norm
 
 
 def encode_state(x: torch.Tensor, n_qubits: int, encoding: str) -> torch.Tensor:
-    """(B, 2**n) complex64 state after encoding (per-sample; never mixes samples)."""
-    if encoding == "angle":
-        half = ANGLE_SCALE * torch.tanh(x) / 2
-        cos, sin = torch.cos(half), torch.sin(half)
-        state = torch.stack([cos[:, 0], sin[:, 0]], dim=1)
-        for w in range(1, n_qubits):
-            amp = torch.stack([cos[:, w], sin[:, w]], dim=1)
-            state = (state.unsqueeze(2) * amp.unsqueeze(1)).reshape(x.shape[0], -1)
-        return state.to(torch.complex64)
-    norm = torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(1e-12)
-    return (x / norm).to(torch.complex64)
+    """(B, 2**n) complex state after encoding (complex128 for float64 inputs, else complex64)."""
+    return encode_real(x, n_qubits, encoding).to(complex_dtype(x.dtype))
 
 
 class QuantumLayer(nn.Module):
-    """n_qubits-wire circuit: (B, input_width) -> (B, n_qubits) values <Z_w> in [-1, 1]."""
+    """n_qubits-wire circuit: (B, input_width) -> (B, n_qubits) values <Z_w> in [-1, 1].
 
-    # Finite-shot readout (hqcbench.shots; None = exact <Z>): ``shots`` applies in eval mode,
-    # ``train_shots`` in training mode; ``shot_rng`` is the seeded numpy Generator they sample with.
-    shots: int | None = None
-    train_shots: int | None = None
-    shot_rng = None
+    ``method`` (fused engine only): ``auto`` picks ``unitary`` or ``gates`` per forward pass by
+    estimated cost; the other two force one (tests and benchmarks use them).
+    """
 
     def __init__(self, n_qubits: int, depth: int, encoding: str = "angle", ansatz: str = "strong",
-                 engine: str = "fused", seed: int | None = None):
+                 engine: str = "fused", seed: int | None = None, method: str = "auto"):
         super().__init__()
+        for name, value, allowed in (("encoding", encoding, ENCODINGS), ("ansatz", ansatz, ANSATZES),
+                                     ("engine", engine, ENGINES), ("method", method, METHODS)):
+            if value not in allowed:
+                raise ValueError(f"QuantumLayer: unknown {name} {value!r} (allowed: {', '.join(allowed)})")
+        if n_qubits < 1 or depth < 1:
+            raise ValueError(f"QuantumLayer: need n_qubits >= 1 and depth >= 1, got {n_qubits}, {depth}")
         self.n_qubits, self.depth, self.encoding, self.ansatz, self.engine = n_qubits, depth, encoding, ansatz, engine
+        self.method = method
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         self.weights = nn.Parameter(torch.rand(weight_shape(n_qubits, depth, ansatz), generator=gen) * 2 * math.pi)
-        self.register_buffer("perm", ring_permutation(n_qubits), persistent=False)
+        perm = ring_permutation(n_qubits)
+        self.register_buffer("perm", perm, persistent=False)
+        self.register_buffer("inv_perm", torch.argsort(perm), persistent=False)
         self.register_buffer("zsigns", z_sign_table(n_qubits), persistent=False)
+        # readout table with the last CNOT ring folded in: <Z> of state[perm] = probs @ zsigns[inv_perm]
+        self.register_buffer("zsigns_folded", z_sign_table(n_qubits)[torch.argsort(perm)], persistent=False)
 
     @property
     def in_features(self) -> int:
@@ -125,39 +257,89 @@ class QuantumLayer(nn.Module):
         return (f"n_qubits={self.n_qubits}, depth={self.depth}, encoding={self.encoding}, "
                 f"ansatz={self.ansatz}, engine={self.engine}")
 
+    def _check(self, x: torch.Tensor) -> None:
+        if x.dim() != 2 or x.shape[-1] != self.in_features:
+            raise ValueError(f"QuantumLayer expects (batch, {self.in_features}) inputs, got {tuple(x.shape)}")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.in_features:
-            raise ValueError(f"QuantumLayer expects {self.in_features} inputs per sample, got {x.shape[-1]}")
-        shots = self.train_shots if self.training else self.shots
-        if shots is not None:  # sampled <Z>, parameter-shift gradients (hqcbench.shots)
-            from hqcbench.shots import sampled_forward
-            return sampled_forward(self, x, shots)
+        self._check(x)
         if self.engine == "torchquantum":
             return self._forward_torchquantum(x)
-        return self.expvals(self.final_state(x))
+        return self._forward_fused(x)
+
+    def method_for(self, batch: int) -> str:
+        """The fused method a forward pass on ``batch`` samples uses."""
+        return self.method if self.method != "auto" else choose_method(self.n_qubits, self.depth, batch)
 
     # -------------------------------------------------------------- fused engine
-    def final_state(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 2**n) complex state after encoding and ansatz (fused engine)."""
-        n, bsz = self.n_qubits, x.shape[0]
-        state = encode_state(x, n, self.encoding)
+    def _gates(self, dtype: torch.dtype) -> torch.Tensor:
+        return layer_gates(self.weights.to(real_dtype(dtype)), self.ansatz)
+
+    def _ansatz_unitary(self, gates: torch.Tensor, permute_last: bool) -> torch.Tensor:
+        """(2**n, 2**n) unitary of the ansatz (the last CNOT ring only if permute_last)."""
+        k = kron_chain(gates)                       # (depth, 2**n, 2**n)
+        if self.n_qubits > 1:
+            kp = k[:, self.perm, :]                 # CNOT ring after each layer: rows permuted
+            mats = list(kp) if permute_last else [*kp[:-1], k[-1]]
+        else:
+            mats = list(k)
+        while len(mats) > 1:                        # pairwise products: log2(depth) rounds
+            pairs = [mats[i + 1] @ mats[i] for i in range(0, len(mats) - 1, 2)]
+            mats = pairs + ([mats[-1]] if len(mats) % 2 else [])
+        return mats[0]
+
+    def _evolve_gates(self, state: torch.Tensor, gates: torch.Tensor, permute_last: bool) -> torch.Tensor:
+        """Apply the ansatz to (B, 2**n) states, a few wire groups per layer."""
+        n, bsz = self.n_qubits, state.shape[0]
+        groups = wire_groups(n, best_groups(n, self.depth, bsz))
+        mats = [kron_chain(gates[:, start:start + size]) for start, size in groups]  # each (depth, 2^g, 2^g)
+        state = state.to(gates.dtype)
         for layer in range(self.depth):
-            gates = _layer_gates(self.weights[layer], self.ansatz)
-            psi = state.reshape(bsz, *([2] * n))
-            for w in range(n):
-                # contract the gate's column index with wire w's axis, then put the axis back
-                psi = torch.movedim(torch.tensordot(psi, gates[w], dims=([w + 1], [1])), -1, w + 1)
-            state = psi.reshape(bsz, -1)
-            if n > 1:
-                state = state[:, self.perm]
+            for (start, size), mat in zip(groups, mats):
+                # contract group's axis: view (B * 2^start, 2^size, rest) and multiply from the left
+                state = torch.matmul(mat[layer], state.reshape(bsz * 2 ** start, 2 ** size, -1))
+            state = state.reshape(bsz, -1)
+            if n > 1 and (layer < self.depth - 1 or permute_last):
+                state = _Permute.apply(state, self.perm, self.inv_perm)
         return state
+
+    def _fused_state(self, x: torch.Tensor, permute_last: bool) -> torch.Tensor:
+        psi0 = encode_real(x, self.n_qubits, self.encoding)
+        gates = self._gates(x.dtype)
+        if self.method_for(x.shape[0]) == "unitary":
+            u = self._ansatz_unitary(gates, permute_last)
+            return psi0.to(gates.dtype) @ u.transpose(0, 1)
+        return self._evolve_gates(psi0, gates, permute_last)
+
+    def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        n = self.n_qubits
+        psi0 = encode_real(x, n, self.encoding)
+        gates = self._gates(x.dtype)
+        zsigns = self.zsigns_folded.to(psi0.dtype)
+        if self.method_for(x.shape[0]) == "unitary":
+            u = self._ansatz_unitary(gates, permute_last=False)
+            # psi0 is real: out[b, o] = sum_i psi0[b, i] U[o, i], as one real product with (re, im) columns
+            w = torch.view_as_real(u).permute(1, 0, 2).reshape(2 ** n, 2 ** (n + 1))
+            out = psi0 @ w                                       # (B, 2**n * 2): re, im interleaved
+            return (out * out) @ zsigns.repeat_interleave(2, dim=0)
+        state = self._evolve_gates(psi0, gates, permute_last=False)
+        ri = torch.view_as_real(state).reshape(state.shape[0], -1)
+        return (ri * ri) @ zsigns.repeat_interleave(2, dim=0)
+
+    def final_state(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 2**n) complex state after encoding and ansatz (either engine)."""
+        self._check(x)
+        if self.engine == "torchquantum":
+            return self._tq_state(x)
+        return self._fused_state(x, permute_last=True)
 
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 2**n) measurement probabilities in the computational basis (used by finite-shot readout)."""
-        state = self.final_state(x) if self.engine == "fused" else self._tq_state(x)
+        state = self.final_state(x)
         return state.real ** 2 + state.imag ** 2
 
     def expvals(self, state: torch.Tensor) -> torch.Tensor:
+        """(B, n) <Z_w> of final states (B, 2**n)."""
         probs = state.real ** 2 + state.imag ** 2
         return probs @ self.zsigns.to(probs.dtype)
 
