@@ -230,31 +230,30 @@ def parameter_shift(layer: QuantumLayer, x: torch.Tensor, grad_out: torch.Tensor
         x_req = x.detach().requires_grad_(need_x)
         enc = encoding_params(layer, x_req)
     enc_d = enc.detach()
-    shifted_enc: list[torch.Tensor] = []
-    shifted_w: list[torch.Tensor] = []
-    w_base = weights.unsqueeze(0).expand(bsz, *weights.shape)
-    n_w = weights.numel()
-    if need_w:
-        for k in range(n_w):
-            for sign in (1.0, -1.0):
-                delta = torch.zeros(n_w, dtype=weights.dtype, device=weights.device)
-                delta[k] = sign * SHIFT
-                shifted_w.append((weights + delta.view_as(weights)).unsqueeze(0).expand(bsz, *weights.shape))
-                shifted_enc.append(enc_d)
+    n_w = weights.numel() if need_w else 0
     directions = shift_directions(layer).to(enc_d.device, enc_d.dtype)
     n_e = directions.shape[0] if need_x else 0
-    for j in range(n_e):
-        for sign in (1.0, -1.0):
-            shifted_enc.append(enc_d + sign * SHIFT * directions[j])
-            shifted_w.append(w_base)
-    if not shifted_enc:
+    if n_w + n_e == 0:
         return None, None
-    all_enc = torch.cat(shifted_enc)
-    all_w = torch.cat(shifted_w)
-    chunk = max(2 * bsz, MAX_AMPLITUDES_PER_CHUNK // 2 ** layer.n_qubits)
+    w_base = weights.unsqueeze(0).expand(bsz, *weights.shape)
+
+    def block(i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows of shifted circuit i // 2 (sign + for even i, - for odd), one per sample."""
+        param, sign = divmod(i, 2)
+        step = SHIFT if sign == 0 else -SHIFT
+        if param < n_w:
+            delta = torch.zeros(n_w, dtype=weights.dtype, device=weights.device)
+            delta[param] = step
+            return enc_d, (weights + delta.view_as(weights)).unsqueeze(0).expand(bsz, *weights.shape)
+        return enc_d + step * directions[param - n_w], w_base
+
+    # built chunk by chunk: for amplitude encoding the rows grow as 2**n x 2**n per sample
+    blocks_per_chunk = max(1, MAX_AMPLITUDES_PER_CHUNK // (2 ** layer.n_qubits * bsz))
+    n_blocks = 2 * (n_w + n_e)
     expvals = []
-    for start in range(0, all_enc.shape[0], chunk):
-        probs = circuit_probabilities(layer, all_enc[start:start + chunk], all_w[start:start + chunk])
+    for first in range(0, n_blocks, blocks_per_chunk):
+        encs, ws = zip(*(block(i) for i in range(first, min(n_blocks, first + blocks_per_chunk))))
+        probs = circuit_probabilities(layer, torch.cat(encs), torch.cat(ws))
         expvals.append(_expvals(probs, zsigns.to(probs.device), shots, rng))
     est = torch.cat(expvals).to(grad_out.dtype).view(-1, 2, bsz, layer.n_qubits)  # (params, +-, B, n)
     deriv = (est[:, 0] - est[:, 1]) / 2  # (params, B, n): dE_w / dparam per sample
@@ -263,7 +262,7 @@ def parameter_shift(layer: QuantumLayer, x: torch.Tensor, grad_out: torch.Tensor
     if need_w:
         grad_w = weighted[:n_w].sum(dim=1).view_as(weights).to(weights.dtype)
     if need_x:
-        grad_phys = weighted[n_w if need_w else 0:].T  # (B, m): dL / d(physical encoding angle)
+        grad_phys = weighted[n_w:].T  # (B, m): dL / d(physical encoding angle)
         grad_enc = torch.linalg.solve(directions, grad_phys.T.to(directions.dtype)).T  # D^{-1} maps back
         (grad_x,) = torch.autograd.grad(enc, x_req, grad_enc.to(enc.dtype))
     return grad_x, grad_w

@@ -158,6 +158,16 @@ def test_parameter_shift_without_sampling_equals_autograd(encoding, ansatz):
     assert ref_x.abs().max() > 1e-3 and ref_w.abs().max() > 1e-3  # not a vacuous comparison
 
 
+def test_parameter_shift_in_small_chunks_gives_the_same_gradient(monkeypatch):
+    layer = make_layer(3, "amplitude", "strong")
+    x = inputs(layer)
+    grad_out = torch.randn(4, 3, generator=torch.Generator().manual_seed(2))
+    whole = S.parameter_shift(layer, x, grad_out, None, None)
+    monkeypatch.setattr(S, "MAX_AMPLITUDES_PER_CHUNK", 8)  # one shifted circuit (4 rows) per chunk
+    chunked = S.parameter_shift(layer, x, grad_out, None, None)
+    assert torch.allclose(whole[0], chunked[0], atol=1e-6) and torch.allclose(whole[1], chunked[1], atol=1e-6)
+
+
 def shot_gradients(layer: QuantumLayer, x: torch.Tensor, grad_out: torch.Tensor, shots: int, seed: int):
     """Gradients through the layer in training mode with ``train_shots`` (the hook's real path)."""
     layer.zero_grad()
