@@ -229,6 +229,12 @@ class QuantumLayer(nn.Module):
     estimated cost; the other two force one (tests and benchmarks use them).
     """
 
+    # Finite-shot readout (hqcbench.shots; None = exact <Z>): ``shots`` applies in eval mode,
+    # ``train_shots`` in training mode; ``shot_rng`` is the seeded numpy Generator they sample with.
+    shots: int | None = None
+    train_shots: int | None = None
+    shot_rng = None
+
     def __init__(self, n_qubits: int, depth: int, encoding: str = "angle", ansatz: str = "strong",
                  engine: str = "fused", seed: int | None = None, method: str = "auto"):
         super().__init__()
@@ -263,6 +269,10 @@ class QuantumLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x)
+        shots = self.train_shots if self.training else self.shots
+        if shots is not None:  # sampled <Z>, parameter-shift gradients (hqcbench.shots)
+            from hqcbench.shots import sampled_forward
+            return sampled_forward(self, x, shots)
         if self.engine == "torchquantum":
             return self._forward_torchquantum(x)
         return self._forward_fused(x)
