@@ -34,18 +34,44 @@ def batch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 100_003 + epoch)
 
 
+# Convolutions, batch norm and max-pool of these small CNNs run ~1.3-1.5x faster per batch on CPU in
+# channels-last (NHWC) layout (oneDNN's NHWC max-pool alone is ~10x faster than its NCHW path), measured
+# on the paper MNIST arms (benchmarks/epoch_time.py). Values are the same up to float rounding.
+CHANNELS_LAST = True
+
+
+def prepare_model(model: nn.Module) -> nn.Module:
+    """Put 4-d weights in channels-last layout (in place: same Parameter objects, so optimisers stay valid)."""
+    if CHANNELS_LAST:
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def prepare_batch(images: torch.Tensor, device: torch.device, augment=None,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """uint8/float batch -> float in [0, 1] on ``device``, augmented, in the layout the model expects.
+
+    The batch moves to the device before conversion and augmentation (a GPU then does both, and
+    uint8 transfers 4x fewer bytes); the random parameters still come from the CPU ``generator``.
+    """
+    x = to_float(images.to(device, non_blocking=True))
+    if augment is not None and augment.active:
+        x = augment(x, generator)
+    if CHANNELS_LAST and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, data: ImageSet, batch_size: int, device: torch.device,
              criterion: nn.Module | None = None, augment=None, generator: torch.Generator | None = None,
              ) -> EvalResult:
     model.eval()
+    prepare_model(model)
     criterion = criterion or nn.CrossEntropyLoss()
     total_loss, preds = 0.0, []
     for images, labels in iterate_batches(data, max(batch_size, 256), shuffle=False):
-        x = to_float(images)
-        if augment is not None and augment.active:
-            x = augment(x, generator)
-        x, y = x.to(device, non_blocking=True), labels.to(device)
+        x, y = prepare_batch(images, device, augment, generator), labels.to(device)
         logits = model(x)
         total_loss += criterion(logits, y).item() * len(y)
         preds.append(logits.argmax(1).cpu())
@@ -58,15 +84,13 @@ def evaluate(model: nn.Module, data: ImageSet, batch_size: int, device: torch.de
 def train_one_epoch(model: nn.Module, data: ImageSet, recipe: Recipe, batch_size: int, device: torch.device,
                     generator: torch.Generator, progress: bool = True, desc: str = "") -> tuple[float, float]:
     model.train()
+    prepare_model(model)
     total_loss, total_correct, seen = 0.0, 0, 0
     n_batches = (len(data) + batch_size - 1) // batch_size
     batches = iterate_batches(data, batch_size, shuffle=True, generator=generator)
     show = progress and n_batches >= 50  # a bar per epoch is noise for tiny datasets
     for images, labels in tqdm(batches, total=n_batches, desc=desc, leave=False, disable=not show):
-        x = to_float(images)
-        if recipe.augment.active:
-            x = recipe.augment(x, generator)
-        x, y = x.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        x, y = prepare_batch(images, device, recipe.augment, generator), labels.to(device, non_blocking=True)
         recipe.optimizer.zero_grad(set_to_none=True)
         logits = model(x)
         loss = recipe.criterion(logits, y)

@@ -1,0 +1,182 @@
+"""Seconds per training epoch of each arm on real MNIST, under both protocols.
+
+Measures the real code path: ``hqcbench.models.build_model`` -> ``hqcbench.protocols.make_recipe`` ->
+``hqcbench.train.train_one_epoch`` (48,000 training images after the 80/20 split, batch 64, the
+protocol's augmentation), each epoch wrapped in ``hqcbench.resources.ResourceMonitor``. Prints one
+row per (protocol, arm) with the median epoch time over ``--epochs`` epochs, CPU utilisation and peak
+RSS, then the ratios hybrid/cnn and hybrid/control from the same run, and saves the table under
+``benchmarks/results/`` named by hardware and versions.
+
+Speed target (issue 5): the ``paper``-protocol hybrid trains an MNIST epoch in <= 12 s median on the
+2-core dev machine (the published PennyLane implementation: 23-25 s there).
+
+    python benchmarks/epoch_time.py --data-dir ../shared/data            # all arms, both protocols
+    python benchmarks/epoch_time.py --arms hybrid --protocols paper --epochs 5
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from hqcbench.config import ARMS, PROTOCOLS, RunConfig
+from hqcbench.data import load_splits
+from hqcbench.models import build_model, count_parameters
+from hqcbench.protocols import PAPER_BATCH_SIZE, make_recipe
+from hqcbench.resources import ResourceMonitor
+from hqcbench.tracking import cpu_model, library_versions
+from hqcbench.train import batch_generator, train_one_epoch
+
+TARGET_S = 12.0  # paper hybrid, MNIST, 2-core dev machine
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--epochs", type=int, default=3, help="epochs per (protocol, arm); the median is reported")
+    ap.add_argument("--arms", default=",".join(ARMS), help="comma-separated arms (default: all)")
+    ap.add_argument("--protocols", default="fair,paper", help="comma-separated protocols (default: both)")
+    ap.add_argument("--data-dir", default=os.environ.get("HQCBENCH_MNIST_DIR", "../shared/data"),
+                    help="folder holding MNIST/raw (torchvision layout)")
+    ap.add_argument("--batch-size", type=int, default=PAPER_BATCH_SIZE)
+    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--train-limit", type=int, default=0,
+                    help="train on fewer images (smoke runs; the saved file then says so)")
+    ap.add_argument("--no-save", action="store_true", help="print only")
+    args = ap.parse_args(argv)
+    args.arm_list = [a.strip() for a in args.arms.split(",") if a.strip()]
+    args.protocol_list = [p.strip() for p in args.protocols.split(",") if p.strip()]
+    bad = [a for a in args.arm_list if a not in ARMS] + [p for p in args.protocol_list if p not in PROTOCOLS]
+    if bad or args.epochs < 1 or not args.arm_list or not args.protocol_list:
+        ap.error(f"bad value(s) {bad or ''}: arms in {ARMS}, protocols in {PROTOCOLS}, epochs >= 1")
+    return args
+
+
+def measure(protocol: str, arm: str, splits, args, device: torch.device) -> dict:
+    """Train ``args.epochs`` epochs of one arm; per-epoch resource windows -> one row."""
+    cfg = RunConfig(dataset="mnist", protocol=protocol, batch_size=args.batch_size, epochs=args.epochs)
+    torch.manual_seed(0)
+    model = build_model(arm, splits.spec, cfg).to(device)
+    steps = (len(splits.train) + args.batch_size - 1) // args.batch_size
+    recipe = make_recipe(protocol, arm, model, cfg.lr, args.epochs, steps, "mnist", splits.spec.mean)
+    monitor = ResourceMonitor(device)
+    epochs = []
+    for epoch in range(1, args.epochs + 1):
+        with monitor.window("train") as res:
+            loss, acc = train_one_epoch(model, splits.train, recipe, args.batch_size, device,
+                                        batch_generator(0, epoch), progress=False)
+        epochs.append({**res, "train_loss": loss, "train_acc": acc})
+        print(f"  {protocol:5s} {arm:7s} epoch {epoch}: {res['wall_s']:.2f} s, "
+              f"{res['cpu_util_cores']:.2f} cores, {res['rss_peak_mb']:.0f} MB, loss {loss:.3f}", flush=True)
+    monitor.close()
+    times = [e["wall_s"] for e in epochs]
+    return {"protocol": protocol, "arm": arm, "params_total": count_parameters(model)["params_total"],
+            "epoch_s_median": statistics.median(times), "epoch_s_min": min(times), "epoch_s_all": times,
+            "cpu_util_cores_mean": statistics.fmean(e["cpu_util_cores"] for e in epochs),
+            "rss_peak_mb_max": max(e["rss_peak_mb"] for e in epochs),
+            "samples_per_s_median": len(splits.train) / statistics.median(times),
+            "train_acc_last": epochs[-1]["train_acc"],
+            **{k: max(e[k] for e in epochs) for k in ("cuda_alloc_peak_mb", "nvml_proc_mem_peak_mb") if k in epochs[0]}}
+
+
+def ratios(rows: list[dict]) -> list[dict]:
+    """hybrid/cnn and hybrid/control of the median epoch time, per protocol (same run)."""
+    out = []
+    for protocol in dict.fromkeys(r["protocol"] for r in rows):
+        by_arm = {r["arm"]: r["epoch_s_median"] for r in rows if r["protocol"] == protocol}
+        for other in ("cnn", "control"):
+            if "hybrid" in by_arm and other in by_arm:
+                out.append({"protocol": protocol, "ratio": f"hybrid/{other}", "value": by_arm["hybrid"] / by_arm[other]})
+    return out
+
+
+def machine_slug(device: torch.device) -> str:
+    """e.g. 'cpu2-intel-xeon-platinum-8481c' or 'nvidia-h100-80gb-hbm3': names the hardware in the file name."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"cpu{os.cpu_count()}-{cpu_model()}"
+    name = re.sub(r"\(r\)|\(tm\)|cpu @.*|@.*", "", name.lower())
+    return re.sub(r"[^a-z0-9]+", "-", name).strip("-")[:60]
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def render(rows: list[dict], ratio_rows: list[dict], header: dict) -> str:
+    lines = ["# Epoch time per arm on MNIST", ""]
+    lines += [f"- {k}: {v}" for k, v in header.items()]
+    lines += ["", "| protocol | arm | params | median s/epoch | min s | epochs (s) | images/s | CPU cores busy | "
+              "peak RSS MB |", "|---|---|---:|---:|---:|---|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['protocol']} | {r['arm']} | {r['params_total']:,} | {r['epoch_s_median']:.2f} | "
+                     f"{r['epoch_s_min']:.2f} | {', '.join(f'{t:.1f}' for t in r['epoch_s_all'])} | "
+                     f"{r['samples_per_s_median']:.0f} | {r['cpu_util_cores_mean']:.2f} | {r['rss_peak_mb_max']:.0f} |")
+    if ratio_rows:
+        lines += ["", "| protocol | ratio of median epoch times | value |", "|---|---|---:|"]
+        lines += [f"| {r['protocol']} | {r['ratio']} | {r['value']:.2f} |" for r in ratio_rows]
+    paper_hybrid = [r for r in rows if r["protocol"] == "paper" and r["arm"] == "hybrid"]
+    if paper_hybrid:
+        t = paper_hybrid[0]["epoch_s_median"]
+        verdict = "met" if t <= TARGET_S else "NOT met"
+        lines += ["", f"Target: paper hybrid <= {TARGET_S:g} s median per epoch on the 2-core dev machine: "
+                      f"{t:.2f} s, {verdict} on this machine."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    rows = []
+    for protocol in args.protocol_list:
+        splits = load_splits("mnist", args.data_dir, 0, 0.2, args.train_limit)
+        for arm in args.arm_list:
+            rows.append(measure(protocol, arm, splits, args, device))
+    ratio_rows = ratios(rows)
+    versions = library_versions()
+    load = os.getloadavg()
+    header = {"date": dt.datetime.now().isoformat(timespec="seconds"),
+              "command": "python benchmarks/epoch_time.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "machine": f"{cpu_model()}, {os.cpu_count()} logical cores"
+                         + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ", no GPU used"),
+              "device": str(device), "torch threads": torch.get_num_threads(),
+              "training images": len(splits.train), "batch size": args.batch_size,
+              "epochs per arm": args.epochs,
+              "versions": f"torch {versions['torch']}, torchquantum {versions['torchquantum']}, "
+                          f"python {platform.python_version()}, hqcbench {git_commit()}",
+              "load average at the end (1/5/15 min)": " / ".join(f"{x:.2f}" for x in load),
+              "note": "timed on a shared machine: other work may have used the same cores during the run"}
+    text = render(rows, ratio_rows, header)
+    print()
+    print(text)
+    if not args.no_save:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        limit = f"_limit{args.train_limit}" if args.train_limit else ""
+        stem = (f"epoch_time_{machine_slug(device)}_torch{versions['torch']}"
+                f"_tq{versions['torchquantum']}_threads{torch.get_num_threads()}{limit}")
+        (RESULTS / f"{stem}.md").write_text(text)
+        (RESULTS / f"{stem}.json").write_text(json.dumps({"header": header, "rows": rows, "ratios": ratio_rows},
+                                                         indent=2))
+        print(f"saved {RESULTS / stem}.md and .json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
