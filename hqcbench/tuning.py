@@ -497,7 +497,9 @@ def _retried_trial_number(trial: optuna.Trial) -> int | None:
     """The number of the dead-worker trial this one retries (Trial itself no longer exposes system attrs)."""
     for frozen in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if frozen.number == trial.number:
-            return optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
     return None
 
 
@@ -518,7 +520,7 @@ def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
             if counts.finished + counts.running >= n_trials:
                 break
             study.sampler = make_sampler(sampler_seed, counts.total)
-            study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+            study.optimize(objective, n_trials=1, catch=(Exception,))
             ran += 1
         finally:
             lock.release()
@@ -649,7 +651,7 @@ def run_tune(tcfg: TuneConfig, pruner: optuna.pruners.BasePruner | None = None) 
                 mlflow.log_metric(f"tune_trials_run_here_{arm}", len(objective.ran))
             timed_out = deadline is not None and time.monotonic() >= deadline
             if not timed_out:
-                wait_for_running(studies, lock, poll_s=min(5.0, float(tcfg.heartbeat_s)))
+                wait_for_running(studies, lock, poll_s=1.0)
             best = {arm: log_study(arm, study) for arm, study in studies.items()}
             tracking.log_json(best, "tuning/best_configs.json")
             missing = [arm for arm, b in best.items() if not b]
