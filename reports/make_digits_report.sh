@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Rebuild reports/digits/: the offline digits default (fair protocol, all defaults) over 5 seeds, then the report.
+# Usage (from the repository root): bash reports/make_digits_report.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=$(realpath "${PY:-.venv/bin/python}")
+OUT=${OUT:-reports/digits}
+mkdir -p "$OUT"
+# A store of its own, so the report reads only these runs (mlflow.db / mlartifacts are git-ignored).
+export MLFLOW_TRACKING_URI=${MLFLOW_TRACKING_URI:-sqlite:///$PWD/$OUT/mlflow.db}
+export MLFLOW_EXPERIMENT_NAME=digits MLFLOW_DISABLE_TELEMETRY=true
+(cd "$OUT" && flock /tmp/hqcbench-bench.lock "$PY" -m hqcbench run --seeds 0,1,2,3,4)  # timed: serialised
+"$PY" -m hqcbench report --experiment digits --out "$OUT" --rebuild "bash reports/make_digits_report.sh"
