@@ -1,0 +1,251 @@
+"""Robustness (issue 4): ART attacks in pixel space and the checks against fake robustness.
+
+Every test runs real ART attacks on real (tiny) models; nothing here is mocked.
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from hqcbench import plots
+from hqcbench import robustness as rb
+from hqcbench.config import RunConfig
+from hqcbench.data import load_splits, to_float
+from hqcbench.models import Classifier, build_model
+
+CPU = torch.device("cpu")
+
+
+# ----------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def digits():
+    return load_splits("digits", None, seed=0, val_fraction=0.2)
+
+
+@pytest.fixture(scope="module")
+def small_cnn(digits) -> Classifier:
+    """The fair cnn arm (width 8) trained for a few epochs on digits: ~97 % test accuracy, undefended."""
+    torch.manual_seed(0)
+    model = build_model("cnn", digits.spec, RunConfig(width=8))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    x, y = to_float(digits.train.images), digits.train.labels
+    gen = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(6):
+        for idx in torch.randperm(len(y), generator=gen).split(32):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+    model.eval()
+    with torch.no_grad():
+        acc = (model(to_float(digits.test.images)).argmax(1) == digits.test.labels).float().mean().item()
+    assert acc > 0.9, f"fixture model did not train ({acc:.3f})"
+    return model
+
+
+class ZeroGradRound(nn.Module):
+    """Rounding to a 1/64 grid (in normalised units): predictions barely change, but torch.round's
+    gradient is exactly zero, so every gradient-based attack is blind -- textbook gradient masking."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.round(x * 64) / 64
+
+
+def masked_copy(model: Classifier, arm: str) -> Classifier:
+    return Classifier(model.normalize, nn.Sequential(ZeroGradRound(), model.body), arm, "fair").eval()
+
+
+# ----------------------------------------------------------------------------- closed form
+class TwoClassLinear(nn.Module):
+    def __init__(self, w: torch.Tensor, b: torch.Tensor):
+        super().__init__()
+        self.linear = nn.Linear(w.shape[1], 2)
+        with torch.no_grad():
+            self.linear.weight.copy_(w)
+            self.linear.bias.copy_(b)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.flatten(1))
+
+
+def test_fgsm_matches_closed_form_on_linear_model():
+    """For logits W x + b and cross-entropy, the loss gradient w.r.t. x is -(1 - p_y) (w_y - w_o), so
+    L-inf FGSM moves x to x - eps * sign(w_y - w_o), and the margin m = (w_y - w_o).x + b_y - b_o
+    drops by exactly eps * ||w_y - w_o||_1 -- the smallest margin anywhere in the eps ball, so FGSM is
+    optimal and PGD cannot do better. Inputs stay in [0.3, 0.7]: clipping to [0, 1] never binds."""
+    rng = np.random.default_rng(1)
+    w = torch.from_numpy(rng.normal(0, 0.3, (2, 16)).astype(np.float32))
+    b = torch.from_numpy(rng.normal(0, 0.1, 2).astype(np.float32))
+    model = TwoClassLinear(w, b)
+    x = rng.uniform(0.3, 0.7, (64, 1, 4, 4)).astype(np.float32)
+    y = rng.integers(0, 2, 64)
+    eps = 0.1
+    clf = rb.art_classifier(model, (1, 4, 4), 2, CPU)
+    x_adv = rb.make_attack("fgsm", clf, eps, RunConfig()).generate(x, y)
+
+    wn, bn, xf = w.numpy().astype(np.float64), b.numpy().astype(np.float64), x.reshape(64, -1).astype(np.float64)
+    d = wn[y] - wn[1 - y]  # (64, 16): w_y - w_other per example
+    margin = (d * xf).sum(1) + bn[y] - bn[1 - y]
+    expected_margin = margin - eps * np.abs(d).sum(1)
+    expected_x = xf - eps * np.sign(d)
+
+    np.testing.assert_allclose(x_adv.reshape(64, -1), expected_x, atol=1e-6)
+    logits = model(torch.from_numpy(x_adv)).detach().numpy().astype(np.float64)
+    got_margin = logits[np.arange(64), y] - logits[np.arange(64), 1 - y]
+    np.testing.assert_allclose(got_margin, expected_margin, atol=1e-5)
+    assert ((got_margin > 0).mean() == pytest.approx((expected_margin > 0).mean()))
+    assert (expected_margin < 0).any() and (expected_margin > 0).any()  # both outcomes are exercised
+
+    cfg = RunConfig(pgd_steps=20)
+    with rb.seeded_numpy(0):
+        x_pgd = rb.make_attack("pgd", clf, eps, cfg).generate(x, y)
+    logits = model(torch.from_numpy(x_pgd)).detach().numpy().astype(np.float64)
+    pgd_margin = logits[np.arange(64), y] - logits[np.arange(64), 1 - y]
+    assert (pgd_margin >= expected_margin - 1e-5).all()  # nothing in the ball beats the closed form
+    np.testing.assert_allclose(pgd_margin, expected_margin, atol=1e-4)  # and PGD converges to it
+
+
+# ----------------------------------------------------------------------------- bound and range check
+def test_bound_check_passes_valid_and_fails_violating_perturbations():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.2, 0.8, (8, 1, 4, 4)).astype(np.float32)
+    eps = 0.1
+    valid = np.clip(x + eps * np.sign(rng.normal(size=x.shape)), 0, 1).astype(np.float32)
+    assert rb.check_bounds(x, valid, eps).ok
+
+    too_far = x.copy()
+    too_far[3, 0, 1, 1] += eps + 1e-3  # one pixel beyond the ball
+    check = rb.check_bounds(x, too_far, eps)
+    assert not check.ok and check.linf_excess == pytest.approx(1e-3, abs=1e-5)
+
+    x_edge = x.copy()
+    x_edge[0, 0, 0, 0] = 0.98
+    out_of_range = x_edge.copy()
+    out_of_range[0, 0, 0, 0] = 1.05  # within eps of its pixel, but outside [0, 1]
+    check = rb.check_bounds(x_edge, out_of_range, eps)
+    assert check.linf_excess <= rb.BOUND_TOL and not check.ok
+    assert check.range_excess == pytest.approx(0.05, abs=1e-6)
+
+    below = x.copy()
+    below[5, 0, 2, 2] = -0.01
+    assert not rb.check_bounds(x, below, 1.0).ok
+
+    result = rb.ModelResult("cnn", 8, 10)
+    result.bounds.update(x, too_far, eps)
+    bounds = next(c for c in rb.run_checks(result) if c.name == "bounds")
+    assert bounds.failed and not bounds.masking  # a broken attack, not gradient masking
+
+
+# ----------------------------------------------------------------------------- gradient masking
+def test_masked_model_is_flagged_and_normal_cnn_is_not(digits, small_cnn, monkeypatch):
+    monkeypatch.setattr(rb, "SQUARE_MAX_ITER", 100)  # the check needs no full-strength Square on 8x8 digits
+    cfg = RunConfig(attacks="fgsm,pgd,square", eps="0.1", attack_samples="100", pgd_steps=20)
+    trained = [SimpleNamespace(arm="cnn", seed=0, model=small_cnn),
+               SimpleNamespace(arm="hybrid", seed=0, model=masked_copy(small_cnn, "hybrid"))]
+    found = rb.run_all(trained, digits, cfg, CPU)
+
+    cnn, masked = found["cnn"], found["hybrid"]
+    assert cnn.tags[rb.TAG_MASKING] == "false", cnn.texts[rb.SUMMARY_FILE]
+    for name in ("bounds", "pgd_le_fgsm", "high_eps", "transfer", "square"):
+        assert cnn.tags[rb.TAG_CHECK + name] == "pass", (name, cnn.texts[rb.SUMMARY_FILE])
+    assert cnn.metrics["robust_acc_pgd_eps_0.1"] < cnn.metrics["clean_acc_attack_subset"] - 0.2
+
+    assert masked.tags[rb.TAG_MASKING] == "true"
+    reason = masked.tags[rb.TAG_MASKING_REASON]
+    assert "transfer: from cnn" in reason and "square:" in reason
+    assert masked.metrics[rb.TAG_MASKING] == 1.0 and cnn.metrics[rb.TAG_MASKING] == 0.0
+    # gradients are zero: FGSM leaves every image where it was, so its robust acc is the clean acc
+    assert masked.metrics["robust_acc_fgsm_eps_0.1"] == masked.metrics["clean_acc_attack_subset"]
+    assert masked.metrics["transfer_acc_from_cnn_eps_0.1"] < masked.metrics["robust_acc_pgd_eps_0.1"] - 0.2
+    assert masked.tags[rb.TAG_CHECK + "bounds"] == "pass"  # the examples are valid, only useless
+
+    # the design's metric names, the curve steps and the artifacts
+    for key in ("clean_acc_attack_subset", "robust_acc_fgsm_eps_0.1", "robust_acc_pgd_eps_0.1",
+                "robust_acc_square_eps_0.1", "attack_time_s_fgsm", "attack_time_s_pgd", "attack_time_s_square"):
+        assert key in cnn.metrics, key
+    steps = {name: sorted(s for n, _, s in cnn.stepped if n == name) for name in ("robust_curve_fgsm", "robust_curve_pgd")}
+    assert steps["robust_curve_fgsm"] == [0, 50, 100, 150, 200, 250, 300]
+    assert steps["robust_curve_pgd"] == [0, 100, 200, 300]
+    curve = [v for n, v, s in sorted(cnn.stepped, key=lambda t: t[2]) if n == "robust_curve_pgd"]
+    assert curve == sorted(curve, reverse=True) and curve[0] == cnn.metrics["clean_acc_attack_subset"]
+    assert rb.CURVE_FILE in cnn.figures and "possible_gradient_masking: false" in cnn.texts[rb.SUMMARY_FILE]
+    for fig in [*cnn.figures.values(), *masked.figures.values()]:
+        plots.close(fig)
+
+
+def test_each_masking_check_fails_on_its_own_symptom():
+    """FGSM beating PGD, or accuracy above chance at eps 0.5, flags the model (pure check logic)."""
+    fgsm_wins = rb.ModelResult("hybrid", 500, 10, robust={"fgsm": {0.1: 0.30}, "pgd": {0.1: 0.50}})
+    checks = {c.name: c for c in rb.run_checks(fgsm_wins)}
+    assert checks["pgd_le_fgsm"].failed and rb.masking_reasons(checks.values())
+    within_tolerance = rb.ModelResult("hybrid", 500, 10, robust={"fgsm": {0.1: 0.300}, "pgd": {0.1: 0.305}})
+    assert not rb.masking_reasons(rb.run_checks(within_tolerance))
+    above_chance = rb.ModelResult("hybrid", 500, 10, curves={"pgd": {0.0: 0.9, 0.5: 0.4}})
+    assert {c.name for c in rb.run_checks(above_chance) if c.failed} == {"high_eps"}
+
+
+# ----------------------------------------------------------------------------- subset
+def test_attack_subset_is_fixed_and_capped_with_a_note(digits):
+    a, b = rb.attack_subset(digits.test, 100), rb.attack_subset(digits.test, 100)
+    np.testing.assert_array_equal(a.x, b.x)
+    assert len(a) == 100 and not a.note and 0.0 <= a.x.min() and a.x.max() <= 1.0
+    capped = rb.attack_subset(digits.test, 1000)
+    assert len(capped) == len(digits.test) == 360 and "capped" in capped.note and "360" in capped.note
+    assert len(rb.attack_subset(digits.test, None)) == 360 and not rb.attack_subset(digits.test, None).note
+
+
+# ----------------------------------------------------------------------------- the published attack
+def test_paper_attack_reproduces_the_clamping_flaw(digits, small_cnn):
+    """On normalised inputs clamped to [0, 1], the 'eps 0.1' attack really moves pixels by far more."""
+    val = rb.attack_subset(digits.val, 120)
+    result = rb.paper_attack(small_cnn, val, CPU)
+    # digits: a white pixel (1.0) normalises to 1.83 and is clamped to 1.0, i.e. 0.69 in pixel units
+    assert result.pixel_linf_max > 0.3 > rb.PAPER_EPS
+    assert 0.0 <= result.acc <= 1.0 and result.n == 120
+    assert not small_cnn.training
+
+
+def test_epoch_hook_runs_paper_attack_every_fifth_and_last_epoch(digits, small_cnn):
+    assert rb.paper_epochs(12) == [5, 10, 12] and rb.paper_epochs(3) == [3]
+    cfg = RunConfig(protocol="paper", attacks="pgd_paper", epochs=7, attack_samples="60")
+    hook = rb.make_epoch_hook(cfg, digits, CPU)
+    assert not hook(3, small_cnn).stepped
+    found = hook(5, small_cnn)
+    steps = {(n, s) for n, _, s in found.stepped}
+    assert (rb.PAPER_METRIC, 5) in steps and ("pgd_paper_pixel_linf_max", 5) in steps
+    assert rb.PAPER_METRIC == "robust_acc_pgd_paper_eps_0.1"
+    assert (rb.PAPER_METRIC, 7) in {(n, s) for n, _, s in hook(7, small_cnn).stepped}
+    fair = rb.make_epoch_hook(RunConfig(attacks="fgsm,pgd,pgd_paper", epochs=5), digits, CPU)
+    assert not fair(5, small_cnn).stepped  # under fair the paper attack runs once, at the end
+
+
+def test_no_attacks_means_no_findings(digits, small_cnn):
+    assert rb.run_all([SimpleNamespace(arm="cnn", seed=0, model=small_cnn)], digits, RunConfig(attacks="none"), CPU) == {}
+
+
+# ----------------------------------------------------------------------------- end to end
+@pytest.mark.slow
+def test_main_run_logs_robustness_to_each_child_run(mlflow_store, tmp_path):
+    import mlflow
+
+    from hqcbench.runner import run_main
+
+    cfg = RunConfig(epochs=1, arms="cnn,control", width=8, attacks="fgsm,pgd,pgd_paper", attack_samples="60",
+                    pgd_steps=10)
+    trained = run_main(cfg, progress=False)
+    client = mlflow.MlflowClient()
+    for item in trained:
+        run = client.get_run(item.run_id)
+        metrics, tags = run.data.metrics, run.data.tags
+        for key in ("clean_acc_attack_subset", "robust_acc_fgsm_eps_0.1", "robust_acc_pgd_eps_0.1",
+                    "robust_acc_pgd_paper_eps_0.1", "attack_time_s_pgd", "attack_time_s_pgd_paper"):
+            assert key in metrics, (item.arm, key)
+        history = client.get_metric_history(item.run_id, "robust_curve_pgd")
+        assert sorted(m.step for m in history) == [0, 100, 200, 300]
+        assert tags[rb.TAG_MASKING] in ("true", "false") and tags[rb.TAG_CHECK + "bounds"] == "pass"
+        artifacts = {a.path for a in client.list_artifacts(item.run_id)}
+        assert {rb.CURVE_FILE, rb.SUMMARY_FILE} <= artifacts
