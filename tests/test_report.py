@@ -208,6 +208,10 @@ def test_claims_equal_hand_computed_values(built_report):
     assert acc["fair_high"] == pytest.approx(-4.0 / 3 + half3, rel=1e-6)
     assert acc["fair_verdict"] == NO_VERDICT
 
+    generalization = _claim(report, "generalization_mnist")  # paper test_acc: the same diffs as best_val_acc
+    assert generalization["paper_mean"] == pytest.approx(1.0) and generalization["paper_verdict"] == HOLDS
+    assert generalization["fair_mean"] == pytest.approx(acc["fair_mean"])
+
     speed = _claim(report, "speed_mnist")  # hybrid is slower: geometric mean of cnn/hybrid time < 1
     ratios = [1.0 / 2.0, 1.1 / 2.2, 1.0 / 2.1, 1.05 / 2.0, 1.0 / 2.1]
     assert speed["paper_mean"] == pytest.approx(np.prod(ratios) ** (1 / 5))
