@@ -3,7 +3,7 @@
 # Usage (from the repository root): bash reports/make_digits_report.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=$(realpath "${PY:-.venv/bin/python}")
+PY=$(realpath -s "${PY:-.venv/bin/python}")  # -s: keep the venv symlink
 OUT=${OUT:-reports/digits}
 mkdir -p "$OUT"
 # A store of its own, so the report reads only these runs (mlflow.db / mlartifacts are git-ignored).

@@ -10,7 +10,7 @@
 # Usage (from the repository root): bash reports/make_mnist_report.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=$(realpath "${PY:-.venv/bin/python}")
+PY=$(realpath -s "${PY:-.venv/bin/python}")  # -s: keep the venv symlink
 DATA_DIR=${DATA_DIR:-/work/shared/data}
 EPOCHS=${EPOCHS:-3}
 TRAIN_LIMIT=${TRAIN_LIMIT:-12000}
