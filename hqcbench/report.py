@@ -345,8 +345,9 @@ def paired_table(runset: RunSet, sources: Sources, dataset: str, protocol: str) 
             any_data = True
             iv = paired_interval("diff", pairs, m.name, runset)
             text = fmt_interval(iv, m.fmt, signed=True, unit=DIFF_UNITS[m.fmt])
-            n = "1 run, over test examples" if iv is not None and iv.method == "bootstrap" else len(pairs.seeds)
-            cells.append(sources.link(f"{text} (n={n})", pairs.run_ids))
+            if iv is not None and iv.method == "t":
+                text += f" (n={len(pairs.seeds)})"
+            cells.append(sources.link(text, pairs.run_ids))
         if any_data:
             rows.append(cells)
     return header, rows
