@@ -409,12 +409,13 @@ def _record(res: ClaimResult) -> dict:
 
 # ---------------------------------------------------------------------------------------------- provenance
 def git_commit() -> str:
-    """The commit of the hqcbench checkout that wrote the report (+ '-dirty' with modified tracked files)."""
+    """The commit of the hqcbench checkout that wrote the report (+ '-dirty' when the package's tracked
+    files differ from it; other folders do not change what the report computes)."""
     here = Path(__file__).resolve().parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
                               check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "."], cwd=here,
                                capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown (not a git checkout)"
@@ -449,7 +450,8 @@ def _unique(runset: RunSet, column: str) -> list[str]:
     return sorted(values)
 
 
-def provenance(runset: RunSet, report_command: str, report_run_id: str | None, rebuild: str = "") -> list[Inline]:
+def provenance(runset: RunSet, report_command: str, report_run_id: str | None, rebuild: str = "",
+               note: str = "") -> list[Inline]:
     versions = sorted(c for c in runset.runs.columns if c.startswith("tags.version."))
     version_text = ", ".join(f"{c[len('tags.version.'):]} {'/'.join(_unique(runset, c))}" for c in versions)
     machine = "; ".join(" / ".join(_unique(runset, f"tags.hqcbench.{k}")) or "?" for k in ("cpu_model", "cpu_count", "device"))
@@ -463,6 +465,8 @@ def provenance(runset: RunSet, report_command: str, report_run_id: str | None, r
     ]
     if rebuild:
         items.insert(0, f"Rebuild runs and report with: `{rebuild}`")
+    if note:
+        items.append(note)
     return items
 
 
@@ -540,11 +544,11 @@ class Report:
 
 
 def build_report(runset: RunSet, out_dir: Path, ui_url: str = DEFAULT_UI_URL, report_command: str = "",
-                 report_run_id: str | None = None, rebuild: str = "") -> Report:
+                 report_run_id: str | None = None, rebuild: str = "", note: str = "") -> Report:
     out_dir.mkdir(parents=True, exist_ok=True)
     sources = Sources(runset, ui_url)
     doc = Document(f"hqcbench report: {runset.experiment_name}")
-    doc.ul(provenance(runset, report_command or "python -m hqcbench report", report_run_id, rebuild))
+    doc.ul(provenance(runset, report_command or "python -m hqcbench report", report_run_id, rebuild, note))
     doc.h2("Runs")
     doc.p("Main jobs behind these runs (equivalent commands, parameters that differ from the defaults):")
     doc.code("\n".join(run_commands(runset)) or "(parent runs not found)")
@@ -633,18 +637,18 @@ def _run_rows(runset: RunSet) -> list[list[Inline]]:
 
 
 def write_report(experiment: str, out: str = "", ui_url: str = "", log_run: bool = True,
-                 report_command: str = "", rebuild: str = "") -> Report:
+                 report_command: str = "", rebuild: str = "", note: str = "") -> Report:
     """Load, write and (by default) log the report as artifacts of a report run."""
     runset = load_runs(experiment)
     out_dir = Path(out or os.path.join("reports", experiment))
     ui_url = ui_url or os.environ.get("HQCBENCH_MLFLOW_UI", DEFAULT_UI_URL)
     if not log_run:
-        return build_report(runset, out_dir, ui_url, report_command, None, rebuild)
+        return build_report(runset, out_dir, ui_url, report_command, None, rebuild, note)
     resumed = bool(os.environ.get("MLFLOW_RUN_ID"))  # `mlflow run . -e report`: reuse the project run
     start = {} if resumed else {"experiment_id": runset.experiment_id, "run_name": f"report-{experiment}"}
     with mlflow.start_run(**start) as run:
         mlflow.set_tags({tracking.TAG_KIND: "report", "hqcbench.report_of": runset.experiment_name})
-        report = build_report(runset, out_dir, ui_url, report_command, run.info.run_id, rebuild)
+        report = build_report(runset, out_dir, ui_url, report_command, run.info.run_id, rebuild, note)
         for path in report.files:
             mlflow.log_artifact(str(path))
     return report
@@ -658,7 +662,7 @@ def _handler(args: argparse.Namespace) -> int:
         raise UserInputError("log_run", f"got {args.log_run!r}", "true|false")
     command = "python -m hqcbench " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else ""
     report = write_report(args.experiment, args.out or "", args.ui_url or "", args.log_run == "true", command,
-                          args.rebuild or "")
+                          args.rebuild or "", args.note or "")
     print(f"hqcbench: report written to {report.files[0].parent} ({', '.join(p.name for p in report.files)})")
     return 0
 
@@ -671,4 +675,5 @@ def add_subparser(subparsers) -> None:
                         f"HQCBENCH_MLFLOW_UI or {DEFAULT_UI_URL})")
     parser.add_argument("--log_run", default="true", help="log the report as a report run (true|false)")
     parser.add_argument("--rebuild", default="", help="command that rebuilds runs and report, named in the report")
+    parser.add_argument("--note", default="", help="a line added to the provenance (e.g. how timings were taken)")
     parser.set_defaults(handler=_handler)

@@ -18,13 +18,13 @@ ATTACK_SAMPLES=${ATTACK_SAMPLES:-300}
 SEEDS=${SEEDS:-0,1,2,3,4}
 EXPERIMENT=${EXPERIMENT:-mnist}
 OUT=${OUT:-reports/mnist}
-# A store of its own, so the report reads only these runs (mlflow.db / mlartifacts are git-ignored).
+# A store of its own, so the report reads only these runs (mlflow.db and the ./mlruns artifacts are git-ignored).
 mkdir -p "$OUT"
 export MLFLOW_TRACKING_URI=${MLFLOW_TRACKING_URI:-sqlite:///$PWD/$OUT/mlflow.db}
 export MLFLOW_EXPERIMENT_NAME=$EXPERIMENT MLFLOW_DISABLE_TELEMETRY=true
 start=$(date +%s)
 for protocol in paper fair; do
-  # cd: MLflow's default artifact root (./mlartifacts) lands beside the store; flock: timed runs are
+  # cd: MLflow's default artifact root (./mlruns) lands beside the store; flock: timed runs are
   # serialised with other benchmark runs on the shared machine
   (cd "$OUT" && flock /tmp/hqcbench-bench.lock "$PY" -m hqcbench run --dataset mnist --protocol "$protocol" \
     --data_dir "$DATA_DIR" --seeds "$SEEDS" --epochs "$EPOCHS" --train_limit "$TRAIN_LIMIT" \
@@ -32,4 +32,5 @@ for protocol in paper fair; do
 done
 echo "training + attacks took $(( $(date +%s) - start )) s"
 "$PY" -m hqcbench report --experiment "$EXPERIMENT" --out "$OUT" \
-  --rebuild "EPOCHS=$EPOCHS TRAIN_LIMIT=$TRAIN_LIMIT ATTACK_SAMPLES=$ATTACK_SAMPLES SEEDS=$SEEDS bash reports/make_mnist_report.sh"
+  --rebuild "EPOCHS=$EPOCHS TRAIN_LIMIT=$TRAIN_LIMIT ATTACK_SAMPLES=$ATTACK_SAMPLES SEEDS=$SEEDS bash reports/make_mnist_report.sh" \
+  --note "Timings were taken on the shared 2-core dev machine, no GPU (timed runs serialised with flock /tmp/hqcbench-bench.lock; other work may have run beside them)."
