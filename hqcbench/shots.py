@@ -7,9 +7,9 @@ derivative costs extra circuit executions. This module makes both visible:
 * ``sample_expvals`` -- N outcomes per sample drawn from the circuit's probabilities (a seeded
   multinomial), mean of the +-1 Z eigenvalue per wire: an unbiased estimate of <Z_w> whose standard
   deviation is sqrt((1 - <Z_w>^2) / N).
-* ``ShotReadout`` -- what a quantum layer returns once ``configure`` gave it ``shots`` (eval mode:
-  validation, test, attacks) or ``train_shots`` (training mode); a forward hook on the layer swaps
-  it in (``attach``), so ``QuantumLayer`` itself stays unaware of shots. The forward value is a sampled estimate
+* ``ShotReadout`` -- what ``QuantumLayer.forward`` returns (via ``sampled_forward``) once
+  ``configure`` gave the layer ``shots`` (eval mode: validation, test, attacks) or ``train_shots``
+  (training mode). The forward value is a sampled estimate
   and the backward pass is the two-term parameter-shift rule on *sampled* estimates, as hardware
   would compute it -- one pair of shifted circuits per circuit weight (shared by the batch, but run
   per sample, because every sample has its own encoding) and per encoding angle of every sample:
@@ -22,7 +22,8 @@ derivative costs extra circuit executions. This module makes both visible:
   for small studies.
 * ``shots_sweep`` -- test accuracy of a trained hybrid at several shot counts, exact as reference.
 
-With both counts None the hook returns None: the layer's exact output is untouched, bit for bit.
+With both counts None, ``QuantumLayer.forward`` never calls into this module: its exact output is
+untouched, bit for bit.
 
 Sampling uses numpy's ``Generator.multinomial`` (PCG64, seeded), which draws exact multinomial
 counts by conditional binomials in O(2**n) per sample whatever N is -- 10,000 or 10**6 shots cost
@@ -302,26 +303,6 @@ def sampled_forward(layer: QuantumLayer, x: torch.Tensor, shots: int) -> torch.T
 
 
 # ----------------------------------------------------------------------------- configuration
-def _shot_hook(layer: QuantumLayer, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
-    """Forward hook: replace the exact <Z> by the sampled readout when the layer's mode asks for shots.
-
-    A hook rather than code inside ``QuantumLayer.forward`` keeps the exact path exactly as the
-    layer computes it (returning None leaves the output untouched, bit for bit). The exact forward
-    still runs first; its graph is dropped -- a small price next to the sampling itself.
-    """
-    shots = getattr(layer, "train_shots", None) if layer.training else getattr(layer, "shots", None)
-    if shots is None:
-        return None
-    return sampled_forward(layer, args[0], shots)
-
-
-def attach(layer: QuantumLayer) -> None:
-    """Register the finite-shot hook on ``layer`` once (it does nothing while both shot counts are None)."""
-    if not getattr(layer, "_shot_hook_attached", False):
-        layer.register_forward_hook(_shot_hook)
-        layer._shot_hook_attached = True
-
-
 def configure(model: torch.nn.Module, eval_shots: int | None, train_shots: int | None, seed: int) -> None:
     """Set the readout of every quantum layer of ``model`` (None = exact) and seed its shot stream.
 
@@ -331,8 +312,6 @@ def configure(model: torch.nn.Module, eval_shots: int | None, train_shots: int |
         layer.shots = eval_shots
         layer.train_shots = train_shots
         layer.shot_rng = make_rng(seed, i) if (eval_shots or train_shots) else None
-        if eval_shots is not None or train_shots is not None:
-            attach(layer)
 
 
 def readout_tags(eval_shots: int | None, train_shots: int | None) -> dict[str, str]:
@@ -372,7 +351,6 @@ def shots_sweep(model: torch.nn.Module, test: "ImageSet", shot_counts: Sequence[
             accs = []
             for rep in range(repeats):
                 for i, layer in enumerate(layers):
-                    attach(layer)
                     layer.shots, layer.shot_rng = int(shots), make_rng(seed, 1000 + i, int(shots), rep)
                 accs.append(evaluate(model, test, batch_size, device).acc)
             mean, std = float(np.mean(accs)), float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0
