@@ -7,7 +7,7 @@ PY=$(realpath -s "${PY:-.venv/bin/python}")  # -s: keep the venv symlink
 OUT=${OUT:-reports/digits}
 mkdir -p "$OUT"
 # A store of its own, so the report reads only these runs (mlflow.db and the ./mlruns artifacts are git-ignored).
-export MLFLOW_TRACKING_URI=${MLFLOW_TRACKING_URI:-sqlite:///$PWD/$OUT/mlflow.db}
+export MLFLOW_TRACKING_URI=${MLFLOW_TRACKING_URI:-sqlite:///$(realpath -m "$OUT")/mlflow.db}
 export MLFLOW_EXPERIMENT_NAME=digits MLFLOW_DISABLE_TELEMETRY=true
 (cd "$OUT" && flock /tmp/hqcbench-bench.lock "$PY" -m hqcbench run --seeds 0,1,2,3,4)  # timed: serialised
 "$PY" -m hqcbench report --experiment digits --out "$OUT" --rebuild "bash reports/make_digits_report.sh" \

@@ -20,7 +20,7 @@ EXPERIMENT=${EXPERIMENT:-mnist}
 OUT=${OUT:-reports/mnist}
 # A store of its own, so the report reads only these runs (mlflow.db and the ./mlruns artifacts are git-ignored).
 mkdir -p "$OUT"
-export MLFLOW_TRACKING_URI=${MLFLOW_TRACKING_URI:-sqlite:///$PWD/$OUT/mlflow.db}
+export MLFLOW_TRACKING_URI=${MLFLOW_TRACKING_URI:-sqlite:///$(realpath -m "$OUT")/mlflow.db}
 export MLFLOW_EXPERIMENT_NAME=$EXPERIMENT MLFLOW_DISABLE_TELEMETRY=true
 start=$(date +%s)
 for protocol in paper fair; do
