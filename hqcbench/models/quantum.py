@@ -52,10 +52,14 @@ ENCODINGS = ("angle", "amplitude")
 ANSATZES = ("strong", "basic")
 
 # Cost model of ``choose_method``, in complex multiply-adds (forward; backward scales both paths
-# alike). OP_COST is what one extra tensor operation costs on a CPU in the same unit: ~10 us of
-# dispatch and autograd overhead at ~1 complex MAC/ns (2 threads). Measured on the 2-core dev
-# machine (benchmarks/quantum_layer.py); the choice is only sensitive to it near the crossover.
+# about alike). OP_COST: one extra tensor operation (~10 us of dispatch and autograd overhead at
+# ~1 complex MAC/ns). PASS_COST: one sweep over the batch's state (B * 2**n amplitudes) beyond its
+# arithmetic, per amplitude -- memory traffic and the small-matrix inefficiency that make 2-3 wire
+# groups beat one group per wire. Fitted by timing every method and group count on the 2-core dev
+# machine (docs/quantum_layer.md); the choice is only sensitive to them near a crossover, where
+# the two candidates cost about the same anyway.
 OP_COST = 10_000.0
+PASS_COST = 32.0
 
 
 def input_width(n_qubits: int, encoding: str) -> int:
@@ -114,37 +118,74 @@ def real_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 # ------------------------------------------------------------------------------------ gates
+@lru_cache(maxsize=64)
+def _half_angle_offsets(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """cos(t/2 - [0, pi/2]) = [cos(t/2), sin(t/2)]: both in one elementwise operation."""
+    return torch.tensor([0.0, math.pi / 2], dtype=dtype, device=device)
+
+
+@lru_cache(maxsize=64)
+def _gate_mixer(ansatz: str, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Constant (products of half-angle cos/sin) -> (re, im) of the 4 gate entries, row-major.
+
+    strong, from [c cb, c sb, s cb, s sb] (c, s of RY's angle a; cb, sb of RZ's angle b):
+      RZ(b) RY(a) = [[e^{-ib/2} c, -e^{-ib/2} s], [e^{ib/2} s, e^{ib/2} c]]
+    basic, from [c, s]: RX(a) = [[c, -i s], [-i s, c]]
+    """
+    if ansatz == "strong":  # columns: 00re 00im 01re 01im 10re 10im 11re 11im
+        rows = [[1, 0, 0, 0, 0, 0, 1, 0], [0, -1, 0, 0, 0, 0, 0, 1],
+                [0, 0, -1, 0, 1, 0, 0, 0], [0, 0, 0, 1, 0, 1, 0, 0]]
+    else:
+        rows = [[1, 0, 0, 0, 0, 0, 1, 0], [0, 0, 0, -1, 0, -1, 0, 0]]
+    return torch.tensor(rows, dtype=dtype, device=device)
+
+
 def layer_gates(weights: torch.Tensor, ansatz: str) -> torch.Tensor:
     """(depth, n, 2, 2) complex single-qubit gate of every layer and wire, TorchQuantum's formulas.
 
-    strong: RZ(b) @ RY(a) = [[e^{-ib/2} c, -e^{-ib/2} s], [e^{ib/2} s, e^{ib/2} c]], c, s = cos, sin(a/2)
-    basic:  RX(a) = [[c, -i s], [-i s, c]]
-    Built from real parts in a handful of vectorised operations (one per formula, not per gate).
+    strong: RZ(b) @ RY(a); basic: RX(a) (see ``_gate_mixer``). A few vectorised operations for all
+    gates at once: per-gate Python work is what makes TorchQuantum slow on small states.
     """
-    half = weights / 2
-    cos, sin = torch.cos(half), torch.sin(half)
+    depth, n = weights.shape[:2]
+    trig = torch.cos(weights.unsqueeze(-1) * 0.5 - _half_angle_offsets(weights.dtype, weights.device))
     if ansatz == "strong":
-        c, s, cb, sb = cos[..., 0], sin[..., 0], cos[..., 1], sin[..., 1]
-        entries = torch.stack([c, -s, s, c], dim=-1)                      # RY, row-major
-        phase_re = cb.unsqueeze(-1)
-        phase_im = torch.stack([-sb, -sb, sb, sb], dim=-1)                # rows scaled by e^{-+ib/2}
-        ri = torch.stack([entries * phase_re, entries * phase_im], dim=-1)
+        prods = (trig[..., 0, :, None] * trig[..., 1, None, :]).reshape(depth, n, 4)
     else:
-        c, s = cos[..., 0], sin[..., 0]
-        zero = torch.zeros_like(c)
-        ri = torch.stack([torch.stack([c, zero, zero, c], dim=-1),
-                          torch.stack([zero, -s, -s, zero], dim=-1)], dim=-1)
-    return torch.view_as_complex(ri.contiguous()).reshape(*weights.shape[:2], 2, 2)
+        prods = trig.reshape(depth, n, 2)
+    ri = prods @ _gate_mixer(ansatz, weights.dtype, weights.device)
+    return torch.view_as_complex(ri.reshape(depth, n, 4, 2)).reshape(depth, n, 2, 2)
 
 
-def kron_chain(gates: torch.Tensor) -> torch.Tensor:
-    """(..., k, 2, 2) -> (..., 2**k, 2**k): kron(g_0, ..., g_{k-1}), wire 0 most significant."""
-    out = gates[..., 0, :, :]
-    for w in range(1, gates.shape[-3]):
-        g = gates[..., w, :, :]
-        m = out.shape[-1]
-        out = (out[..., :, None, :, None] * g[..., None, :, None, :]).reshape(*out.shape[:-2], 2 * m, 2 * m)
-    return out
+@lru_cache(maxsize=None)
+def _bits(k: int) -> tuple[tuple[int, ...], ...]:
+    """(k, 2**k): bit of wire w in basis index i, wire 0 most significant."""
+    return tuple(tuple((i >> (k - 1 - w)) & 1 for i in range(2 ** k)) for w in range(k))
+
+
+@lru_cache(maxsize=128)
+def _kron_index(k: int, ring: bool, transpose: bool, device: torch.device
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Index tensors (wire, row bit, column bit) with gates[..., wire, row, col].prod(-3) = the kron.
+
+    ring: rows permuted by the CNOT ring (the layer's unitary P @ kron, P a permutation, costs nothing
+    extra). transpose: the transposed matrix.
+    """
+    bits = torch.tensor(_bits(k), device=device)
+    rows = bits[:, list(_ring_permutation(k))] if ring and k > 1 else bits
+    wire = torch.arange(k, device=device).view(k, 1, 1)
+    if transpose:
+        return wire, rows[:, None, :], bits[:, :, None]
+    return wire, rows[:, :, None], bits[:, None, :]
+
+
+def kron_chain(gates: torch.Tensor, ring: bool = False, transpose: bool = False) -> torch.Tensor:
+    """(d, k, 2, 2) -> (d, 2**k, 2**k): kron(g_0, ..., g_{k-1}) per d, wire 0 most significant.
+
+    K[r, c] = prod_w g_w[bit_w(r), bit_w(c)]: one gather and one product for any k, instead of k - 1
+    Kronecker steps. ring / transpose: see ``_kron_index``.
+    """
+    wire, row, col = _kron_index(gates.shape[-3], ring, transpose, gates.device)
+    return gates[:, wire, row, col].prod(dim=1)
 
 
 def wire_groups(n_qubits: int, n_groups: int) -> list[tuple[int, int]]:
@@ -162,9 +203,10 @@ def wire_groups(n_qubits: int, n_groups: int) -> list[tuple[int, int]]:
 def gates_cost(n_qubits: int, depth: int, batch: int, n_groups: int) -> float:
     """Estimated cost of the ``gates`` method with n_groups wire groups per layer."""
     dim = 2 ** n_qubits
-    flops = depth * batch * dim * sum(2 ** size for _, size in wire_groups(n_qubits, n_groups))
+    per_layer = sum(2 ** size + PASS_COST for _, size in wire_groups(n_qubits, n_groups))
+    passes = depth * per_layer + depth * PASS_COST  # group matmuls; CNOT-ring gathers + readout
     ops = depth * (n_groups + 1) + n_qubits + 12
-    return flops + OP_COST * ops
+    return batch * dim * passes + OP_COST * ops
 
 
 def best_groups(n_qubits: int, depth: int, batch: int) -> int:
@@ -174,9 +216,10 @@ def best_groups(n_qubits: int, depth: int, batch: int) -> int:
 def unitary_cost(n_qubits: int, depth: int, batch: int) -> float:
     """Estimated cost of the ``unitary`` method: build (kron + product over layers) + apply (real x)."""
     dim = 2 ** n_qubits
-    flops = depth * dim * dim + (depth - 1) * dim ** 3 + batch * dim * dim / 2
-    ops = n_qubits + math.ceil(math.log2(depth)) + 14 if depth > 1 else n_qubits + 14
-    return flops + OP_COST * ops
+    build = 2 * depth * dim * dim + 2 * (depth - 1) * dim ** 3  # products: two more in backward
+    apply = batch * dim * dim / 2 + batch * dim * PASS_COST    # real x times (re, im) columns; readout
+    ops = n_qubits + math.ceil(math.log2(depth)) + 14
+    return build + apply + OP_COST * ops
 
 
 def choose_method(n_qubits: int, depth: int, batch: int) -> str:
@@ -208,8 +251,11 @@ def encode_real(x: torch.Tensor, n_qubits: int, encoding: str) -> torch.Tensor:
     """(B, 2**n) real state after encoding, per sample (never mixes samples)."""
     if encoding == "angle":
         half = (ANGLE_SCALE / 2) * torch.tanh(x)
-        cs = torch.stack([torch.cos(half), torch.sin(half)], dim=-1)  # (B, n, 2): RY(t)|0> = (c, s)
-        state = cs[:, 0]
+        cs = torch.cos(half.unsqueeze(-1) - _half_angle_offsets(x.dtype, x.device))  # RY(t)|0> = (c, s)
+        if n_qubits <= 6:  # product state in one gather + product (few ops: small states are overhead-bound)
+            wire, _, bits = _kron_index(n_qubits, False, False, x.device)
+            return cs[:, wire[:, :, 0], bits[:, 0, :]].prod(dim=1)
+        state = cs[:, 0]  # large states: n - 1 outer products, no (B, n, 2**n) intermediate
         for w in range(1, n_qubits):
             state = (state.unsqueeze(2) * cs[:, w].unsqueeze(1)).reshape(x.shape[0], -1)
         return state
@@ -252,8 +298,11 @@ class QuantumLayer(nn.Module):
         self.register_buffer("perm", perm, persistent=False)
         self.register_buffer("inv_perm", torch.argsort(perm), persistent=False)
         self.register_buffer("zsigns", z_sign_table(n_qubits), persistent=False)
-        # readout table with the last CNOT ring folded in: <Z> of state[perm] = probs @ zsigns[inv_perm]
-        self.register_buffer("zsigns_folded", z_sign_table(n_qubits)[torch.argsort(perm)], persistent=False)
+        # readout tables for (re, im)-interleaved amplitudes; "folded": the last CNOT ring folded in,
+        # since <Z> of state[perm] = probs @ zsigns[inv_perm]
+        self.register_buffer("zsigns2", self.zsigns.repeat_interleave(2, dim=0), persistent=False)
+        self.register_buffer("zsigns2_folded", self.zsigns[self.inv_perm].repeat_interleave(2, dim=0),
+                             persistent=False)
 
     @property
     def in_features(self) -> int:
@@ -285,16 +334,15 @@ class QuantumLayer(nn.Module):
     def _gates(self, dtype: torch.dtype) -> torch.Tensor:
         return layer_gates(self.weights.to(real_dtype(dtype)), self.ansatz)
 
-    def _ansatz_unitary(self, gates: torch.Tensor, permute_last: bool) -> torch.Tensor:
-        """(2**n, 2**n) unitary of the ansatz (the last CNOT ring only if permute_last)."""
-        k = kron_chain(gates)                       # (depth, 2**n, 2**n)
-        if self.n_qubits > 1:
-            kp = k[:, self.perm, :]                 # CNOT ring after each layer: rows permuted
-            mats = list(kp) if permute_last else [*kp[:-1], k[-1]]
-        else:
-            mats = list(k)
+    def _ansatz_unitary_t(self, gates: torch.Tensor) -> torch.Tensor:
+        """(2**n, 2**n) transpose of the ansatz's unitary, CNOT rings included.
+
+        U = (P K_{d-1}) ... (P K_0) with K_l the kron of layer l's gates and P the ring, so
+        U^T = (P K_0)^T ... (P K_{d-1})^T; the transpose lets the batch use it without a copy.
+        """
+        mats = list(kron_chain(gates, ring=True, transpose=True))
         while len(mats) > 1:                        # pairwise products: log2(depth) rounds
-            pairs = [mats[i + 1] @ mats[i] for i in range(0, len(mats) - 1, 2)]
+            pairs = [mats[i] @ mats[i + 1] for i in range(0, len(mats) - 1, 2)]
             mats = pairs + ([mats[-1]] if len(mats) % 2 else [])
         return mats[0]
 
@@ -313,35 +361,32 @@ class QuantumLayer(nn.Module):
                 state = _Permute.apply(state, self.perm, self.inv_perm)
         return state
 
-    def _fused_state(self, x: torch.Tensor, permute_last: bool) -> torch.Tensor:
+    def _fused_state(self, x: torch.Tensor) -> torch.Tensor:
         psi0 = encode_real(x, self.n_qubits, self.encoding)
         gates = self._gates(x.dtype)
         if self.method_for(x.shape[0]) == "unitary":
-            u = self._ansatz_unitary(gates, permute_last)
-            return psi0.to(gates.dtype) @ u.transpose(0, 1)
-        return self._evolve_gates(psi0, gates, permute_last)
+            return psi0.to(gates.dtype) @ self._ansatz_unitary_t(gates)
+        return self._evolve_gates(psi0, gates, permute_last=True)
 
     def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
         n = self.n_qubits
         psi0 = encode_real(x, n, self.encoding)
         gates = self._gates(x.dtype)
-        zsigns = self.zsigns_folded.to(psi0.dtype)
         if self.method_for(x.shape[0]) == "unitary":
-            u = self._ansatz_unitary(gates, permute_last=False)
-            # psi0 is real: out[b, o] = sum_i psi0[b, i] U[o, i], as one real product with (re, im) columns
-            w = torch.view_as_real(u).permute(1, 0, 2).reshape(2 ** n, 2 ** (n + 1))
-            out = psi0 @ w                                       # (B, 2**n * 2): re, im interleaved
-            return (out * out) @ zsigns.repeat_interleave(2, dim=0)
-        state = self._evolve_gates(psi0, gates, permute_last=False)
+            # psi0 is real: out[b, o] = sum_i psi0[b, i] U^T[i, o] as one real product, (re, im) columns
+            w = torch.view_as_real(self._ansatz_unitary_t(gates)).reshape(2 ** n, 2 ** (n + 1))
+            out = psi0 @ w
+            return out.square() @ self.zsigns2.to(out.dtype)
+        state = self._evolve_gates(psi0, gates, permute_last=False)  # last ring folded into the table
         ri = torch.view_as_real(state).reshape(state.shape[0], -1)
-        return (ri * ri) @ zsigns.repeat_interleave(2, dim=0)
+        return ri.square() @ self.zsigns2_folded.to(ri.dtype)
 
     def final_state(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 2**n) complex state after encoding and ansatz (either engine)."""
         self._check(x)
         if self.engine == "torchquantum":
             return self._tq_state(x)
-        return self._fused_state(x, permute_last=True)
+        return self._fused_state(x)
 
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 2**n) measurement probabilities in the computational basis (used by finite-shot readout)."""
