@@ -344,3 +344,12 @@ def test_public_api_is_kept():
     state = layer.final_state(x)
     torch.testing.assert_close(layer.expvals(state), layer(x))
     torch.testing.assert_close(layer.probabilities(x).sum(1), torch.ones(4))
+
+
+def test_pickle_round_trip_keeps_outputs(tmp_path):
+    """MLflow logs models with pickle: the layer (buffers, cached tables) must survive it."""
+    layer = QuantumLayer(5, 2, "angle", "basic", seed=4)
+    x = torch.randn(3, 5)
+    torch.save(layer, tmp_path / "layer.pt")
+    loaded = torch.load(tmp_path / "layer.pt", weights_only=False)
+    torch.testing.assert_close(loaded(x), layer(x), atol=0, rtol=0)
