@@ -20,9 +20,20 @@ def mlflow_store(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    _forget_active_experiment()
     monkeypatch.chdir(tmp_path)  # MLflow's default artifact root is relative to cwd
     mlflow.set_tracking_uri(uri)
     yield uri
     while mlflow.active_run() is not None:
         mlflow.end_run()
+    _forget_active_experiment()
     mlflow.set_tracking_uri(None)
+
+
+def _forget_active_experiment() -> None:
+    """mlflow.set_experiment() caches the experiment id process-wide; a later test with a fresh
+    store would then log into an experiment id that does not exist there."""
+    import mlflow.tracking.fluent as fluent
+
+    fluent._active_experiment_id = None
