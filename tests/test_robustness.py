@@ -167,7 +167,8 @@ def test_masked_model_is_flagged_and_normal_cnn_is_not(digits, small_cnn, monkey
     for key in ("clean_acc_attack_subset", "robust_acc_fgsm_eps_0.1", "robust_acc_pgd_eps_0.1",
                 "robust_acc_square_eps_0.1", "attack_time_s_fgsm", "attack_time_s_pgd", "attack_time_s_square"):
         assert key in cnn.metrics, key
-    steps = {name: sorted(s for n, _, s in cnn.stepped if n == name) for name in ("robust_curve_fgsm", "robust_curve_pgd")}
+    steps = {name: sorted(s for n, _, s in cnn.stepped if n == name)
+             for name in ("robust_curve_fgsm", "robust_curve_pgd")}
     assert steps["robust_curve_fgsm"] == [0, 50, 100, 150, 200, 250, 300]
     assert steps["robust_curve_pgd"] == [0, 100, 200, 300]
     curve = [v for n, v, s in sorted(cnn.stepped, key=lambda t: t[2]) if n == "robust_curve_pgd"]
@@ -224,7 +225,8 @@ def test_epoch_hook_runs_paper_attack_every_fifth_and_last_epoch(digits, small_c
 
 
 def test_no_attacks_means_no_findings(digits, small_cnn):
-    assert rb.run_all([SimpleNamespace(arm="cnn", seed=0, model=small_cnn)], digits, RunConfig(attacks="none"), CPU) == {}
+    trained = [SimpleNamespace(arm="cnn", seed=0, model=small_cnn)]
+    assert rb.run_all(trained, digits, RunConfig(attacks="none"), CPU) == {}
 
 
 # ----------------------------------------------------------------------------- end to end
