@@ -371,6 +371,36 @@ def further_metrics(runset: RunSet, sources: Sources, dataset: str, protocol: st
     return ["metric (latest logged value)", *arms], rows
 
 
+# ---------------------------------------------------------------------------------------------- beyond the simulator
+HARDWARE_METRICS = (
+    Metric("hw_circuit_executions_train", "circuit executions, training", "int"),
+    Metric("hw_circuit_executions", "circuit executions, whole run", "int"),
+    Metric("hw_shots_total", "shots, whole run", "int"),
+    Metric("hw_time_est_s", "estimated hardware time (s)", "sec"),
+    Metric("test_acc_exact", "test acc, exact readout (%)", "pct"),
+)
+
+
+def hardware_table(runset: RunSet, sources: Sources, dataset: str, protocol: str) -> tuple[list, list]:
+    """The hybrid's hardware bill and its finite-shot accuracies (docs/hardware_cost.md), mean over seeds."""
+    runs = runset.arm_runs(dataset, protocol, "hybrid")
+    if runs.empty:
+        return [], []
+    shot_metrics = sorted((c[len("metrics."):] for c in runs.columns
+                           if c.startswith("metrics.test_acc_shots_") and not c.endswith("_std")
+                           and runs[c].notna().any()), key=lambda n: int(n.rsplit("_", 1)[1]))
+    metrics = [*HARDWARE_METRICS,
+               *(Metric(n, f"test acc, {int(n.rsplit('_', 1)[1]):,} shots (%)", "pct") for n in shot_metrics)]
+    rows = []
+    for metric in metrics:
+        if metric.name not in runs or not runs[metric.name].notna().any():
+            continue
+        present = runs.dropna(subset=[metric.name])
+        rows.append([metric.label, sources.link(fmt_interval(t_interval(present[metric.name].tolist()), metric.fmt),
+                                                present.run_id)])
+    return (["hybrid", "value"], rows) if rows else ([], [])
+
+
 # ---------------------------------------------------------------------------------------------- claims table
 def claim_rows(runset: RunSet, sources: Sources) -> tuple[list, list, list[dict]]:
     datasets = sorted(set(runset.runs.dataset), key=_dataset_rank)
@@ -593,6 +623,19 @@ def build_report(runset: RunSet, out_dir: Path, ui_url: str = DEFAULT_UI_URL, re
             doc.table(head, body, f"paired-{dataset}-{protocol}")
         else:
             doc.p("No seed has hybrid together with cnn or control: no paired comparison.")
+    doc.h2("Beyond the simulator: finite shots and the hardware bill")
+    doc.p("What the hybrid's training and evaluation would cost on quantum hardware (circuit executions, "
+          "shots, time at the configured shot rate; formula in docs/hardware_cost.md), and its test accuracy "
+          "with finite-shot readout where a shots sweep ran.")
+    any_hardware = False
+    for dataset, protocol in runset.groups():
+        head, body = hardware_table(runset, sources, dataset, protocol)
+        if body:
+            any_hardware = True
+            doc.h3(f"{DATASET_LABELS.get(dataset, dataset)}, {protocol} protocol")
+            doc.table(head, body, f"hardware-{dataset}-{protocol}")
+    if not any_hardware:
+        doc.p("Not measured here: no data (no hybrid run logged hw_* metrics).")
     doc.h2("Further metrics")
     for dataset, protocol in runset.groups():
         head, body = further_metrics(runset, sources, dataset, protocol)

@@ -354,3 +354,25 @@ def test_html_renders_in_chromium_with_the_markdown_numbers(built_report, tmp_pa
     assert parser.tables, "no table in the rendered DOM"
     assert parser.tables == md_tables
     assert parser.images == len(list(out.glob("*.png"))) >= 3
+
+
+def test_hardware_bill_and_shot_accuracies_are_shown(mlflow_store, tmp_path):
+    """Issue 8: the report shows each hybrid's hardware cost and finite-shot accuracies (mean over seeds)."""
+    import mlflow
+
+    from hqcbench import tracking
+    from hqcbench.report import write_report
+
+    mlflow.set_experiment("hw")
+    with mlflow.start_run(run_name="digits-fair", tags={tracking.TAG_KIND: "main"}):
+        for seed, executions in ((0, 1000.0), (1, 3000.0)):
+            _log_child("hybrid", "fair", "digits", seed,
+                       {"test_acc": 0.9, "hw_circuit_executions": executions, "hw_shots_total": executions * 1024,
+                        "hw_time_est_s": executions * 1024 / 5000, "test_acc_exact": 0.9,
+                        "test_acc_shots_100": 0.8 + 0.02 * seed}, curves=False)
+        _log_child("cnn", "fair", "digits", 0, {"test_acc": 0.95}, curves=False)
+    write_report("hw", str(tmp_path / "out"), log_run=False)
+    text = (tmp_path / "out" / "report.md").read_text()
+    section = text.split("## Beyond the simulator")[1].split("\n## ")[0]
+    assert "circuit executions, whole run" in section and "2000" in section.replace(",", "")
+    assert "test acc, 100 shots (%)" in section and "81.00" in section
