@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 
 import mlflow
 import mlflow.pytorch
-import numpy as np
 import pandas as pd
 import torch
 
