@@ -24,6 +24,8 @@ class Augmentation:
     pad_crop: int = 0
     hflip: bool = False
     fill: tuple[float, ...] = (0.0,)
+    nearest: bool = False  # torchvision's RandomAffine default (InterpolationMode.NEAREST)
+    whole_pixel_shift: bool = False  # RandomAffine rounds its translations to whole pixels
 
     @property
     def active(self) -> bool:
@@ -41,6 +43,9 @@ class Augmentation:
         # translations in normalised coordinates ([-1, 1] spans the image: 1 pixel = 2 / size)
         tx = uniform(-self.translate, self.translate) * 2.0
         ty = uniform(-self.translate, self.translate) * 2.0
+        if self.whole_pixel_shift:
+            tx = torch.round(tx * width / 2.0) * (2.0 / width)
+            ty = torch.round(ty * height / 2.0) * (2.0 / height)
         if self.pad_crop:  # integer-pixel shifts = crop of the zero-padded image
             tx = tx + torch.randint(-self.pad_crop, self.pad_crop + 1, (bsz,), generator=generator) * (2.0 / width)
             ty = ty + torch.randint(-self.pad_crop, self.pad_crop + 1, (bsz,), generator=generator) * (2.0 / height)
@@ -51,7 +56,8 @@ class Augmentation:
         theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1)
         theta = theta.to(images.device, images.dtype)
         grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-        mode = "nearest" if (self.pad_crop and not self.rotate_deg and not self.translate) else "bilinear"
+        pure_crop = self.pad_crop and not self.rotate_deg and not self.translate
+        mode = "nearest" if (self.nearest or pure_crop) else "bilinear"
         # grid_sample fills with 0; shift so that 0 means `fill`, then shift back
         fill = torch.tensor(self.fill, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
         out = F.grid_sample(images - fill, grid, mode=mode, padding_mode="zeros", align_corners=False)

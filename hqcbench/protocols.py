@@ -50,7 +50,8 @@ class Recipe:
 def paper_augmentation(dataset: str, mean: tuple[float, ...]) -> Augmentation:
     if dataset == "mnist":
         # published: Normalize then RandomAffine, so uncovered pixels are 0 in normalised space = the mean
-        return Augmentation(rotate_deg=5.0, translate=0.1, fill=mean)
+        # as torchvision's RandomAffine(5, translate=(0.1, 0.1)): nearest interpolation, whole-pixel shifts
+        return Augmentation(rotate_deg=5.0, translate=0.1, fill=mean, nearest=True, whole_pixel_shift=True)
     if dataset == "cifar100":
         return Augmentation(pad_crop=4, hflip=True, fill=tuple(0.0 for _ in mean))
     if dataset == "stl10":

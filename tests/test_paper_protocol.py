@@ -136,3 +136,26 @@ def test_shortened_paper_run_end_to_end(mlflow_store, tmp_path):
     assert "WarmRestarts" in recipes["cnn"]
     parent = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`hqcbench.kind` = 'main'")
     assert parent[f"tags.{TAG_SHORTENED}"].iloc[0] == "ran 1 of the published 50 epochs"
+
+
+def test_mnist_augmentation_shifts_like_torchvision_random_affine():
+    """Same whole-pixel shift and nearest interpolation as torchvision's RandomAffine: with rotation
+    off, our batch-wise warp of a shift equals torchvision's affine() with that integer translation."""
+    import dataclasses
+
+    import torch
+    import torchvision.transforms.functional as TF
+
+    aug = dataclasses.replace(paper_augmentation("mnist", (0.0,)), rotate_deg=0.0)
+    assert aug.nearest and aug.whole_pixel_shift
+    image = torch.rand(1, 1, 28, 28)
+    gen = torch.Generator().manual_seed(3)
+    ours = aug(image, gen)
+    gen = torch.Generator().manual_seed(3)
+    draws = torch.rand(1, generator=gen), torch.rand(1, generator=gen), torch.rand(1, generator=gen)
+    tx = int(torch.round((draws[1] * 0.2 - 0.1) * 28))
+    ty = int(torch.round((draws[2] * 0.2 - 0.1) * 28))
+    theirs = TF.affine(image, angle=0.0, translate=[-tx, -ty], scale=1.0, shear=[0.0],
+                       interpolation=TF.InterpolationMode.NEAREST, fill=0.0)
+    assert (tx, ty) != (0, 0)
+    assert torch.equal(ours, theirs)
