@@ -10,8 +10,10 @@ Engines, all running the same circuit from the same weights and inputs:
 * ``pennylane``  -- PennyLane ``default.qubit`` through ``qml.qnn.TorchLayer`` (backprop), the engine
   the published study used; optional (``pip install -e .[bench]``): skipped with a note when absent.
 
-Each cell is the median over interleaved rounds (every engine once per round, so load on a shared
-machine hits all engines alike) of one forward + backward pass: gradients for inputs and weights.
+Each cell is the median time of one forward + backward pass (gradients for inputs and weights) over
+interleaved rounds: per round, every engine runs one untimed call (its caches warm again after the
+other engines ran) and then ``--block`` timed consecutive calls, so each engine is measured in its
+steady state, as in a training loop, and load drifts on a shared machine hit all engines alike.
 Then: speed-up of ``fused`` over each other engine; max |output difference| against ``tq_dynamic``;
 peak memory per engine at 12 qubits / batch 256 (each engine in a fresh subprocess: increase of the
 process's peak RSS, VmHWM after resetting it, during one forward + backward over the RSS just
@@ -197,22 +199,25 @@ def time_config(engines: list[str], n: int, depth: int, batch: int, args, device
         step(layer, x)
         sync(device)
         first[e] = time.perf_counter() - t0
-    rounds = int(min(args.max_rounds, max(args.min_rounds, args.budget_s / max(sum(first.values()), 1e-9))))
+    per_round = (args.block + 1) * max(sum(first.values()), 1e-9)
+    rounds = int(min(args.max_rounds, max(args.min_rounds, args.budget_s / per_round)))
     samples: dict[str, list[float]] = {e: [] for e in engines}
     for _ in range(rounds):
         for e, layer in layers.items():
-            sync(device)
-            t0 = time.perf_counter()
-            step(layer, x)
-            sync(device)
-            samples[e].append(time.perf_counter() - t0)
+            step(layer, x)  # untimed: warms this engine's caches again
+            for _ in range(args.block):
+                sync(device)
+                t0 = time.perf_counter()
+                step(layer, x)
+                sync(device)
+                samples[e].append(time.perf_counter() - t0)
     fused = layers["fused"]
     ref_out = outputs.get("tq_dynamic")
     rows = []
     for e in engines:
         rows.append({
             "n_qubits": n, "depth": depth, "batch": batch, "engine": e,
-            "ms": statistics.median(samples[e]) * 1e3, "rounds": rounds,
+            "ms": statistics.median(samples[e]) * 1e3, "calls": len(samples[e]),
             "max_abs_diff_vs_tq": (float((outputs[e] - ref_out).abs().max()) if ref_out is not None else math.nan),
             "method": fused.method_for(batch) if e == "fused" else "",
         })
@@ -343,8 +348,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--wires-per-block", type=int, default=4, help="TorchQuantum static mode block size")
-    ap.add_argument("--min-rounds", type=int, default=7)
-    ap.add_argument("--max-rounds", type=int, default=40)
+    ap.add_argument("--block", type=int, default=5, help="timed consecutive calls per engine and round")
+    ap.add_argument("--min-rounds", type=int, default=4)
+    ap.add_argument("--max-rounds", type=int, default=20)
     ap.add_argument("--budget-s", type=float, default=4.0, help="timing budget per configuration")
     ap.add_argument("--mem-qubits", type=int, default=12)
     ap.add_argument("--mem-depth", type=int, default=2)
@@ -352,6 +358,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--mem-timeout-s", type=float, default=600)
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--no-save", action="store_true")
+    ap.add_argument("--note", default="shared 2-core dev machine: other jobs may run beside it (see the load averages)",
+                    help="a line about the machine's conditions, written into the results file")
     ap.add_argument("--memory-child", choices=ENGINES + EXTRA_ENGINES, help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
@@ -380,9 +388,11 @@ def main(argv: list[str] | None = None) -> int:
                      f"torchquantum {versions['torchquantum']}, pennylane {pennylane_version() or 'absent'}"),
         "circuit": f"{args.encoding} encoding, {args.ansatz} ansatz, <Z> on every wire",
         "tq_static": f"static_on(wires_per_block={args.wires_per_block}) (capped at n_qubits)",
-        "timing": f"median of {args.min_rounds}..{args.max_rounds} interleaved rounds, ~{args.budget_s:g} s per configuration",
+        "timing": (f"median over {args.min_rounds}..{args.max_rounds} interleaved rounds of {args.block} consecutive "
+                   f"timed calls per engine (after one untimed call), ~{args.budget_s:g} s per configuration"),
         "memory case": f"{args.mem_qubits} qubits, depth {args.mem_depth}, batch {args.mem_batch}",
         "command": "python benchmarks/quantum_layer.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "note": args.note,
         "load average (1 min) at start": f"{os.getloadavg()[0]:.2f} (2-thread timings stall when other "
                                          "processes hold the cores: run on an idle machine)",
     }

@@ -84,6 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=60, help="interleaved rounds (every arm once per round)")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--no-save", action="store_true")
+    ap.add_argument("--note", default="shared 2-core dev machine: other jobs may run beside it (see the load averages)",
+                    help="a line about the machine's conditions, written into the results file")
     args = ap.parse_args(argv)
     if "control" not in args.arms or not any(a.startswith("hybrid") for a in args.arms):
         ap.error("--arms needs control and a hybrid row")
@@ -125,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                  f"{args.encoding} encoding, {args.ansatz} ansatz; median of {args.rounds} interleaved rounds"),
         "load average (1 min) before / after": f"{load_before[0]:.2f} / {load_after[0]:.2f}",
         "command": "python benchmarks/train_step.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "note": args.note,
     }
     control = ms["control"]
     lines = [f"# One training step per arm ({dt.date.today().isoformat()})", ""]

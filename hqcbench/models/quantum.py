@@ -163,19 +163,26 @@ def _bits(k: int) -> tuple[tuple[int, ...], ...]:
 
 
 @lru_cache(maxsize=128)
-def _kron_index(k: int, ring: bool, transpose: bool, device: torch.device
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Index tensors (wire, row bit, column bit) with gates[..., wire, row, col].prod(-3) = the kron.
+def _kron_index(k: int, ring: bool, transpose: bool, device: torch.device) -> torch.Tensor:
+    """Flat index into gates.reshape(d, k * 4) with gathered.view(d, k, 2**k, 2**k).prod(1) = the kron.
 
-    ring: rows permuted by the CNOT ring (the layer's unitary P @ kron, P a permutation, costs nothing
-    extra). transpose: the transposed matrix.
+    Entry (w, r, c) picks g_w[bit_w(r), bit_w(c)], i.e. 4 * w + 2 * bit_w(r) + bit_w(c). ring: rows
+    permuted by the CNOT ring (the layer's unitary P @ kron, P a permutation, costs nothing extra).
+    transpose: the transposed matrix. (index_select on a flat index: its backward is an index_add,
+    measured ~30 us cheaper per call than advanced indexing's accumulate-scatter on a 2-core CPU.)
     """
     bits = torch.tensor(_bits(k), device=device)
     rows = bits[:, list(_ring_permutation(k))] if ring and k > 1 else bits
     wire = torch.arange(k, device=device).view(k, 1, 1)
-    if transpose:
-        return wire, rows[:, None, :], bits[:, :, None]
-    return wire, rows[:, :, None], bits[:, None, :]
+    row, col = (rows[:, None, :], bits[:, :, None]) if transpose else (rows[:, :, None], bits[:, None, :])
+    return (4 * wire + 2 * row + col).reshape(-1)
+
+
+@lru_cache(maxsize=64)
+def _product_state_index(n_qubits: int, device: torch.device) -> torch.Tensor:
+    """Flat index into (cos, sin) pairs (B, n * 2): entry (w, i) picks wire w's amplitude for bit_w(i)."""
+    bits = torch.tensor(_bits(n_qubits), device=device)
+    return (2 * torch.arange(n_qubits, device=device).view(-1, 1) + bits).reshape(-1)
 
 
 def kron_chain(gates: torch.Tensor, ring: bool = False, transpose: bool = False) -> torch.Tensor:
@@ -184,8 +191,9 @@ def kron_chain(gates: torch.Tensor, ring: bool = False, transpose: bool = False)
     K[r, c] = prod_w g_w[bit_w(r), bit_w(c)]: one gather and one product for any k, instead of k - 1
     Kronecker steps. ring / transpose: see ``_kron_index``.
     """
-    wire, row, col = _kron_index(gates.shape[-3], ring, transpose, gates.device)
-    return gates[:, wire, row, col].prod(dim=1)
+    d, k = gates.shape[:2]
+    index = _kron_index(k, ring, transpose, gates.device)
+    return gates.reshape(d, 4 * k).index_select(1, index).view(d, k, 2 ** k, 2 ** k).prod(dim=1)
 
 
 def wire_groups(n_qubits: int, n_groups: int) -> list[tuple[int, int]]:
@@ -253,8 +261,9 @@ def encode_real(x: torch.Tensor, n_qubits: int, encoding: str) -> torch.Tensor:
         half = (ANGLE_SCALE / 2) * torch.tanh(x)
         cs = torch.cos(half.unsqueeze(-1) - _half_angle_offsets(x.dtype, x.device))  # RY(t)|0> = (c, s)
         if n_qubits <= 6:  # product state in one gather + product (few ops: small states are overhead-bound)
-            wire, _, bits = _kron_index(n_qubits, False, False, x.device)
-            return cs[:, wire[:, :, 0], bits[:, 0, :]].prod(dim=1)
+            index = _product_state_index(n_qubits, x.device)
+            gathered = cs.reshape(x.shape[0], 2 * n_qubits).index_select(1, index)
+            return gathered.view(x.shape[0], n_qubits, 2 ** n_qubits).prod(dim=1)
         state = cs[:, 0]  # large states: n - 1 outer products, no (B, n, 2**n) intermediate
         for w in range(1, n_qubits):
             state = (state.unsqueeze(2) * cs[:, w].unsqueeze(1)).reshape(x.shape[0], -1)
