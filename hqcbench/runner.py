@@ -1,9 +1,6 @@
 """The main job: train every (arm, seed), test once, attack, log -- one parent run, one child per pair."""
 from __future__ import annotations
 
-import contextlib
-import logging
-import os
 import time
 from dataclasses import dataclass, field
 
@@ -21,8 +18,6 @@ from hqcbench.protocols import (PAPER_BATCH_SIZE, PAPER_VAL_FRACTION, TAG_SHORTE
                                  shortened_note)
 from hqcbench.resources import ResourceMonitor, run_summary
 from hqcbench.train import evaluate, fit
-
-log = logging.getLogger("hqcbench")
 
 # Pinned requirements for logged models: letting MLflow infer them costs ~6 s per model.
 MODEL_PIP_REQUIREMENTS = ["torch==2.14.1", "torchquantum==0.1.8", "mlflow==3.17.2"]
@@ -110,15 +105,14 @@ def train_arm(arm: str, seed: int, splits: Splits, cfg: RunConfig, device: torch
 
 def comparison_table(trained: list[TrainedArm]) -> pd.DataFrame:
     """One row per arm: mean (and std over seeds) of the headline metrics."""
-    rows = []
-    for item in trained:
-        rows.append({"arm": item.arm, "seed": item.seed, **item.metrics})
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame([{"arm": t.arm, "seed": t.seed, **t.metrics} for t in trained])
+    if frame.empty:
+        return frame
     keys = [c for c in frame.columns if c not in ("arm", "seed")]
-    summary = frame.groupby("arm", sort=False)[keys].agg(["mean", "std"]) if len(frame) else frame
-    if len(frame):
-        summary.columns = [f"{k}_{stat}" for k, stat in summary.columns]
-        summary.insert(0, "seeds", frame.groupby("arm", sort=False)["seed"].count())
+    by_arm = frame.groupby("arm", sort=False)
+    summary = by_arm[keys].agg(["mean", "std"])
+    summary.columns = [f"{k}_{stat}" for k, stat in summary.columns]
+    summary.insert(0, "seeds", by_arm["seed"].count())
     return summary.reset_index()
 
 
@@ -157,6 +151,7 @@ def train_arms(cfg: RunConfig, device: torch.device,
     trained: list[TrainedArm] = []
     cache: dict = {}
     monitor = ResourceMonitor(device, paper_metrics=(cfg.protocol == "paper"))
+    machine_tags = tracking.system_tags(str(device))  # versions, CPU, GPU: read once, tagged on every child
     for seed in cfg.seed_list:
         splits = load_splits(cfg.dataset, cfg.data_dir or None, seed, effective_val_fraction(cfg),
                              cfg.train_limit,
@@ -168,8 +163,7 @@ def train_arms(cfg: RunConfig, device: torch.device,
             arm_cfg = (arm_configs or {}).get(arm, cfg)
             with mlflow.start_run(run_name=tracking.child_run_name(arm, seed), nested=True,
                                   tags={**tracking.child_tags(arm, cfg.protocol, cfg.dataset, seed),
-                                        **protocol_tags(cfg),
-                                        **tracking.system_tags(str(device))}):
+                                        **protocol_tags(cfg), **machine_tags}):
                 mlflow.log_params({k: str(v) for k, v in arm_cfg.to_dict().items()})
                 mlflow.log_params({"n_train": len(splits.train), "n_val": len(splits.val),
                                    "n_test": len(splits.test)})
