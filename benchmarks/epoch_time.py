@@ -1,7 +1,7 @@
 """Seconds per training epoch of each arm on real MNIST, under both protocols.
 
-Measures the real code path: ``hqcbench.models.build_model`` -> ``hqcbench.protocols.make_recipe`` ->
-``hqcbench.train.train_one_epoch`` (48,000 training images after the 80/20 split, batch 64, the
+Measures the real code path: ``hqcbench.models.arms.build_model`` -> ``hqcbench.training.recipes.make_recipe`` ->
+``hqcbench.training.loop.train_one_epoch`` (48,000 training images after the 80/20 split, batch 64, the
 protocol's augmentation), each epoch wrapped in ``hqcbench.resources.ResourceMonitor``. Prints one
 row per (protocol, arm) with the median epoch time over ``--epochs`` epochs, CPU utilisation and peak
 RSS, then the ratios hybrid/cnn and hybrid/control from the same run, and saves the table under
@@ -29,12 +29,13 @@ from pathlib import Path
 import torch
 
 from hqcbench.config import ARMS, PROTOCOLS, RunConfig
-from hqcbench.data import load_splits
-from hqcbench.models import build_model, count_parameters
-from hqcbench.protocols import PAPER_BATCH_SIZE, make_recipe
+from hqcbench.data.datasets import load_splits
+from hqcbench.models.arms import build_model, count_parameters
+from hqcbench.config import PAPER_BATCH_SIZE
+from hqcbench.training.recipes import make_recipe
 from hqcbench.resources import ResourceMonitor
-from hqcbench.tracking import cpu_model, library_versions
-from hqcbench.train import batch_generator, train_one_epoch
+from hqcbench.tracking.runs import cpu_model, library_versions
+from hqcbench.training.loop import batch_generator, train_one_epoch
 
 TARGET_S = 12.0  # paper hybrid, MNIST, 2-core dev machine
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -55,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--train-limit", type=int, default=0,
                     help="train on fewer images (smoke runs; the saved file then says so)")
     ap.add_argument("--contiguous", action="store_true",
-                    help="train in NCHW layout instead of channels-last (hqcbench.train.CHANNELS_LAST = False)")
+                    help="train in NCHW layout instead of channels-last (hqcbench.training.loop.CHANNELS_LAST = False)")
     ap.add_argument("--no-save", action="store_true", help="print only")
     args = ap.parse_args(argv)
     args.arm_list = [a.strip() for a in args.arms.split(",") if a.strip()]
@@ -154,9 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.contiguous:
-        import hqcbench.train
+        import hqcbench.training.loop
 
-        hqcbench.train.CHANNELS_LAST = False
+        hqcbench.training.loop.CHANNELS_LAST = False
     device = torch.device(args.device)
     rows = []
     for protocol in args.protocol_list:

@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from hqcbench.models.quantum import ANGLE_SCALE, QuantumLayer, cnot_ring_pairs, input_width
-from hqcbench.tracking import cpu_model, library_versions
+from hqcbench.tracking.runs import cpu_model, library_versions
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ENGINES = ("tq_dynamic", "tq_static", "fused", "pennylane")

@@ -1,8 +1,8 @@
 """One training step of the hybrid arm vs the control arm (and cnn), all timed in one process (issue 3).
 
-A step is what ``hqcbench.train.train_one_epoch`` does per batch: ``prepare_batch`` (uint8 -> float,
+A step is what ``hqcbench.training.loop.train_one_epoch`` does per batch: ``prepare_batch`` (uint8 -> float,
 channels-last), zero_grad, forward, cross-entropy, backward, optimiser step -- on models from
-``hqcbench.models.build_model`` with the fair protocol's recipe (``hqcbench.protocols.make_recipe``),
+``hqcbench.models.arms.build_model`` with the fair protocol's recipe (``hqcbench.training.recipes.make_recipe``),
 MNIST shapes (batch 64 of 1x28x28 uint8 images, 10 classes; pixel values do not change the cost, so
 the batch is synthetic and fixed), a 4-qubit / depth-2 circuit. Rows: cnn, control, hybrid with the
 default ``fused`` engine, and hybrid with the ``torchquantum`` engine for context.
@@ -29,11 +29,11 @@ import torch
 from torch import nn
 
 from hqcbench.config import RunConfig
-from hqcbench.data import REGISTRY
-from hqcbench.models import build_model, count_parameters
-from hqcbench.protocols import make_recipe
-from hqcbench.tracking import cpu_model, library_versions
-from hqcbench.train import prepare_batch, prepare_model
+from hqcbench.data.datasets import REGISTRY
+from hqcbench.models.arms import build_model, count_parameters
+from hqcbench.training.recipes import make_recipe
+from hqcbench.tracking.runs import cpu_model, library_versions
+from hqcbench.training.loop import prepare_batch, prepare_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET = 1.5  # hybrid step / control step

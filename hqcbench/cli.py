@@ -1,7 +1,8 @@
 """``python -m hqcbench run | tune | report`` -- the MLproject entry points call exactly these.
 
 Flags are ``--name value`` with the MLproject parameter names. Bad input exits with code 2 and one
-line naming the parameter and its allowed values.
+line naming the parameter and its allowed values. This module is the top of the package: it
+imports the jobs and the report, and nothing imports it.
 """
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ import warnings
 
 from hqcbench.config import FIELD_META, RunConfig
 from hqcbench.errors import DataUnavailableError, UserInputError
+from hqcbench.jobs.run import run_main
+from hqcbench.jobs.tune import TUNE_META, TuneConfig, run_tune
+from hqcbench.report import build as report_build
+from hqcbench.tracking.runs import mark_failed
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls=RunConfig) -> None:
@@ -35,8 +40,6 @@ def _quiet_third_party() -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from hqcbench.runner import run_main
-
     values = {k: v for k, v in vars(args).items() if k in FIELD_META and v is not None}
     cfg = RunConfig.from_strings(values).validate()
     trained = run_main(cfg)
@@ -47,6 +50,21 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tune(args: argparse.Namespace) -> int:
+    values = {k: v for k, v in vars(args).items() if k in TUNE_META and v is not None}
+    tcfg = TuneConfig.from_strings(values).validate()
+    result = run_tune(tcfg)
+    print(f"hqcbench tune: {tcfg.dataset}, {tcfg.n_trials} trials per arm (study total); MLflow run "
+          f"{result.parent_run_id}")
+    for arm, best in result.best.items():
+        print(f"  {arm:8s} study {best['study']}: best val_acc={best['best_val_acc']:.4f} (trial {best['trial']}) "
+              f"params={best['params']}; ran here: {len(result.ran_here.get(arm, []))}")
+    print(f"  retrain: {result.retrain_note}")
+    for item in result.retrained:
+        print(f"  retrained {item.arm:8s} seed {item.seed}: test_acc={item.metrics.get('test_acc', float('nan')):.4f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m hqcbench",
                                      description="Hybrid quantum-classical vs classical image classifiers.")
@@ -54,16 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train and compare the arms (the MLproject 'main' entry point)")
     add_config_arguments(run)
     run.set_defaults(handler=_run)
-    try:
-        from hqcbench import tuning
-        tuning.add_subparser(sub)
-    except ImportError:  # pragma: no cover - module added by the tuning issue
-        pass
-    try:
-        from hqcbench import report
-        report.add_subparser(sub)
-    except ImportError:  # pragma: no cover
-        pass
+    tune = sub.add_parser("tune", help="Optuna studies, one per arm, same budget; then retrain the best "
+                                       "(the MLproject 'tune' entry point)")
+    add_config_arguments(tune, TuneConfig)
+    tune.set_defaults(handler=_tune)
+    report = sub.add_parser("report", help="MLflow runs of one experiment -> report.md, report.html, plots")
+    report_build.add_arguments(report)
+    report.set_defaults(handler=report_build.handle)
     return parser
 
 
@@ -71,7 +86,6 @@ def _fail_active_run(reason: str) -> None:
     """Mark the `mlflow run` parent run FAILED with the reason (nothing half-logged looks successful)."""
     run_id = os.environ.get("MLFLOW_RUN_ID")
     if run_id:
-        from hqcbench.tracking import mark_failed
         mark_failed(run_id, reason)
 
 

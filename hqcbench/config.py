@@ -23,6 +23,10 @@ ENGINES = ("fused", "torchquantum")
 DEVICES = ("auto", "cpu", "cuda")
 ATTACKS = ("fgsm", "pgd", "square", "pgd_paper")
 MAX_QUBITS = 12  # a dense state vector needs 2**n complex amplitudes per sample
+# Fixed facts of the published procedure (arXiv 2509.13353), read by recipes, runs and the report.
+PAPER_BATCH_SIZE = 64
+PAPER_EPOCHS = 50
+PAPER_VAL_FRACTION = 0.2  # published: random 80/20 split of the (augmented) training set
 
 
 def _param(default: Any, help: str, allowed: str | None = None) -> Any:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from hqcbench.data import REGISTRY, iterate_batches, load_splits, to_float
+from hqcbench.data.datasets import REGISTRY, iterate_batches, load_splits, to_float
 from hqcbench.errors import DataUnavailableError
 from tests.dataset_files import write_cifar100, write_mnist_like, write_stl10
 

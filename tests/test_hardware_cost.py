@@ -6,11 +6,12 @@ import json
 import pytest
 import torch
 
-from hqcbench import hardware_cost as H
-from hqcbench import shots as S
+from hqcbench.evaluation import hardware_cost as H
+from hqcbench.models import readout as S
+from hqcbench.models.quantum import configure_readout
 from hqcbench.config import RunConfig
-from hqcbench.data import REGISTRY
-from hqcbench.models import build_model
+from hqcbench.data.datasets import REGISTRY
+from hqcbench.models.arms import build_model
 from hqcbench.models.quantum import QuantumLayer
 
 
@@ -106,7 +107,7 @@ def test_billed_executions_per_training_sample_are_what_the_shot_training_runs(e
         return real(layer_, enc, weights)
 
     monkeypatch.setattr(S, "circuit_probabilities", counting)
-    S.configure(layer, None, 32, seed=0)
+    configure_readout(layer, None, 32, seed=0)
     layer.train()
     batch = 5
     x = torch.randn(batch, layer.in_features, requires_grad=True)
@@ -117,10 +118,10 @@ def test_billed_executions_per_training_sample_are_what_the_shot_training_runs(e
 
 def test_billed_forward_passes_match_a_real_fit(monkeypatch):
     """train and val executions: the forward samples the quantum layer sees during ``fit``."""
-    from hqcbench.data import load_splits
-    from hqcbench.models import build_model
-    from hqcbench.protocols import make_recipe
-    from hqcbench.train import fit
+    from hqcbench.data.datasets import load_splits
+    from hqcbench.models.arms import build_model
+    from hqcbench.training.recipes import make_recipe
+    from hqcbench.training.loop import fit
 
     cfg = RunConfig(epochs=2, width=4, train_limit=100, attacks="none")
     splits = load_splits("digits", None, 0, cfg.val_fraction, cfg.train_limit)

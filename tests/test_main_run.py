@@ -5,7 +5,7 @@ import mlflow
 import pytest
 
 from hqcbench.config import RunConfig
-from hqcbench.runner import run_main
+from hqcbench.jobs.run import run_main
 
 QUICK = dict(epochs=2, train_limit=400, attacks="none", width=8)
 

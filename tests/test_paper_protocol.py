@@ -9,11 +9,13 @@ import pytest
 import torch
 
 from hqcbench.config import RunConfig
-from hqcbench.data import REGISTRY
+from hqcbench.data.datasets import REGISTRY
 from hqcbench.errors import UserInputError
-from hqcbench.models import build_model, count_parameters
-from hqcbench.protocols import (PAPER_EPOCHS, TAG_SHORTENED, make_recipe, paper_augmentation, shortened_note)
-from hqcbench.runner import effective_batch_size, effective_val_fraction, protocol_tags
+from hqcbench.models.arms import build_model, count_parameters
+from hqcbench.config import PAPER_EPOCHS
+from hqcbench.names import TAG_SHORTENED
+from hqcbench.training.recipes import make_recipe, paper_augmentation, shortened_note
+from hqcbench.training.recipes import effective_batch_size, effective_val_fraction, protocol_tags
 
 
 def _model(arm: str, dataset: str = "mnist"):
@@ -118,7 +120,7 @@ def test_paper_on_other_datasets_is_a_clear_error():
 @pytest.mark.slow
 def test_shortened_paper_run_end_to_end(mlflow_store, tmp_path):
     """Tiny MNIST-format files, 1 epoch: children carry the shortened tag, the 80/20 split and the counts."""
-    from hqcbench.runner import run_main
+    from hqcbench.jobs.run import run_main
     from tests.dataset_files import write_mnist_like
 
     write_mnist_like(tmp_path / "data", "MNIST", n_train=200, n_test=40)

@@ -16,8 +16,9 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
-from hqcbench import stats
-from hqcbench.stats import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, NO_DATA, NO_VERDICT, Interval
+from hqcbench import names
+from hqcbench.report import stats
+from hqcbench.report.stats import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, NO_DATA, NO_VERDICT, Interval
 
 T4 = 2.7764451052  # t(0.975, 4)
 T2 = 4.3026527297  # t(0.975, 2)
@@ -56,9 +57,7 @@ def _log_child(arm: str, protocol: str, dataset: str, seed: int, final: dict, ex
                curves: bool = True, correct: list[int] | None = None):
     import mlflow
 
-    from hqcbench import tracking
-
-    tags = {**tracking.child_tags(arm, protocol, dataset, seed), "version.torch": "9.9.9",
+    tags = {**names.child_tags(arm, protocol, dataset, seed), "version.torch": "9.9.9",
             "hqcbench.cpu_model": "Synthetic CPU", "hqcbench.cpu_count": "2", "hqcbench.device": "cpu",
             **(extra_tags or {})}
     with mlflow.start_run(run_name=f"{arm}-seed{seed}", nested=True, tags=tags) as run:
@@ -83,28 +82,26 @@ def _log_synthetic_experiment() -> dict:
     plus one failed run that must be left out."""
     import mlflow
 
-    from hqcbench import tracking
-
     mlflow.set_experiment("synthetic")
-    with mlflow.start_run(run_name="mnist-paper", tags={tracking.TAG_KIND: "main"}):
+    with mlflow.start_run(run_name="mnist-paper", tags={names.TAG_KIND: "main"}):
         mlflow.log_params({"dataset": "mnist", "protocol": "paper", "seeds": "0,1,2,3,4", "epochs": "2"})
         for seed in range(5):
             for arm, metrics in PAPER_MNIST.items():
                 _log_child(arm, "paper", "mnist", seed, {k: v[seed] for k, v in metrics.items()},
                            {"hqcbench.shortened": "ran 2 of the published 50 epochs"})
-    with mlflow.start_run(run_name="mnist-fair", tags={tracking.TAG_KIND: "main"}):
+    with mlflow.start_run(run_name="mnist-fair", tags={names.TAG_KIND: "main"}):
         mlflow.log_params({"dataset": "mnist", "seeds": "0,1,2"})
         for seed in range(3):
             for arm, metrics in FAIR_MNIST.items():
                 _log_child(arm, "fair", "mnist", seed, {k: v[seed] for k, v in metrics.items()})
-    with mlflow.start_run(run_name="digits-fair", tags={tracking.TAG_KIND: "main"}):
+    with mlflow.start_run(run_name="digits-fair", tags={names.TAG_KIND: "main"}):
         for arm in ("hybrid", "cnn"):
             correct = _digits_correct(arm)
             _log_child(arm, "fair", "digits", 0, {"test_acc": float(np.mean(correct))}, curves=False,
                        correct=correct)
         failed = _log_child("control", "fair", "digits", 0, {"test_acc": 0.5}, curves=False)
         mlflow.MlflowClient().set_terminated(failed, "FAILED")
-        mlflow.MlflowClient().set_tag(failed, tracking.TAG_ERROR, "RuntimeError: synthetic failure")
+        mlflow.MlflowClient().set_tag(failed, names.TAG_ERROR, "RuntimeError: synthetic failure")
     return {"failed": failed}
 
 
@@ -114,7 +111,7 @@ def built_report(tmp_path_factory):
     the tests only read it."""
     import mlflow
 
-    from hqcbench.report import write_report
+    from hqcbench.report.build import write_report
 
     tmp = tmp_path_factory.mktemp("report")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
@@ -310,15 +307,13 @@ def test_markdown_holds_the_numbers_links_and_caveats(built_report):
 def test_report_run_holds_the_artifacts(built_report):
     import mlflow
 
-    from hqcbench import tracking
-
     _, _, fixture = built_report
     client = mlflow.MlflowClient(tracking_uri=fixture["uri"])
     experiment = client.get_experiment_by_name("synthetic")
-    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{tracking.TAG_KIND}` = 'report'")
+    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{names.TAG_KIND}` = 'report'")
     assert len(runs) == 1
-    names = {a.path for a in client.list_artifacts(runs[0].info.run_id)}
-    assert {"report.md", "report.html", "claims.csv", "epoch_time.png"} <= names
+    artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id)}
+    assert {"report.md", "report.html", "claims.csv", "epoch_time.png"} <= artifacts
 
 
 def test_unknown_experiment_is_one_clear_error(mlflow_store, capsys):
@@ -359,11 +354,10 @@ def test_hardware_bill_and_shot_accuracies_are_shown(mlflow_store, tmp_path):
     """Issue 8: the report shows each hybrid's hardware cost and finite-shot accuracies (mean over seeds)."""
     import mlflow
 
-    from hqcbench import tracking
-    from hqcbench.report import write_report
+    from hqcbench.report.build import write_report
 
     mlflow.set_experiment("hw")
-    with mlflow.start_run(run_name="digits-fair", tags={tracking.TAG_KIND: "main"}):
+    with mlflow.start_run(run_name="digits-fair", tags={names.TAG_KIND: "main"}):
         for seed, executions in ((0, 1000.0), (1, 3000.0)):
             _log_child("hybrid", "fair", "digits", seed,
                        {"test_acc": 0.9, "hw_circuit_executions": executions, "hw_shots_total": executions * 1024,

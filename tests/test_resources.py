@@ -378,9 +378,9 @@ def test_run_summary():
 def test_fit_reports_resource_metrics_per_epoch(fake_nvml):
     from torch import nn
 
-    from hqcbench.data import ImageSet
-    from hqcbench.protocols import Recipe
-    from hqcbench.train import fit
+    from hqcbench.data.datasets import ImageSet
+    from hqcbench.training.recipes import Recipe
+    from hqcbench.training.loop import fit
 
     fake_nvml(dev_mem_mb=[2048], util=[75], proc_mem_mb=[512])
     gen = torch.Generator().manual_seed(0)
@@ -402,7 +402,7 @@ def test_fit_reports_resource_metrics_per_epoch(fake_nvml):
 
 def test_main_run_logs_resource_metrics_and_tags(mlflow_store):
     from hqcbench.config import RunConfig
-    from hqcbench.runner import run_main
+    from hqcbench.jobs.run import run_main
 
     cfg = RunConfig(dataset="digits", arms="cnn", epochs=2, train_limit=200, attacks="none", device="cpu")
     trained = run_main(cfg, progress=False)

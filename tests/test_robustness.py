@@ -11,11 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from hqcbench import plots
-from hqcbench import robustness as rb
+from hqcbench.tracking import figures as plots
+from hqcbench.evaluation import robustness as rb
 from hqcbench.config import RunConfig
-from hqcbench.data import load_splits, to_float
-from hqcbench.models import Classifier, build_model
+from hqcbench.data.datasets import load_splits, to_float
+from hqcbench.models.arms import Classifier, build_model
 
 CPU = torch.device("cpu")
 
@@ -234,7 +234,7 @@ def test_no_attacks_means_no_findings(digits, small_cnn):
 def test_main_run_logs_robustness_to_each_child_run(mlflow_store, tmp_path):
     import mlflow
 
-    from hqcbench.runner import run_main
+    from hqcbench.jobs.run import run_main
 
     cfg = RunConfig(epochs=1, arms="cnn,control", width=8, attacks="fgsm,pgd,pgd_paper", attack_samples="60",
                     pgd_steps=10)

@@ -7,10 +7,12 @@ import mlflow
 import pytest
 import torch
 
-from hqcbench import shots as S
+from hqcbench.evaluation import shots_sweep
+from hqcbench.models import readout as S
+from hqcbench.models.quantum import configure_readout
 from hqcbench.config import RunConfig
-from hqcbench.data import ImageSet, REGISTRY
-from hqcbench.models import build_model
+from hqcbench.data.datasets import ImageSet, REGISTRY
+from hqcbench.models.arms import build_model
 from hqcbench.models.quantum import QuantumLayer
 
 CIRCUITS = [("angle", "strong"), ("angle", "basic"), ("amplitude", "basic"), ("amplitude", "strong")]
@@ -31,14 +33,14 @@ def test_shots_none_is_bit_for_bit_the_exact_readout(encoding, ansatz, monkeypat
     x = inputs(layer)
     reference = layer(x)  # never configured: the layer's own exact path
     assert torch.allclose(reference, layer.expvals(layer.final_state(x)), atol=1e-6)
-    S.configure(layer, 50, None, seed=0)
+    configure_readout(layer, 50, None, seed=0)
     assert not torch.equal(layer(x), reference)  # the sampled path really differs ...
-    S.configure(layer, None, None, seed=0)
+    configure_readout(layer, None, None, seed=0)
     assert torch.equal(layer(x), reference)  # ... and None restores the exact values, bit for bit
     # with no shots the sampling code is never entered; eval shots never touch training mode
     monkeypatch.setattr(S, "sampled_forward", lambda *a: pytest.fail("sampled path entered"))
     assert torch.equal(layer(x), reference)
-    S.configure(layer, 50, None, seed=0)
+    configure_readout(layer, 50, None, seed=0)
     layer.train()
     out = layer(x)
     assert torch.equal(out, reference) and out.grad_fn is not None
@@ -50,7 +52,7 @@ def test_exact_model_outputs_unchanged_by_configure():
     model = build_model("hybrid", REGISTRY["digits"], cfg).eval()
     x = torch.rand(5, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     before = model(x)
-    S.configure(model, None, None, seed=0)
+    configure_readout(model, None, None, seed=0)
     assert torch.equal(model(x), before)
 
 
@@ -62,7 +64,7 @@ def exact_and_samples(layer: QuantumLayer, x: torch.Tensor, shots: int, repeats:
         exact = layer(x)
         samples = []
         for seed in range(repeats):
-            S.configure(layer, shots, None, seed=seed)
+            configure_readout(layer, shots, None, seed=seed)
             samples.append(layer(x))
     return exact.double(), torch.stack(samples).double()
 
@@ -101,11 +103,11 @@ def test_spread_shrinks_as_one_over_sqrt_shots():
 def test_sampling_is_seeded():
     layer = make_layer(3).eval()
     x = inputs(layer)
-    S.configure(layer, 200, None, seed=5)
+    configure_readout(layer, 200, None, seed=5)
     first = layer(x)
-    S.configure(layer, 200, None, seed=5)
+    configure_readout(layer, 200, None, seed=5)
     assert torch.equal(layer(x), first)
-    S.configure(layer, 200, None, seed=6)
+    configure_readout(layer, 200, None, seed=6)
     assert not torch.equal(layer(x), first)
 
 
@@ -170,7 +172,7 @@ def test_parameter_shift_in_small_chunks_gives_the_same_gradient(monkeypatch):
 def shot_gradients(layer: QuantumLayer, x: torch.Tensor, grad_out: torch.Tensor, shots: int, seed: int):
     """Gradients through the layer in training mode with ``train_shots`` (the hook's real path)."""
     layer.zero_grad()
-    S.configure(layer, None, shots, seed=seed)
+    configure_readout(layer, None, shots, seed=seed)
     layer.train()
     x_req = x.clone().requires_grad_(True)
     (layer(x_req) * grad_out).sum().backward()
@@ -195,7 +197,7 @@ def test_parameter_shift_on_sampled_estimates_converges_to_the_exact_gradient(en
 def test_training_with_train_shots_uses_the_sampled_forward():
     layer = make_layer(3)
     x = inputs(layer)
-    S.configure(layer, None, 64, seed=0)
+    configure_readout(layer, None, 64, seed=0)
     layer.train()
     out = layer(x)
     assert "ShotReadout" in type(out.grad_fn).__name__
@@ -209,20 +211,20 @@ def test_shots_sweep_reports_every_count_and_restores_the_readout():
     model = build_model("hybrid", REGISTRY["digits"], RunConfig(width=4)).eval()
     gen = torch.Generator().manual_seed(0)
     test = ImageSet(torch.rand(40, 1, 8, 8, generator=gen), torch.randint(0, 10, (40,), generator=gen))
-    S.configure(model, 77, None, seed=0)
-    found = S.shots_sweep(model, test, [10, 1000], 32, torch.device("cpu"), seed=0, repeats=2)
+    configure_readout(model, 77, None, seed=0)
+    found = shots_sweep.shots_sweep(model, test, [10, 1000], 32, torch.device("cpu"), seed=0, repeats=2)
     assert {"test_acc_exact", "test_acc_shots_10", "test_acc_shots_1000", "test_acc_shots_10_std"} <= set(found.metrics)
     assert all(0.0 <= found.metrics[k] <= 1.0 for k in ("test_acc_shots_10", "test_acc_shots_1000"))
     assert [(name, step) for name, _, step in found.stepped] == [("test_acc_vs_shots", 10), ("test_acc_vs_shots", 1000)]
     assert "shots_sweep.png" in found.figures and "exact," in found.texts["shots_sweep.csv"]
     assert model.quantum_layers()[0].shots == 77  # readout restored
-    from hqcbench.train import evaluate
+    from hqcbench.training.loop import evaluate
     model.quantum_layers()[0].shots = None
     assert found.metrics["test_acc_exact"] == evaluate(model, test, 32, torch.device("cpu")).acc
 
 
 def test_main_run_logs_shots_and_hardware_cost(mlflow_store):
-    from hqcbench.runner import run_main
+    from hqcbench.jobs.run import run_main
 
     cfg = RunConfig(arms="hybrid,control", epochs=1, train_limit=120, width=4, attacks="fgsm", attack_samples="20",
                     shots="200", train_shots="100", shots_sweep="20,2000")

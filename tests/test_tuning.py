@@ -21,7 +21,9 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from hqcbench import cli, tracking, tuning
+from hqcbench import names
+from hqcbench import cli
+from hqcbench.jobs import tune as tuning
 from hqcbench.errors import UserInputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,8 +35,10 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 WORKER = r"""
 import os, signal, sys, time
 ready, go, die_on = sys.argv[1], sys.argv[2], int(sys.argv[3])
-import hqcbench.train as train
-from hqcbench import cli, runner, tuning  # noqa: F401  (imports happen before the barrier)
+import hqcbench.training.loop as train
+from hqcbench import cli
+from hqcbench.jobs import run as runner
+from hqcbench.jobs import tune as tuning  # noqa: F401  (imports happen before the barrier)
 real_fit, calls = train.fit, []
 def fit(*args, **kwargs):
     calls.append(1)
@@ -79,7 +83,7 @@ def load(values: dict[str, str], arm: str = "hybrid") -> optuna.Study:
 
 def runs(kind: str) -> list:
     client = mlflow.MlflowClient()
-    return client.search_runs([os.environ["MLFLOW_EXPERIMENT_ID"]], filter_string=f"tags.`{tracking.TAG_KIND}` = '{kind}'",
+    return client.search_runs([os.environ["MLFLOW_EXPERIMENT_ID"]], filter_string=f"tags.`{names.TAG_KIND}` = '{kind}'",
                               max_results=1000)
 
 
@@ -190,7 +194,7 @@ def test_tune_logs_trials_as_children_retrains_the_best_and_resumes(tune_store, 
     result = tuning.run_tune(config(values))
     client = mlflow.MlflowClient()
     parent = client.get_run(result.parent_run_id)
-    assert parent.data.tags[tracking.TAG_KIND] == "tune"
+    assert parent.data.tags[names.TAG_KIND] == "tune"
 
     trials = runs("trial")
     assert len(trials) == 6
@@ -198,13 +202,13 @@ def test_tune_logs_trials_as_children_retrains_the_best_and_resumes(tune_store, 
         study = load(values, arm)
         assert [t.state in FINISHED for t in study.trials] == [True] * 3
         assert result.ran_here[arm] == [0, 1, 2]
-        by_number = {int(r.data.tags[tracking.TAG_TRIAL]): r for r in trials if r.data.tags[tracking.TAG_ARM] == arm}
+        by_number = {int(r.data.tags[names.TAG_TRIAL]): r for r in trials if r.data.tags[names.TAG_ARM] == arm}
         assert sorted(by_number) == [0, 1, 2]
         for trial in study.trials:
             run = by_number[trial.number]
             assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
-            assert run.data.tags[tracking.TAG_STUDY] == study.study_name
-            assert run.data.tags[tracking.TAG_TRIAL_STATE] == trial.state.name.lower()
+            assert run.data.tags[names.TAG_STUDY] == study.study_name
+            assert run.data.tags[names.TAG_TRIAL_STATE] == trial.state.name.lower()
             assert trial.user_attrs["mlflow_run_id"] == run.info.run_id
             for name, value in trial.params.items():  # the trial's config is the run's params
                 assert run.data.params[name] == str(value)
@@ -225,9 +229,9 @@ def test_tune_logs_trials_as_children_retrains_the_best_and_resumes(tune_store, 
 
     # the retrain: one child per (arm, seed), like a main run, with the best trial's params
     children = runs("child")
-    assert sorted(r.data.tags[tracking.TAG_ARM] for r in children) == ["cnn", "hybrid"]
+    assert sorted(r.data.tags[names.TAG_ARM] for r in children) == ["cnn", "hybrid"]
     for child in children:
-        arm = child.data.tags[tracking.TAG_ARM]
+        arm = child.data.tags[names.TAG_ARM]
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert 0.0 <= child.data.metrics["test_acc"] <= 1.0
         for name, value in load(values, arm).best_params.items():
@@ -253,9 +257,9 @@ def test_tune_logs_trials_as_children_retrains_the_best_and_resumes(tune_store, 
 
 
 def test_pruned_and_failed_trials_are_recorded_with_their_state(tune_store, tmp_path, monkeypatch):
-    import hqcbench.models
+    import hqcbench.models.arms
 
-    real_build, calls = hqcbench.models.build_model, []
+    real_build, calls = hqcbench.models.arms.build_model, []
 
     def build_model(*args, **kwargs):  # the first trial's model cannot be built
         calls.append(1)
@@ -263,7 +267,7 @@ def test_pruned_and_failed_trials_are_recorded_with_their_state(tune_store, tmp_
             raise RuntimeError("simulated: out of memory")
         return real_build(*args, **kwargs)
 
-    monkeypatch.setattr(hqcbench.models, "build_model", build_model)
+    monkeypatch.setattr(hqcbench.models.arms, "build_model", build_model)
     values = tiny(f"sqlite:///{tmp_path / 'optuna.db'}", arms="cnn", epochs=3)
     # a real Optuna pruner that prunes every trial at its first report (val_acc is never > 1)
     with pytest.raises(RuntimeError, match="no trial of cnn completed"):
@@ -271,13 +275,13 @@ def test_pruned_and_failed_trials_are_recorded_with_their_state(tune_store, tmp_
     study = load(values, "cnn")
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.PRUNED, TrialState.PRUNED]
     client = mlflow.MlflowClient()
-    by_number = {int(r.data.tags[tracking.TAG_TRIAL]): r for r in runs("trial")}
+    by_number = {int(r.data.tags[names.TAG_TRIAL]): r for r in runs("trial")}
     assert by_number[0].info.status == "FAILED"
-    assert by_number[0].data.tags[tracking.TAG_TRIAL_STATE] == "failed"
-    assert "simulated: out of memory" in by_number[0].data.tags[tracking.TAG_ERROR]
+    assert by_number[0].data.tags[names.TAG_TRIAL_STATE] == "failed"
+    assert "simulated: out of memory" in by_number[0].data.tags[names.TAG_ERROR]
     for number in (1, 2):
         run = by_number[number]
-        assert run.info.status == "FINISHED" and run.data.tags[tracking.TAG_TRIAL_STATE] == "pruned"
+        assert run.info.status == "FINISHED" and run.data.tags[names.TAG_TRIAL_STATE] == "pruned"
         assert [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")] == [1]  # stopped at epoch 1
         assert list(study.trials[number].intermediate_values) == [1]
 
@@ -364,7 +368,7 @@ def check_two_workers_share_one_budget(tmp_path: Path, storage: str, retrain: st
     assert len({t.user_attrs["worker"] for t in trials}) == 2  # both workers took part
     assert len({tuple(sorted(t.params.items())) for t in trials}) == 6  # workers never drew the same point
     trial_runs = runs("trial")
-    assert sorted(int(r.data.tags[tracking.TAG_TRIAL]) for r in trial_runs) == list(range(6))
+    assert sorted(int(r.data.tags[names.TAG_TRIAL]) for r in trial_runs) == list(range(6))
     assert all(r.info.status == "FINISHED" for r in trial_runs)
     assert len(runs("tune")) == 2
     if retrain == "auto":
@@ -410,6 +414,6 @@ def test_killed_worker_trial_is_failed_then_retried_on_resume(tune_store, tmp_pa
     assert retry.params == trials[1].params
     killed_run = mlflow.MlflowClient().get_run(trials[1].user_attrs["mlflow_run_id"])
     assert killed_run.info.status == "FAILED"
-    assert killed_run.data.tags[tracking.TAG_TRIAL_STATE] == "failed"
+    assert killed_run.data.tags[names.TAG_TRIAL_STATE] == "failed"
     retry_run = mlflow.MlflowClient().get_run(retry.user_attrs["mlflow_run_id"])
     assert retry_run.data.tags["hqcbench.retry_of_trial"] == "1"

@@ -328,8 +328,8 @@ class QuantumLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x)
         shots = self.train_shots if self.training else self.shots
-        if shots is not None:  # sampled <Z>, parameter-shift gradients (hqcbench.shots)
-            from hqcbench.shots import sampled_forward
+        if shots is not None:  # sampled <Z>, parameter-shift gradients (hqcbench.models.readout)
+            from hqcbench.models.readout import sampled_forward
             return sampled_forward(self, x, shots)
         if self.engine == "torchquantum":
             return self._forward_torchquantum(x)
@@ -437,6 +437,19 @@ class QuantumLayer(nn.Module):
 
     def _forward_torchquantum(self, x: torch.Tensor) -> torch.Tensor:
         return _tq_expvals(self._tq_device(x), self.n_qubits)
+
+
+def configure_readout(model: nn.Module, eval_shots: int | None, train_shots: int | None, seed: int) -> None:
+    """Set the readout of every quantum layer of ``model`` (None = exact) and seed its shot stream.
+
+    ``eval_shots`` applies in eval mode (validation, test, attacks), ``train_shots`` in training mode.
+    """
+    from hqcbench.models.readout import make_rng
+
+    for i, layer in enumerate(m for m in model.modules() if isinstance(m, QuantumLayer)):
+        layer.shots = eval_shots
+        layer.train_shots = train_shots
+        layer.shot_rng = make_rng(seed, i) if (eval_shots or train_shots) else None
 
 
 def _tq_expvals(qdev, n_qubits: int) -> torch.Tensor:

@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from hqcbench.stats import Interval, t_interval  # noqa: E402
+from hqcbench.report.stats import Interval, t_interval  # noqa: E402
 
 ARM_COLORS = {"cnn": "#1f77b4", "hybrid": "#d62728", "control": "#2ca02c"}
 Series = dict[float, float]  # x -> y for one run

@@ -32,10 +32,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from hqcbench import tracking
+from hqcbench import names
 from hqcbench.config import RunConfig
-from hqcbench.data import ImageSet, Splits, to_float
-from hqcbench.tracking import Findings
+from hqcbench.data.datasets import ImageSet, Splits, to_float
+from hqcbench.tracking.findings import Findings
 
 log = logging.getLogger("hqcbench")
 
@@ -58,7 +58,7 @@ SQUARE_P_INIT = 0.8  # ART's and the Square paper's default for L-inf
 # The published attack (arXiv 2509.13353, authors' code): PGD eps 0.1, step 0.01, 10 steps on
 # normalised inputs clamped to [0, 1]; every 5 epochs on the validation split.
 PAPER_EPS, PAPER_STEP, PAPER_STEPS, PAPER_EVERY = 0.1, 0.01, 10, 5
-PAPER_METRIC = tracking.robust_metric("pgd_paper", PAPER_EPS)  # robust_acc_pgd_paper_eps_0.1
+PAPER_METRIC = names.robust_metric("pgd_paper", PAPER_EPS)  # robust_acc_pgd_paper_eps_0.1
 
 TAG_MASKING = "possible_gradient_masking"
 TAG_MASKING_REASON = "possible_gradient_masking.reason"
@@ -429,7 +429,7 @@ def paper_findings(result: PaperResult, step: int | None = None) -> Findings:
     found = Findings()
     values = {PAPER_METRIC: result.acc, "pgd_paper_clamp_only_acc": result.clamp_only_acc,
               "pgd_paper_pixel_linf_mean": result.pixel_linf_mean, "pgd_paper_pixel_linf_max": result.pixel_linf_max,
-              tracking.attack_time_metric("pgd_paper"): result.seconds}
+              names.attack_time_metric("pgd_paper"): result.seconds}
     if step is None:
         found.metrics.update(values)
     else:
@@ -444,7 +444,7 @@ def paper_findings(result: PaperResult, step: int | None = None) -> Findings:
 
 # ============================================================================ findings
 def curve_figure(result: ModelResult, title: str):
-    from hqcbench.plots import plt
+    from hqcbench.tracking.figures import plt
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for attack, curve in result.curves.items():
@@ -474,15 +474,15 @@ def to_findings(result: ModelResult, checks: list[Check], cfg: RunConfig, data: 
     m["clean_acc_attack_subset"] = result.clean_acc
     for attack, per_eps in result.robust.items():
         for eps, acc in per_eps.items():
-            m[tracking.robust_metric(attack, eps)] = acc
+            m[names.robust_metric(attack, eps)] = acc
     for attack, seconds in result.times.items():
-        m[tracking.attack_time_metric(attack)] = seconds
+        m[names.attack_time_metric(attack)] = seconds
     for attack, seconds in result.curve_times.items():
         m[f"curve_time_s_{attack}"] = seconds
     for attack, curve in result.curves.items():
         for eps, acc in sorted(curve.items()):
             if eps != HIGH_EPS or eps in cfg.eps_list:
-                found.stepped.append((tracking.robust_curve_metric(attack), acc, tracking.eps_step(eps)))
+                found.stepped.append((names.robust_curve_metric(attack), acc, names.eps_step(eps)))
     for (source, eps), acc in result.transfer.items():
         m[f"transfer_acc_from_{source}_eps_{eps:g}"] = acc
     high = [c[HIGH_EPS] for c in result.curves.values() if HIGH_EPS in c]

@@ -9,15 +9,19 @@ import mlflow.pytorch
 import pandas as pd
 import torch
 
-from hqcbench import plots, tracking
-from hqcbench import shots as shot_readout
+from hqcbench import names
 from hqcbench.config import RunConfig
-from hqcbench.data import Splits, load_splits, to_float
-from hqcbench.models import Classifier, build_model, count_parameters
-from hqcbench.protocols import (PAPER_BATCH_SIZE, PAPER_VAL_FRACTION, TAG_SHORTENED, make_recipe,
-                                 shortened_note)
-from hqcbench.resources import ResourceMonitor, run_summary
-from hqcbench.train import evaluate, fit
+from hqcbench.data.datasets import Splits, load_splits, to_float
+from hqcbench.errors import UserInputError
+from hqcbench.evaluation import hardware_cost, robustness, shots_sweep
+from hqcbench.resources import ResourceMonitor, hardware_tags, run_summary
+from hqcbench.models.arms import Classifier, build_model, count_parameters
+from hqcbench.models.quantum import configure_readout
+from hqcbench.tracking import figures as plots
+from hqcbench.tracking import runs as tracking
+from hqcbench.training import seeding
+from hqcbench.training.loop import evaluate, fit
+from hqcbench.training.recipes import effective_batch_size, effective_val_fraction, make_recipe, protocol_tags
 
 # Pinned requirements for logged models: letting MLflow infer them costs ~6 s per model.
 MODEL_PIP_REQUIREMENTS = ["torch==2.14.1", "torchquantum==0.1.8", "mlflow==3.17.2"]
@@ -35,7 +39,6 @@ class TrainedArm:
 def resolve_device(choice: str) -> torch.device:
     if choice == "cuda":
         if not torch.cuda.is_available():
-            from hqcbench.errors import UserInputError
             raise UserInputError("device", "cuda was asked for but no CUDA device is available", "auto|cpu|cuda")
         return torch.device("cuda")
     if choice == "auto" and torch.cuda.is_available():
@@ -43,33 +46,23 @@ def resolve_device(choice: str) -> torch.device:
     return torch.device("cpu")
 
 
-def effective_batch_size(cfg: RunConfig) -> int:
-    return PAPER_BATCH_SIZE if cfg.protocol == "paper" else cfg.batch_size
-
-
-def effective_val_fraction(cfg: RunConfig) -> float:
-    """paper: the published 80/20 split, whatever val_fraction says (as batch 64 overrides batch_size)."""
-    return PAPER_VAL_FRACTION if cfg.protocol == "paper" else cfg.val_fraction
-
-
-def protocol_tags(cfg: RunConfig) -> dict[str, str]:
-    """Tags that qualify every number of the run (e.g. a shortened paper run); the report reads them."""
-    note = shortened_note(cfg.protocol, cfg.epochs)
-    return {TAG_SHORTENED: note} if note else {}
+def machine_tags(device: torch.device) -> dict[str, str]:
+    """Library versions, CPU, GPU, NVML status and thread count: enough to tell two machines apart."""
+    return {**tracking.system_tags(str(device)), **hardware_tags(device)}
 
 
 def train_arm(arm: str, seed: int, splits: Splits, cfg: RunConfig, device: torch.device,
               monitor: ResourceMonitor, epoch_hook=None) -> TrainedArm:
     """Train one arm in the active child run and log everything the design names."""
-    torch.manual_seed(seed)
+    seeding.seed_model_init(seed)
     model = build_model(arm, splits.spec, cfg).to(device)
-    shot_readout.configure(model, cfg.eval_shots, cfg.train_shot_count, seed)  # None, None: exact <Z>
+    configure_readout(model, cfg.eval_shots, cfg.train_shot_count, seed)  # None, None: exact <Z>
     counts = count_parameters(model)
     mlflow.log_metrics(counts)
     batch_size = effective_batch_size(cfg)
     steps = (len(splits.train) + batch_size - 1) // batch_size
     recipe = make_recipe(cfg.protocol, arm, model, cfg.lr, cfg.epochs, steps, cfg.dataset, splits.spec.mean)
-    mlflow.set_tag("hqcbench.recipe", recipe.description)
+    mlflow.set_tag(names.TAG_RECIPE, recipe.description)
 
     def on_epoch(epoch: int, metrics: dict[str, float], model_now) -> None:
         mlflow.log_metrics(metrics, step=epoch)
@@ -126,8 +119,8 @@ def run_main(cfg: RunConfig, progress: bool = True) -> list[TrainedArm]:
     trained: list[TrainedArm] = []
     with tracking.parent_run(params, run_name) as parent:
         try:
-            mlflow.set_tags({**tracking.system_tags(str(device)), tracking.TAG_DATASET: cfg.dataset,
-                             tracking.TAG_PROTOCOL: cfg.protocol, **protocol_tags(cfg)})
+            mlflow.set_tags({**machine_tags(device), names.TAG_DATASET: cfg.dataset,
+                             names.TAG_PROTOCOL: cfg.protocol, **protocol_tags(cfg)})
             mlflow.log_text(cfg.to_json(), "config.json")
             trained = train_arms(cfg, device)
             table = comparison_table(trained)
@@ -151,19 +144,19 @@ def train_arms(cfg: RunConfig, device: torch.device,
     trained: list[TrainedArm] = []
     cache: dict = {}
     monitor = ResourceMonitor(device, paper_metrics=(cfg.protocol == "paper"))
-    machine_tags = tracking.system_tags(str(device))  # versions, CPU, GPU: read once, tagged on every child
+    system = machine_tags(device)  # versions, CPU, GPU: read once, tagged on every child
     for seed in cfg.seed_list:
         splits = load_splits(cfg.dataset, cfg.data_dir or None, seed, effective_val_fraction(cfg),
                              cfg.train_limit,
                              test_as_val=(cfg.protocol == "paper" and cfg.dataset == "stl10"), cache=cache)
         if splits.note:
-            mlflow.set_tag(tracking.TAG_NOTE, splits.note)
+            mlflow.set_tag(names.TAG_NOTE, splits.note)
         seed_arms = []
         for arm in cfg.arm_list:
             arm_cfg = (arm_configs or {}).get(arm, cfg)
-            with mlflow.start_run(run_name=tracking.child_run_name(arm, seed), nested=True,
-                                  tags={**tracking.child_tags(arm, cfg.protocol, cfg.dataset, seed),
-                                        **protocol_tags(cfg), **machine_tags}):
+            with mlflow.start_run(run_name=names.child_run_name(arm, seed), nested=True,
+                                  tags={**names.child_tags(arm, cfg.protocol, cfg.dataset, seed),
+                                        **protocol_tags(cfg), **system}):
                 mlflow.log_params({k: str(v) for k, v in arm_cfg.to_dict().items()})
                 mlflow.log_params({"n_train": len(splits.train), "n_val": len(splits.val),
                                    "n_test": len(splits.test)})
@@ -176,19 +169,15 @@ def train_arms(cfg: RunConfig, device: torch.device,
 
 def _epoch_hook(cfg: RunConfig, splits: Splits, device: torch.device):
     """Per-epoch extras (the paper attack every 5 epochs under the paper protocol)."""
-    from hqcbench import hardware_cost, robustness
-
     # the circuit queries of these attacks are counted for the hardware cost estimate
     return hardware_cost.counting_epoch_hook(robustness.make_epoch_hook(cfg, splits, device))
 
 
 def _post_training(seed_arms: list[TrainedArm], splits: Splits, cfg: RunConfig, device: torch.device) -> None:
     """Attacks, finite-shot readout and hardware cost, logged back into each arm's child run."""
-    from hqcbench import hardware_cost, robustness
-
     with hardware_cost.count_queries(item.model for item in seed_arms):  # attack circuit queries
         findings = robustness.run_all(seed_arms, splits, cfg, device)
-    for extra in (shot_readout.run_all(seed_arms, splits, cfg, device),
+    for extra in (shots_sweep.run_all(seed_arms, splits, cfg, device),
                   hardware_cost.run_all(seed_arms, splits, cfg, device)):
         for arm, result in extra.items():
             findings[arm] = findings[arm].merge(result) if arm in findings else result

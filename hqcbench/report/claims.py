@@ -20,7 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
-from hqcbench.stats import (MIN_SEEDS, NO_DATA, Interval, Verdict, bootstrap_interval, directional_verdict,
+from hqcbench.report.stats import (MIN_SEEDS, NO_DATA, Interval, Verdict, bootstrap_interval, directional_verdict,
                             equivalence_verdict, magnitude_inside, t_interval, welch_interval)
 
 PAPER_DATASETS = ("mnist", "cifar100", "stl10")

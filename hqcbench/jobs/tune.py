@@ -37,7 +37,12 @@ import optuna
 import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
-from hqcbench import tracking
+from hqcbench import names
+from hqcbench.models.arms import build_model, count_parameters
+from hqcbench.training import seeding
+from hqcbench.training.loop import fit
+from hqcbench.training.recipes import effective_batch_size, make_recipe
+from hqcbench.tracking import runs as tracking
 from hqcbench.config import ANSATZES, ARMS, DATASETS, DEVICES, ENCODINGS, ENGINES, MAX_QUBITS, RunConfig, convert
 from hqcbench.errors import UserInputError
 
@@ -213,7 +218,7 @@ def suggest(trial: optuna.Trial, arm: str, tcfg: TuneConfig) -> dict[str, Any]:
 def make_sampler(sampler_seed: int, trial_index: int) -> optuna.samplers.BaseSampler:
     """TPE seeded per trial: a single worker is reproducible, and concurrent workers started with
     the same command never draw the same random start-up configurations (one seed per worker would)."""
-    return optuna.samplers.TPESampler(seed=sampler_seed * 1_000_003 + trial_index, constant_liar=True)
+    return optuna.samplers.TPESampler(seed=seeding.sampler_seed(sampler_seed, trial_index), constant_liar=True)
 
 
 def make_pruner() -> optuna.pruners.BasePruner:
@@ -329,10 +334,10 @@ class Counts:
 
 def count_trials(study: optuna.Study) -> Counts:
     counts = Counts()
-    names = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed",
+    state_names = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed",
              TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}
     for trial in study.get_trials(deepcopy=False):
-        setattr(counts, names[trial.state], getattr(counts, names[trial.state]) + 1)
+        setattr(counts, state_names[trial.state], getattr(counts, state_names[trial.state]) + 1)
     return counts
 
 
@@ -351,7 +356,7 @@ class BudgetedRetry:
         run_id = trial.user_attrs.get("mlflow_run_id")
         if run_id:
             with contextlib.suppress(Exception):
-                mlflow.MlflowClient().set_tag(run_id, tracking.TAG_TRIAL_STATE, "failed")
+                mlflow.MlflowClient().set_tag(run_id, names.TAG_TRIAL_STATE, "failed")
             tracking.mark_failed(run_id, "worker stopped sending heartbeats (killed or lost); failed by "
                                          f"{worker_id()}")
         counts = count_trials(study)
@@ -439,8 +444,8 @@ class Objective:
         self.ran.append(trial.number)
         cfg = self.base.replace(**suggest(trial, self.arm, self.tcfg))
         seed = self.tcfg.trial_seed
-        tags = {**tracking.child_tags(self.arm, cfg.protocol, cfg.dataset, seed), tracking.TAG_KIND: "trial",
-                tracking.TAG_STUDY: self.study_name, tracking.TAG_TRIAL: str(trial.number),
+        tags = {**names.child_tags(self.arm, cfg.protocol, cfg.dataset, seed), names.TAG_KIND: "trial",
+                names.TAG_STUDY: self.study_name, names.TAG_TRIAL: str(trial.number),
                 "hqcbench.worker": worker_id(), **tracking.system_tags(str(self.device))}
         retried = _retried_trial_number(trial)
         if retried is not None:
@@ -455,23 +460,16 @@ class Objective:
             except optuna.TrialPruned as exc:
                 pruned = exc
             except Exception as exc:
-                mlflow.set_tags({tracking.TAG_TRIAL_STATE: "failed",
-                                 tracking.TAG_ERROR: f"{type(exc).__name__}: {exc}"[:5000]})
+                mlflow.set_tags({names.TAG_TRIAL_STATE: "failed",
+                                 names.TAG_ERROR: f"{type(exc).__name__}: {exc}"[:5000]})
                 raise  # MLflow ends the run FAILED, Optuna records FAIL
-            mlflow.set_tag(tracking.TAG_TRIAL_STATE, "pruned" if pruned else "complete")
+            mlflow.set_tag(names.TAG_TRIAL_STATE, "pruned" if pruned else "complete")
         if pruned is not None:
             raise pruned
         return value
 
     def _train(self, trial: optuna.Trial, cfg: RunConfig, seed: int) -> float:
-        import torch
-
-        from hqcbench.models import build_model, count_parameters
-        from hqcbench.protocols import make_recipe
-        from hqcbench.runner import effective_batch_size
-        from hqcbench.train import fit
-
-        torch.manual_seed(seed)
+        seeding.seed_model_init(seed)
         model = build_model(self.arm, self.splits.spec, cfg).to(self.device)
         mlflow.log_metrics(count_parameters(model))
         batch_size = effective_batch_size(cfg)
@@ -588,7 +586,7 @@ def log_study(arm: str, study: optuna.Study) -> dict[str, Any]:
 def _log_plots(arm: str, study: optuna.Study) -> None:
     from optuna.visualization import matplotlib as ovm
 
-    from hqcbench.plots import close
+    from hqcbench.tracking.figures import close
 
     plots: list[tuple[str, Callable[[], Any]]] = [
         ("optimization_history.png", lambda: ovm.plot_optimization_history(study)),
@@ -622,8 +620,8 @@ class TuneResult:
 
 def run_tune(tcfg: TuneConfig, pruner: optuna.pruners.BasePruner | None = None) -> TuneResult:
     """The ``tune`` entry point (one worker). ``pruner`` is for tests; default: median pruner."""
-    from hqcbench import runner
-    from hqcbench.data import load_splits
+    from hqcbench.jobs import run as runner
+    from hqcbench.data.datasets import load_splits
 
     tcfg.validate()
     url = check_storage(tcfg.storage)
@@ -637,8 +635,8 @@ def run_tune(tcfg: TuneConfig, pruner: optuna.pruners.BasePruner | None = None) 
     params = tcfg.to_dict()
     with tracking.parent_run(params, f"tune-{tcfg.dataset}-{'-'.join(tcfg.arm_list)}", kind="tune") as parent:
         try:
-            mlflow.set_tags({**tracking.system_tags(str(device)), tracking.TAG_DATASET: tcfg.dataset,
-                             tracking.TAG_PROTOCOL: tcfg.protocol, "hqcbench.worker": worker_id()})
+            mlflow.set_tags({**tracking.system_tags(str(device)), names.TAG_DATASET: tcfg.dataset,
+                             names.TAG_PROTOCOL: tcfg.protocol, "hqcbench.worker": worker_id()})
             mlflow.log_text(json.dumps(params, indent=2), "config.json")
             base = tcfg.base_config()
             splits = load_splits(base.dataset, base.data_dir or None, tcfg.trial_seed, base.val_fraction,
@@ -657,7 +655,7 @@ def run_tune(tcfg: TuneConfig, pruner: optuna.pruners.BasePruner | None = None) 
             missing = [arm for arm, b in best.items() if not b]
             if missing:
                 raise RuntimeError(f"no trial of {', '.join(missing)} completed; see the failed trial runs' "
-                                   f"{tracking.TAG_ERROR} tag")
+                                   f"{names.TAG_ERROR} tag")
             do_retrain, note = claim_retrain(studies, lock, tcfg.retrain, parent.info.run_id)
             mlflow.set_tag("hqcbench.retrain", note)
             retrained = []
@@ -674,29 +672,3 @@ def run_tune(tcfg: TuneConfig, pruner: optuna.pruners.BasePruner | None = None) 
             tracking.mark_failed(parent.info.run_id, f"{type(exc).__name__}: {exc}")
             raise
     return TuneResult(best, ran_here, retrained, note, parent.info.run_id)
-
-
-# ============================================================================ CLI
-def _tune(args) -> int:
-    values = {k: v for k, v in vars(args).items() if k in TUNE_META and v is not None}
-    tcfg = TuneConfig.from_strings(values).validate()
-    result = run_tune(tcfg)
-    print(f"hqcbench tune: {tcfg.dataset}, {tcfg.n_trials} trials per arm (study total); MLflow run "
-          f"{result.parent_run_id}")
-    for arm, best in result.best.items():
-        print(f"  {arm:8s} study {best['study']}: best val_acc={best['best_val_acc']:.4f} (trial {best['trial']}) "
-              f"params={best['params']}; ran here: {len(result.ran_here.get(arm, []))}")
-    print(f"  retrain: {result.retrain_note}")
-    for item in result.retrained:
-        print(f"  retrained {item.arm:8s} seed {item.seed}: test_acc={item.metrics.get('test_acc', float('nan')):.4f}")
-    return 0
-
-
-def add_subparser(subparsers) -> None:
-    """Register ``tune`` (flags = the MLproject ``tune`` parameters = TuneConfig fields)."""
-    from hqcbench.cli import add_config_arguments
-
-    parser = subparsers.add_parser("tune", help="Optuna studies, one per arm, same budget; then retrain the best "
-                                                "(the MLproject 'tune' entry point)")
-    add_config_arguments(parser, TuneConfig)
-    parser.set_defaults(handler=_tune)

@@ -29,13 +29,14 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from hqcbench import report_plots, tracking
-from hqcbench.claims import (DATASET_LABELS, FLAWS, PAPER_DATASETS, ClaimResult, Pairs, claims_for, evaluate_claim,
+from hqcbench import names
+from hqcbench.report import plots as report_plots
+from hqcbench.report.claims import (DATASET_LABELS, FLAWS, PAPER_DATASETS, ClaimResult, Pairs, claims_for, evaluate_claim,
                              paired_interval)
 from hqcbench.errors import UserInputError
-from hqcbench.protocols import PAPER_BATCH_SIZE, TAG_SHORTENED
-from hqcbench.report_doc import Anchor, Document, Inline, Link
-from hqcbench.stats import (BOOTSTRAP_RESAMPLES, CONFIDENCE, MIN_SEEDS, Interval, bootstrap_interval,
+from hqcbench.config import PAPER_BATCH_SIZE
+from hqcbench.report.document import Anchor, Document, Inline, Link
+from hqcbench.report.stats import (BOOTSTRAP_RESAMPLES, CONFIDENCE, MIN_SEEDS, Interval, bootstrap_interval,
                             t_interval)
 
 log = logging.getLogger("hqcbench")
@@ -46,7 +47,7 @@ DEFAULT_UI_URL = "http://127.0.0.1:5000"
 NO_DATA_CELL = "no data"
 # Metrics logged per epoch: their "latest value" is not a run summary, so they are left out of the
 # further-metrics table (paper_* are summarised as their mean over epochs instead).
-PER_EPOCH = set(tracking.PER_EPOCH_METRICS) | {"cuda_alloc_peak_mb", "cuda_reserved_peak_mb", "nvml_proc_mem_peak_mb",
+PER_EPOCH = set(names.PER_EPOCH_METRICS) | {"cuda_alloc_peak_mb", "cuda_reserved_peak_mb", "nvml_proc_mem_peak_mb",
                                                 "nvml_dev_mem_peak_mb", "nvml_gpu_util_mean"}
 EPOCH_MEAN_METRICS = ("paper_memory_gb", "paper_cpu_percent")
 
@@ -148,7 +149,7 @@ class RunSet:
     histories: dict[tuple[str, str], dict[int, float]] = field(default_factory=dict)
     _correct: dict[str, np.ndarray | None] = field(default_factory=dict)
 
-    # -- PairSource (hqcbench.claims) --------------------------------------------------------------------
+    # -- PairSource (hqcbench.report.claims) --------------------------------------------------------------------
     def pairs(self, dataset: str, protocol: str, metric: str, other: str = "cnn") -> tuple[Pairs | None, str]:
         group = self.runs[(self.runs.dataset == dataset) & (self.runs.protocol == protocol)]
         label = f"{DATASET_LABELS.get(dataset, dataset)} under {protocol}"
@@ -213,27 +214,27 @@ def load_runs(experiment: str) -> RunSet:
     """All child runs of ``experiment`` (by name) -> a RunSet; raises UserInputError when there are none."""
     exp = mlflow.get_experiment_by_name(experiment)
     if exp is None:
-        names = [e.name for e in mlflow.search_experiments()]
+        existing = [e.name for e in mlflow.search_experiments()]
         raise UserInputError("experiment", f"no MLflow experiment named {experiment!r} in {redact_uri(mlflow.get_tracking_uri())}",
-                             ", ".join(names) or "none exist yet")
+                             ", ".join(existing) or "none exist yet")
     frame = mlflow.search_runs(experiment_ids=[exp.experiment_id], output_format="pandas", max_results=50_000)
-    kind = _col(frame, f"tags.{tracking.TAG_KIND}")
+    kind = _col(frame, f"tags.{names.TAG_KIND}")
     children = frame[kind == "child"].copy()
     parents = frame[kind == "main"].copy()
     if children.empty:
         raise UserInputError("experiment", f"experiment {experiment!r} has no hqcbench child runs "
                              "(run `python -m hqcbench run` with MLFLOW_EXPERIMENT_NAME set first)",
                              "an experiment holding runs of `python -m hqcbench run` / `mlflow run .`")
-    children["dataset"] = _col(children, f"tags.{tracking.TAG_DATASET}")
-    children["protocol"] = _col(children, f"tags.{tracking.TAG_PROTOCOL}")
-    children["arm"] = _col(children, f"tags.{tracking.TAG_ARM}")
-    children["seed"] = pd.to_numeric(_col(children, f"tags.{tracking.TAG_SEED}"), errors="coerce")
-    children["shortened"] = _col(children, f"tags.{TAG_SHORTENED}")
-    children["note"] = _col(children, f"tags.{tracking.TAG_NOTE}")
+    children["dataset"] = _col(children, f"tags.{names.TAG_DATASET}")
+    children["protocol"] = _col(children, f"tags.{names.TAG_PROTOCOL}")
+    children["arm"] = _col(children, f"tags.{names.TAG_ARM}")
+    children["seed"] = pd.to_numeric(_col(children, f"tags.{names.TAG_SEED}"), errors="coerce")
+    children["shortened"] = _col(children, f"tags.{names.TAG_SHORTENED}")
+    children["note"] = _col(children, f"tags.{names.TAG_NOTE}")
     excluded: list[tuple[str, str]] = []
     ok = children.status == "FINISHED"
     for _, row in children[~ok].iterrows():
-        reason = row.get(f"tags.{tracking.TAG_ERROR}") if f"tags.{tracking.TAG_ERROR}" in children else None
+        reason = row.get(f"tags.{names.TAG_ERROR}") if f"tags.{names.TAG_ERROR}" in children else None
         excluded.append((row.run_id, f"status {row.status}" + (f": {reason}" if isinstance(reason, str) else "")))
     kept = children[ok].dropna(subset=["dataset", "protocol", "arm", "seed"]).copy()
     kept["seed"] = kept.seed.astype(int)
@@ -356,12 +357,12 @@ def paired_table(runset: RunSet, sources: Sources, dataset: str, protocol: str) 
 def further_metrics(runset: RunSet, sources: Sources, dataset: str, protocol: str) -> tuple[list, list]:
     known = {m.name for m in TABLE_METRICS} | PER_EPOCH | set(EPOCH_MEAN_METRICS)
     group = runset.runs[(runset.runs.dataset == dataset) & (runset.runs.protocol == protocol)]
-    names = sorted(c[len("metrics."):] for c in group.columns if c.startswith("metrics.")
+    metric_names = sorted(c[len("metrics."):] for c in group.columns if c.startswith("metrics.")
                    and c[len("metrics."):] not in known and not c.startswith("metrics.robust_curve_")
                    and group[c].notna().any())
     arms = runset.arms(dataset, protocol)
     rows = []
-    for name in names:
+    for name in metric_names:
         row: list[Inline] = [name]
         for arm in arms:
             runs = runset.arm_runs(dataset, protocol, arm).dropna(subset=[name])
@@ -690,7 +691,7 @@ def write_report(experiment: str, out: str = "", ui_url: str = "", log_run: bool
     resumed = bool(os.environ.get("MLFLOW_RUN_ID"))  # `mlflow run . -e report`: reuse the project run
     start = {} if resumed else {"experiment_id": runset.experiment_id, "run_name": f"report-{experiment}"}
     with mlflow.start_run(**start) as run:
-        mlflow.set_tags({tracking.TAG_KIND: "report", "hqcbench.report_of": runset.experiment_name})
+        mlflow.set_tags({names.TAG_KIND: "report", "hqcbench.report_of": runset.experiment_name})
         report = build_report(runset, out_dir, ui_url, report_command, run.info.run_id, rebuild, note)
         for path in report.files:
             mlflow.log_artifact(str(path))
@@ -698,7 +699,8 @@ def write_report(experiment: str, out: str = "", ui_url: str = "", log_run: bool
 
 
 # ---------------------------------------------------------------------------------------------- CLI
-def _handler(args: argparse.Namespace) -> int:
+def handle(args: argparse.Namespace) -> int:
+    """The ``report`` subcommand (``cli`` registers it with ``add_arguments``)."""
     if not args.experiment:
         raise UserInputError("experiment", "an experiment name is required", "the name of an MLflow experiment")
     if args.log_run not in ("true", "false"):
@@ -710,8 +712,8 @@ def _handler(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_subparser(subparsers) -> None:
-    parser = subparsers.add_parser("report", help="MLflow runs of one experiment -> report.md, report.html, plots")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``report`` subcommand's flags (= the MLproject ``report`` parameters)."""
     parser.add_argument("--experiment", default=None, help="MLflow experiment name holding the runs")
     parser.add_argument("--out", default="", help="output folder (default: reports/<experiment>)")
     parser.add_argument("--ui_url", default="", help=f"MLflow UI base URL for run links (default: env "
@@ -719,4 +721,3 @@ def add_subparser(subparsers) -> None:
     parser.add_argument("--log_run", default="true", help="log the report as a report run (true|false)")
     parser.add_argument("--rebuild", default="", help="command that rebuilds runs and report, named in the report")
     parser.add_argument("--note", default="", help="a line added to the provenance (e.g. how timings were taken)")
-    parser.set_defaults(handler=_handler)

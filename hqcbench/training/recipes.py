@@ -18,13 +18,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from hqcbench.augment import Augmentation
-
-PAPER_BATCH_SIZE = 64
-PAPER_EPOCHS = 50
-PAPER_ATTACK_EVERY = 5
-PAPER_VAL_FRACTION = 0.2  # published: random 80/20 split of the (augmented) training set
-TAG_SHORTENED = "hqcbench.shortened"  # set on paper runs with fewer epochs than published
+from hqcbench import names
+from hqcbench.config import PAPER_BATCH_SIZE, PAPER_EPOCHS, PAPER_VAL_FRACTION, RunConfig
+from hqcbench.data.augment import Augmentation
 
 
 def shortened_note(protocol: str, epochs: int) -> str | None:
@@ -33,6 +29,22 @@ def shortened_note(protocol: str, epochs: int) -> str | None:
     if protocol == "paper" and epochs < PAPER_EPOCHS:
         return f"ran {epochs} of the published {PAPER_EPOCHS} epochs"
     return None
+
+
+def effective_batch_size(cfg: RunConfig) -> int:
+    """paper: the published batch of 64, whatever batch_size says."""
+    return PAPER_BATCH_SIZE if cfg.protocol == "paper" else cfg.batch_size
+
+
+def effective_val_fraction(cfg: RunConfig) -> float:
+    """paper: the published 80/20 split, whatever val_fraction says (as batch 64 overrides batch_size)."""
+    return PAPER_VAL_FRACTION if cfg.protocol == "paper" else cfg.val_fraction
+
+
+def protocol_tags(cfg: RunConfig) -> dict[str, str]:
+    """Tags that qualify every number of the run (e.g. a shortened paper run); the report reads them."""
+    note = shortened_note(cfg.protocol, cfg.epochs)
+    return {names.TAG_SHORTENED: note} if note else {}
 
 
 @dataclass

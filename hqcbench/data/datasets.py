@@ -2,7 +2,7 @@
 
 Every dataset is held in memory as one tensor of images (N, C, H, W) -- uint8 for the image
 datasets, float32 in [0, 1] for scikit-learn's digits -- plus int64 labels. Batches are sliced
-from that tensor and augmented batch-wise (see ``hqcbench.augment``); no per-image PIL pipeline,
+from that tensor and augmented batch-wise (see ``hqcbench.data.augment``); no per-image PIL pipeline,
 which dominated the published implementation's epoch time.
 
 Images reach the model in [0, 1]. Normalisation (the dataset mean/std below) is the model's first

@@ -33,20 +33,14 @@ moved to the CPU for that (a (batch, 2**n) array; negligible next to the simulat
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Iterable, Sequence
-
 import numpy as np
 import torch
 
 from hqcbench.models.quantum import ANGLE_SCALE, QuantumLayer, cnot_ring_pairs, ring_permutation
-from hqcbench.tracking import Findings
 
-if TYPE_CHECKING:  # pragma: no cover
-    from hqcbench.data import ImageSet
 
 SHIFT = math.pi / 2  # two-term parameter-shift rule for a Pauli rotation exp(-i theta P / 2)
 SEED_SALT = 0x5407  # keeps the shot stream independent of other seeded streams of the same run seed
-SWEEP_REPEATS = 3  # sampled test evaluations per shot count in a sweep: mean and spread are logged
 MAX_AMPLITUDES_PER_CHUNK = 2 ** 22  # bounds the memory of the shifted-circuit batch (rows x 2**n)
 
 
@@ -300,108 +294,3 @@ def layer_rng(layer: QuantumLayer) -> np.random.Generator:
 def sampled_forward(layer: QuantumLayer, x: torch.Tensor, shots: int) -> torch.Tensor:
     """What ``QuantumLayer.forward`` returns when shots are set: sampled <Z>, parameter-shift gradients."""
     return ShotReadout.apply(x, layer.weights, layer, int(shots))
-
-
-# ----------------------------------------------------------------------------- configuration
-def configure(model: torch.nn.Module, eval_shots: int | None, train_shots: int | None, seed: int) -> None:
-    """Set the readout of every quantum layer of ``model`` (None = exact) and seed its shot stream.
-
-    ``eval_shots`` applies in eval mode (validation, test, attacks), ``train_shots`` in training mode.
-    """
-    for i, layer in enumerate(m for m in model.modules() if isinstance(m, QuantumLayer)):
-        layer.shots = eval_shots
-        layer.train_shots = train_shots
-        layer.shot_rng = make_rng(seed, i) if (eval_shots or train_shots) else None
-
-
-def readout_tags(eval_shots: int | None, train_shots: int | None) -> dict[str, str]:
-    return {"hqcbench.readout": "exact" if eval_shots is None else f"{eval_shots} shots",
-            "hqcbench.train_readout": "exact (autograd)" if train_shots is None
-            else f"{train_shots} shots, parameter shift"}
-
-
-# ----------------------------------------------------------------------------- shots sweep
-def sweep_metric(shots: int) -> str:
-    """e.g. test_acc_shots_1000"""
-    return f"test_acc_shots_{int(shots)}"
-
-
-def shots_sweep(model: torch.nn.Module, test: "ImageSet", shot_counts: Sequence[int], batch_size: int,
-                device: torch.device, seed: int, repeats: int = SWEEP_REPEATS, title: str = "") -> Findings:
-    """Test accuracy of a trained model at each shot count (``repeats`` sampled evaluations each) and exact.
-
-    Restores the layers' readout afterwards. Findings: ``test_acc_exact``, ``test_acc_shots_{N}``
-    (mean over repeats), ``test_acc_shots_{N}_std``, stepped ``test_acc_vs_shots`` (step = N), and
-    the curve ``shots_sweep.png``.
-    """
-    from hqcbench.train import evaluate
-
-    layers = [m for m in model.modules() if isinstance(m, QuantumLayer)]
-    saved = [(getattr(layer, "shots", None), getattr(layer, "shot_rng", None)) for layer in layers]
-    findings = Findings()
-    if not layers:
-        return findings
-    try:
-        for layer in layers:
-            layer.shots = None
-        exact = evaluate(model, test, batch_size, device).acc
-        findings.metrics["test_acc_exact"] = exact
-        curve: list[tuple[int, float, float]] = []
-        for shots in shot_counts:
-            accs = []
-            for rep in range(repeats):
-                for i, layer in enumerate(layers):
-                    layer.shots, layer.shot_rng = int(shots), make_rng(seed, 1000 + i, int(shots), rep)
-                accs.append(evaluate(model, test, batch_size, device).acc)
-            mean, std = float(np.mean(accs)), float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0
-            findings.metrics[sweep_metric(shots)] = mean
-            if repeats > 1:
-                findings.metrics[f"{sweep_metric(shots)}_std"] = std
-            findings.stepped.append(("test_acc_vs_shots", mean, int(shots)))
-            curve.append((int(shots), mean, std))
-            findings.summary.append(f"test acc at {shots} shots: {mean:.4f} +- {std:.4f} "
-                                    f"(sd over {repeats} samplings; exact {exact:.4f})")
-    finally:
-        for layer, (shots, rng) in zip(layers, saved):
-            layer.shots, layer.shot_rng = shots, rng
-    findings.figures["shots_sweep.png"] = sweep_figure(curve, exact, title, repeats)
-    findings.texts["shots_sweep.csv"] = "shots,test_acc_mean,test_acc_std\n" + "".join(
-        f"{n},{m:.6f},{s:.6f}\n" for n, m, s in curve) + f"exact,{exact:.6f},0\n"
-    return findings
-
-
-def sweep_figure(curve: Iterable[tuple[int, float, float]], exact: float, title: str, repeats: int):
-    from hqcbench import plots  # noqa: F401  (selects the headless backend)
-    import matplotlib.pyplot as plt
-
-    points = sorted(curve)
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    if points:
-        xs, ms, ss = zip(*points)
-        ax.errorbar(xs, ms, yerr=ss, fmt="o-", capsize=3, label=f"sampled readout (mean +- sd of {repeats})")
-    ax.axhline(exact, color="k", linestyle="--", label=f"exact <Z> ({exact:.3f})")
-    ax.set_xscale("log")
-    ax.set_xlabel("shots per circuit evaluation")
-    ax.set_ylabel("test accuracy")
-    ax.set_title(title or "test accuracy vs shots")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def run_all(trained, splits, cfg, device: torch.device) -> dict[str, Findings]:
-    """Per arm with a quantum layer: readout tags and, when ``cfg.shots_sweep`` is set, the sweep."""
-    from hqcbench.runner import effective_batch_size
-
-    out: dict[str, Findings] = {}
-    for item in trained:
-        if not any(isinstance(m, QuantumLayer) for m in item.model.modules()):
-            continue
-        findings = Findings()
-        findings.tags.update(readout_tags(cfg.eval_shots, cfg.train_shot_count))
-        if cfg.shots_sweep_list:
-            findings.merge(shots_sweep(item.model, splits.test, cfg.shots_sweep_list, effective_batch_size(cfg),
-                                       device, item.seed, title=f"{cfg.dataset} / {item.arm} / seed {item.seed}"))
-        out[item.arm] = findings
-    return out

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from hqcbench.models.quantum import QuantumLayer, cnot_ring_pairs, weight_shape
-from hqcbench.tracking import Findings
+from hqcbench.tracking.findings import Findings
 
 # Default shot rate: Google's Sycamore sampled a 53-qubit circuit one million times in about
 # 200 s, i.e. ~5,000 shots/s including readout and reset (Arute et al., "Quantum supremacy using a
@@ -247,7 +247,7 @@ def workload_from(cfg, n_train: int, n_val: int, n_test: int, sweep_repeats: int
 def cost_for(layer: QuantumLayer, cfg, n_train: int, n_val: int, n_test: int) -> HardwareCost:
     """The hardware bill of one hybrid run configured by ``cfg`` on splits of these sizes; the attack
     part comes from the queries counted on ``layer`` (zero when no attack ran)."""
-    from hqcbench.shots import SWEEP_REPEATS
+    from hqcbench.evaluation.shots_sweep import SWEEP_REPEATS
 
     work = workload_from(cfg, n_train, n_val, n_test, SWEEP_REPEATS, attack_queries(layer))
     shots_train = cfg.train_shot_count or REFERENCE_SHOTS

@@ -9,8 +9,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from hqcbench.data import ImageSet, iterate_batches, to_float
-from hqcbench.protocols import Recipe
+from hqcbench.data.datasets import ImageSet, iterate_batches, to_float
+from hqcbench.training import seeding
+from hqcbench.training.recipes import Recipe
 from hqcbench.resources import ResourceMonitor
 
 
@@ -31,7 +32,7 @@ class FitResult:
 
 def batch_generator(seed: int, epoch: int) -> torch.Generator:
     """Batch order depends on (seed, epoch) only: every arm of one seed sees the same batches."""
-    return torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return seeding.batch_order(seed, epoch)
 
 
 # Convolutions, batch norm and max-pool of these small CNNs run ~1.3-1.5x faster per batch on CPU in
@@ -126,7 +127,7 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe, epochs
         with monitor.window("train") as train_res:
             train_loss, train_acc = train_one_epoch(model, train, recipe, batch_size, device,
                                                     batch_generator(seed, epoch), progress, f"{desc} ep{epoch}")
-        val_gen = torch.Generator().manual_seed(seed * 7919 + epoch)
+        val_gen = seeding.validation_augmentation(seed, epoch)
         with monitor.window("eval") as eval_res:
             val_res = evaluate(model, val, batch_size, device, recipe.criterion,
                                recipe.augment if recipe.augment_val else None, val_gen)

@@ -1,0 +1,1 @@
+"""Data: the dataset registry, seeded splits and batch-wise augmentation. Imports nothing above it."""

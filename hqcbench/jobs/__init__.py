@@ -1,0 +1,1 @@
+"""Jobs: the entry points that compose data, models, training, evaluation and tracking (run, tune)."""

@@ -1,0 +1,113 @@
+"""Every MLflow tag and metric name hqcbench writes, and the helpers that build the parametrised ones.
+
+These names are a public interface: the report, tuning, the campaign runner and outside checks read
+them (docs/metrics.md lists each one). Extend them here; never rename one silently. No other module
+spells a ``"hqcbench.*"`` tag as a string literal (a test checks), so a grep for a name lands here.
+"""
+from __future__ import annotations
+
+PREFIX = "hqcbench."
+
+# ----------------------------------------------------------------------------- run identity
+TAG_ARM = "hqcbench.arm"
+TAG_PROTOCOL = "hqcbench.protocol"
+TAG_DATASET = "hqcbench.dataset"
+TAG_SEED = "hqcbench.seed"
+TAG_KIND = "hqcbench.kind"  # main | child | tune | trial | report
+TAG_ERROR = "hqcbench.error"
+TAG_NOTE = "hqcbench.note"
+TAG_RECIPE = "hqcbench.recipe"  # the optimiser / schedule / augmentation actually used
+TAG_SHORTENED = "hqcbench.shortened"  # set on paper runs with fewer epochs than published
+
+# ----------------------------------------------------------------------------- machine (system tags)
+TAG_DEVICE = "hqcbench.device"
+TAG_CPU_MODEL = "hqcbench.cpu_model"
+TAG_CPU_COUNT = "hqcbench.cpu_count"
+TAG_CPU_COUNT_PHYSICAL = "hqcbench.cpu_count_physical"
+TAG_PYTHON = "hqcbench.python"
+TAG_TORCH_THREADS = "hqcbench.torch_threads"
+TAG_GPU_NAME = "hqcbench.gpu_name"
+TAG_GPU_DRIVER = "hqcbench.gpu_driver"
+TAG_CUDA_RUNTIME = "hqcbench.cuda_runtime"
+TAG_NVML = "hqcbench.nvml"
+TAG_NVML_PROC = "hqcbench.nvml_proc_mem"
+TAG_RSS_METHOD = "hqcbench.rss_peak_method"
+VERSION_TAG_PREFIX = "version."  # + distribution name, e.g. version.torch
+
+# ----------------------------------------------------------------------------- tuning
+TAG_STUDY = "hqcbench.study"  # the Optuna study a trial run belongs to
+TAG_TRIAL = "hqcbench.trial"  # the Optuna trial number
+TAG_TRIAL_STATE = "hqcbench.trial_state"  # complete | pruned | failed
+TAG_WORKER = "hqcbench.worker"  # host:pid of the tune worker
+TAG_RETRY_OF_TRIAL = "hqcbench.retry_of_trial"
+TAG_PRUNED_AT_EPOCH = "hqcbench.pruned_at_epoch"
+TAG_RETRAIN = "hqcbench.retrain"  # why this worker did (or did not) retrain
+STUDY_SETTINGS_ATTR = "hqcbench.settings"  # Optuna study user attribute: what makes trials comparable
+RETRAIN_CLAIM_ATTR = "hqcbench.retrain:"  # + sorted arm names: Optuna user attribute of the retrain claim
+
+# ----------------------------------------------------------------------------- robustness
+TAG_CHECK_PREFIX = "hqcbench.check."  # + check name: pass | fail | skipped: why
+TAG_ATTACK_NOTE = "hqcbench.attack_note"
+TAG_ATTACK_SETTINGS = "hqcbench.attack_settings"
+TAG_MASKING = "possible_gradient_masking"  # also logged as a 0/1 metric of the same name
+TAG_MASKING_REASON = "possible_gradient_masking.reason"
+
+# ----------------------------------------------------------------------------- finite shots
+TAG_READOUT = "hqcbench.readout"
+TAG_TRAIN_READOUT = "hqcbench.train_readout"
+
+# ----------------------------------------------------------------------------- report
+TAG_REPORT_OF = "hqcbench.report_of"
+
+# ----------------------------------------------------------------------------- metrics
+PER_EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "epoch_time_s", "eval_time_s",
+                     "samples_per_s", "lr", "cpu_util_cores", "rss_peak_mb")
+
+
+def tag(name: str) -> str:
+    """``hqcbench.<name>`` for a tag built at run time (e.g. per arm); constants above for fixed ones."""
+    return PREFIX + name
+
+
+def check_tag(check: str) -> str:
+    """e.g. hqcbench.check.high_eps"""
+    return TAG_CHECK_PREFIX + check
+
+
+def best_trial_tag(arm: str) -> str:
+    return f"{PREFIX}best_trial.{arm}"
+
+
+def best_run_tag(arm: str) -> str:
+    return f"{PREFIX}best_run.{arm}"
+
+
+def robust_metric(attack: str, eps: float) -> str:
+    """e.g. robust_acc_pgd_eps_0.1"""
+    return f"robust_acc_{attack}_eps_{eps:g}"
+
+
+def robust_curve_metric(attack: str) -> str:
+    return f"robust_curve_{attack}"
+
+
+def attack_time_metric(attack: str) -> str:
+    return f"attack_time_s_{attack}"
+
+
+def eps_step(eps: float) -> int:
+    """Step of a robustness-curve point: round(eps * 1000)."""
+    return int(round(eps * 1000))
+
+
+def sweep_metric(shots: int) -> str:
+    """e.g. test_acc_shots_1000"""
+    return f"test_acc_shots_{int(shots)}"
+
+
+def child_run_name(arm: str, seed: int) -> str:
+    return f"{arm}-seed{seed}"
+
+
+def child_tags(arm: str, protocol: str, dataset: str, seed: int) -> dict[str, str]:
+    return {TAG_ARM: arm, TAG_PROTOCOL: protocol, TAG_DATASET: dataset, TAG_SEED: str(seed), TAG_KIND: "child"}

@@ -1,0 +1,1 @@
+"""MLflow plumbing: parent and child runs, what evaluation steps hand over for logging, figures."""
