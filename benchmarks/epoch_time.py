@@ -7,7 +7,7 @@ row per (protocol, arm) with the median epoch time over ``--epochs`` epochs, CPU
 RSS, then the ratios hybrid/cnn and hybrid/control from the same run, and saves the table under
 ``benchmarks/results/`` named by hardware and versions.
 
-Speed target (issue 5): the ``paper``-protocol hybrid trains an MNIST epoch in <= 12 s median on the
+Speed target: the ``paper``-protocol hybrid trains an MNIST epoch in <= 12 s median on the
 2-core dev machine (the published PennyLane implementation: 23-25 s there).
 
     python benchmarks/epoch_time.py --data-dir ../shared/data            # all arms, both protocols
@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--epochs", type=int, default=3, help="epochs per (protocol, arm); the median is reported")
     ap.add_argument("--arms", default=",".join(ARMS), help="comma-separated arms (default: all)")
     ap.add_argument("--protocols", default="fair,paper", help="comma-separated protocols (default: both)")
-    ap.add_argument("--data-dir", default=os.environ.get("HQCBENCH_MNIST_DIR", "../shared/data"),
+    ap.add_argument("--data-dir", default=os.environ.get("HQCBENCH_DATA_DIR", "../shared/data"),
                     help="folder holding MNIST/raw (torchvision layout)")
     ap.add_argument("--batch-size", type=int, default=PAPER_BATCH_SIZE)
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")

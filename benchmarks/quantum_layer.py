@@ -44,7 +44,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from hqcbench.models.quantum import ANGLE_SCALE, QuantumLayer, cnot_ring_pairs, input_width
+from hqcbench.models.circuit import ANGLE_SCALE, cnot_ring_pairs, input_width
+from hqcbench.models.quantum import QuantumLayer
 from hqcbench.tracking.runs import cpu_model, library_versions
 
 RESULTS = Path(__file__).resolve().parent / "results"

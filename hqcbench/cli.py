@@ -13,10 +13,10 @@ import os
 import sys
 import warnings
 
-from hqcbench.config import FIELD_META, RunConfig
+from hqcbench.config import FIELD_META, TUNE_META, RunConfig, TuneConfig
 from hqcbench.errors import DataUnavailableError, UserInputError
 from hqcbench.jobs.run import run_main
-from hqcbench.jobs.tune import TUNE_META, TuneConfig, run_tune
+from hqcbench.jobs.tune import run_tune
 from hqcbench.report import build as report_build
 from hqcbench.tracking.runs import mark_failed
 

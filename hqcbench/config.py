@@ -1,7 +1,14 @@
-"""RunConfig: every knob of a main run, validated once, flattened to MLflow params.
+"""RunConfig and TuneConfig: every knob of a main run and of a tune worker, validated once.
 
 The dataclass fields are the single source of truth for the CLI flags (``--name value``), the
-MLproject ``main`` parameters and the README parameter table; tests check the three agree.
+MLproject ``main`` and ``tune`` parameters and the parameter tables of README.md and docs/tuning.md;
+tests check they agree. TuneConfig takes every field it shares with RunConfig from RunConfig
+(``shared()``): the same type, allowed values and checks, with its own default or help where tuning
+differs, so no field is specified twice.
+
+Size: both configs live here because TuneConfig is built from RunConfig's field specs (and config
+may import only errors and names); split apart, the tune half would import this module's private
+field machinery. Each half is about 200 lines.
 """
 from __future__ import annotations
 
@@ -9,9 +16,11 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from hqcbench.errors import UserInputError
+
+T = TypeVar("T")
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar100", "stl10")
 PAPER_DATASETS = ("mnist", "cifar100", "stl10")
@@ -23,6 +32,10 @@ ENGINES = ("fused", "torchquantum")
 DEVICES = ("auto", "cpu", "cuda")
 ATTACKS = ("fgsm", "pgd", "square", "pgd_paper")
 MAX_QUBITS = 12  # a dense state vector needs 2**n complex amplitudes per sample
+MAX_WIDTH = 256  # backbone width (channels of the first conv layer)
+TUNE_PROTOCOLS = ("fair",)  # paper fixes architecture and learning rates: nothing to tune
+RETRAIN_CHOICES = ("auto", "always", "never")
+STORAGE_ALLOWED = "sqlite:///PATH (file in an existing folder) or postgresql://USER:PASSWORD@HOST:PORT/DB (reachable)"
 # Fixed facts of the published procedure (arXiv 2509.13353), read by recipes, runs and the report.
 PAPER_BATCH_SIZE = 64
 PAPER_EPOCHS = 50
@@ -32,6 +45,11 @@ PAPER_VAL_FRACTION = 0.2  # published: random 80/20 split of the (augmented) tra
 def _param(default: Any, help: str, allowed: str | None = None) -> Any:
     """A dataclass field carrying its CLI/MLproject help text."""
     return field(default=default, metadata={"help": help, "allowed": allowed})
+
+
+def _items(text: str) -> list[str]:
+    """'a, b,,c' -> ['a', 'b', 'c']"""
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 @dataclass
@@ -45,7 +63,7 @@ class RunConfig:
     batch_size: int = _param(32, "mini-batch size", ">= 1")
     lr: float = _param(3e-3, "learning rate (fair protocol; paper uses the published ones)", "> 0")
     seeds: str = _param("0", "comma-separated seeds; one child run per arm and seed", "integers >= 0, e.g. 0,1,2")
-    width: int = _param(16, "backbone width (channels of the first conv layer)", "1..256")
+    width: int = _param(16, "backbone width (channels of the first conv layer)", f"1..{MAX_WIDTH}")
     n_qubits: int = _param(4, "qubits of the circuit (control: width of its middle)", f"1..{MAX_QUBITS}")
     depth: int = _param(2, "ansatz layers", ">= 1")
     encoding: str = _param("angle", "how features enter the circuit", "|".join(ENCODINGS))
@@ -69,21 +87,21 @@ class RunConfig:
     # ------------------------------------------------------------------ parsing helpers
     @property
     def arm_list(self) -> list[str]:
-        return [a.strip() for a in self.arms.split(",") if a.strip()]
+        return _items(self.arms)
 
     @property
     def seed_list(self) -> list[int]:
-        return [int(s) for s in self.seeds.split(",") if s.strip()]
+        return [int(s) for s in _items(self.seeds)]
 
     @property
     def eps_list(self) -> list[float]:
-        return [float(e) for e in self.eps.split(",") if e.strip()]
+        return [float(e) for e in _items(self.eps)]
 
     @property
     def attack_list(self) -> list[str]:
         if self.attacks.strip().lower() in ("", "none"):
             return []
-        return [a.strip() for a in self.attacks.split(",") if a.strip()]
+        return _items(self.attacks)
 
     @property
     def attack_sample_count(self) -> int | None:
@@ -100,7 +118,7 @@ class RunConfig:
 
     @property
     def shots_sweep_list(self) -> list[int]:
-        return [int(s) for s in self.shots_sweep.split(",") if s.strip()]
+        return [int(s) for s in _items(self.shots_sweep)]
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> "RunConfig":
@@ -130,7 +148,7 @@ class RunConfig:
             raise UserInputError("seeds", f"not a list of integers: {self.seeds!r}", allowed("seeds")) from None
         require(bool(seeds) and all(s >= 0 for s in seeds), "seeds", f"bad seeds {self.seeds!r}")
         require(len(set(seeds)) == len(seeds), "seeds", f"repeated seed in {self.seeds!r}")
-        require(1 <= self.width <= 256, "width", f"got {self.width}")
+        require(1 <= self.width <= MAX_WIDTH, "width", f"got {self.width}")
         require(1 <= self.n_qubits <= MAX_QUBITS, "n_qubits", f"{self.n_qubits} is outside what the simulator supports")
         require(self.depth >= 1, "depth", f"got {self.depth}")
         require(self.encoding in ENCODINGS, "encoding", f"unknown encoding {self.encoding!r}")
@@ -178,25 +196,34 @@ class RunConfig:
         return dataclasses.replace(self, **changes)
 
     @classmethod
-    def from_strings(cls, values: dict[str, str]) -> "RunConfig":
+    def from_strings(cls, values: dict[str, Any]) -> "RunConfig":
         """Build from CLI/MLproject strings, converting to each field's type with a clear error."""
-        kwargs: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            if f.name not in values or values[f.name] is None:
-                continue
-            raw = values[f.name]
-            kwargs[f.name] = convert(f.name, raw, FIELD_TYPES[f.name])
-        return cls(**kwargs)
+        return cls(**_converted(values, FIELD_TYPES, FIELD_META))
 
 
-FIELD_META: dict[str, dict[str, Any]] = {f.name: dict(f.metadata) for f in dataclasses.fields(RunConfig)}
-FIELD_TYPES: dict[str, type] = {f.name: {"int": int, "float": float, "str": str}[f.type] if isinstance(f.type, str)
-                                else f.type for f in dataclasses.fields(RunConfig)}
-FIELD_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+# ============================================================================ field tables
+def field_meta(cls: type) -> dict[str, dict[str, Any]]:
+    """name -> {'help': ..., 'allowed': ...} in field (= CLI / MLproject) order."""
+    return {f.name: dict(f.metadata) for f in dataclasses.fields(cls)}
 
 
-def convert(name: str, raw: Any, kind: type) -> Any:
-    """Convert a CLI string to ``kind``, raising UserInputError naming the parameter."""
+def field_types(cls: type) -> dict[str, type]:
+    """name -> int | float | str (the annotations are strings under ``from __future__ import annotations``)."""
+    return {f.name: {"int": int, "float": float, "str": str}[f.type] if isinstance(f.type, str) else f.type
+            for f in dataclasses.fields(cls)}
+
+
+def field_defaults(cls: type) -> dict[str, Any]:
+    return {f.name: f.default for f in dataclasses.fields(cls)}
+
+
+FIELD_META = field_meta(RunConfig)
+FIELD_TYPES = field_types(RunConfig)
+FIELD_DEFAULTS = field_defaults(RunConfig)
+
+
+def convert(name: str, raw: Any, kind: type, allowed: str | None) -> Any:
+    """Convert a CLI string to ``kind``, raising UserInputError naming the parameter and ``allowed``."""
     if isinstance(raw, kind):
         return raw
     try:
@@ -209,17 +236,205 @@ def convert(name: str, raw: Any, kind: type) -> Any:
             return float(raw)
         return str(raw)
     except (TypeError, ValueError):
-        allowed = FIELD_META.get(name, {}).get("allowed")
         raise UserInputError(name, f"expected {kind.__name__}, got {raw!r}", allowed) from None
 
 
-def markdown_parameter_table() -> str:
-    """The README's parameter table for the ``main`` entry point (a test checks README == this)."""
+def _converted(values: dict[str, Any], types: dict[str, type], meta: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The given (non-None) values of known fields, each converted to its field's type."""
+    return {name: convert(name, values[name], kind, meta[name]["allowed"])
+            for name, kind in types.items() if values.get(name) is not None}
+
+
+def markdown_parameter_table(cls: type = RunConfig) -> str:
+    """The parameter table of an entry point: README's for ``main`` (RunConfig), docs/tuning.md's for
+    ``tune`` (TuneConfig); tests check each document == this."""
     rows = ["| parameter | type | default | allowed | meaning |", "|---|---|---|---|---|"]
     kinds = {int: "int", float: "float", str: "string"}
-    for name, meta in FIELD_META.items():
-        default = FIELD_DEFAULTS[name]
+    types, defaults = field_types(cls), field_defaults(cls)
+    for name, meta in field_meta(cls).items():
+        default = defaults[name]
         shown = f"`{default}`" if default != "" else "(empty)"
         allowed = meta["allowed"].replace("|", " \\| ")
-        rows.append(f"| `{name}` | {kinds[FIELD_TYPES[name]]} | {shown} | {allowed} | {meta['help']} |")
+        rows.append(f"| `{name}` | {kinds[types[name]]} | {shown} | {allowed} | {meta['help']} |")
     return "\n".join(rows)
+
+
+# ============================================================================ fields shared with RunConfig
+class _Shared:
+    """Placeholder left by ``shared()`` in a class body until ``derived_from`` replaces it."""
+
+    def __init__(self, overrides: dict[str, Any]):
+        self.overrides = overrides
+
+
+def shared(*, default: Any = dataclasses.MISSING, help: str | None = None, allowed: str | None = None) -> Any:
+    """In a ``@derived_from(RunConfig)`` class: RunConfig's field of the same name (type, default, help,
+    allowed values; its checks run through ``RunConfig.validate``). ``default`` and ``help`` may differ
+    where the other job uses the field differently; ``allowed`` only to narrow it (the other job's
+    ``validate`` then checks the narrower choice itself)."""
+    overrides = {key: value for key, value in (("help", help), ("allowed", allowed)) if value is not None}
+    if default is not dataclasses.MISSING:
+        overrides["default"] = default
+    return _Shared(overrides)
+
+
+def derived_from(source: type) -> Callable[[type[T]], type[T]]:
+    """Class decorator, applied before ``@dataclass``: turn each ``name = shared(...)`` into a field with
+    ``source``'s annotation, default and metadata for ``name`` (plus the overrides), in class-body order."""
+    specs = {f.name: f for f in dataclasses.fields(source)}
+
+    def apply(cls: type[T]) -> type[T]:
+        own = dict(cls.__dict__.get("__annotations__", {}))
+        annotations: dict[str, Any] = {}
+        for name, value in list(vars(cls).items()):
+            if isinstance(value, _Shared):
+                if name not in specs:
+                    raise TypeError(f"{cls.__name__}.{name}: {source.__name__} has no field {name!r}")
+                spec, overrides = specs[name], dict(value.overrides)
+                default = overrides.pop("default", spec.default)
+                setattr(cls, name, field(default=default, metadata={**spec.metadata, **overrides}))
+                annotations[name] = spec.type
+            elif name in own:
+                annotations[name] = own.pop(name)
+        if own:
+            raise TypeError(f"{cls.__name__}: fields without a default cannot be ordered: {sorted(own)}")
+        cls.__annotations__ = annotations
+        return cls
+
+    return apply
+
+
+def _bound(field_name: str, relation: str) -> str:
+    """Allowed values of a search-range bound: those of the RunConfig field it bounds, plus ``relation``."""
+    return f"{FIELD_META[field_name]['allowed']}, {relation}"
+
+
+# ============================================================================ the tune job
+@dataclass
+@derived_from(RunConfig)
+class TuneConfig:
+    """Every knob of the ``tune`` entry point. Field order = CLI / MLproject / docs/tuning.md order.
+
+    ``shared()`` fields are RunConfig's (see ``derived_from``); the others belong to tuning.
+    """
+
+    dataset = shared()
+    protocol = shared(help="training protocol (paper fixes the architecture: nothing to tune)",
+                      allowed="|".join(TUNE_PROTOCOLS))
+    arms = shared(default="hybrid", help="comma-separated arms; one study each, same budget")
+    n_trials: int = _param(20, "trials per arm: the study's total over all workers and restarts", ">= 1")
+    timeout: int = _param(0, "this worker starts no new trial after this many seconds (0: no limit)", ">= 0")
+    storage: str = _param("sqlite:///optuna.db", "Optuna storage URL shared by all workers", STORAGE_ALLOWED)
+    study_name: str = _param("", "study name prefix (empty: hqcbench-<dataset>-<protocol>); study = <prefix>-<arm>",
+                             "empty or a name")
+    sampler_seed: int = _param(0, "seed of the TPE sampler (each trial gets its own seed derived from it)", ">= 0")
+    epochs = shared(default=5, help="training epochs per trial (and for the retrain)")
+    batch_size = shared()
+    width_min: int = _param(4, "smallest backbone width searched (log scale)", _bound("width", "<= width_max"))
+    width_max: int = _param(32, "largest backbone width searched", _bound("width", ">= width_min"))
+    lr_min: float = _param(1e-4, "smallest learning rate searched (log scale)", _bound("lr", "<= lr_max"))
+    lr_max: float = _param(1e-2, "largest learning rate searched", _bound("lr", ">= lr_min"))
+    qubits_min: int = _param(2, "fewest qubits searched (hybrid; control: its middle's width)",
+                             _bound("n_qubits", "<= qubits_max"))
+    qubits_max: int = _param(10, "most qubits searched", _bound("n_qubits", ">= qubits_min"))
+    depth_min: int = _param(1, "fewest ansatz layers searched (hybrid)", _bound("depth", "<= depth_max"))
+    depth_max: int = _param(6, "most ansatz layers searched (hybrid)", ">= depth_min")
+    encodings: str = _param("angle,amplitude", "encodings searched (hybrid)", ",".join(ENCODINGS))
+    ansatzes: str = _param("strong,basic", "ansatzes searched (hybrid)", ",".join(ANSATZES))
+    seeds = shared(help="seeds of the retrain; trials train with the first")
+    engine = shared()
+    data_dir = shared()
+    val_fraction = shared()
+    train_limit = shared()
+    device = shared()
+    attacks = shared(help="attacks run on the retrained models (none: skip)")
+    retrain: str = _param("auto", "auto: the worker that sees every study finished retrains, once per study state; "
+                          "always; never", "|".join(RETRAIN_CHOICES))
+    heartbeat_s: int = _param(10, "trial heartbeat interval; a trial silent for 3x this is failed (its worker died)",
+                              ">= 1")
+
+    # ------------------------------------------------------------------ parsing
+    @property
+    def arm_list(self) -> list[str]:
+        return self.base_config().arm_list
+
+    @property
+    def encoding_list(self) -> list[str]:
+        return _items(self.encodings)
+
+    @property
+    def ansatz_list(self) -> list[str]:
+        return _items(self.ansatzes)
+
+    @property
+    def trial_seed(self) -> int:
+        return self.base_config().seed_list[0]
+
+    def study_name_for(self, arm: str) -> str:
+        prefix = self.study_name.strip() or f"hqcbench-{self.dataset}-{self.protocol}"
+        return f"{prefix}-{arm}"
+
+    def base_config(self) -> RunConfig:
+        """The main job's config for everything the search does not set (the shared fields)."""
+        return RunConfig(**{name: getattr(self, name) for name in TUNE_SHARED})
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> "TuneConfig":
+        """Raise UserInputError naming the first bad parameter; touches no storage."""
+        def require(ok: bool, name: str, message: str) -> None:
+            if not ok:
+                raise UserInputError(name, message, TUNE_META[name]["allowed"])
+
+        require(self.protocol in TUNE_PROTOCOLS, "protocol",
+                f"{self.protocol!r} cannot be tuned (the paper protocol fixes architecture and learning rates)")
+        self.base_config().validate()  # every shared field, with RunConfig's checks
+        require(self.n_trials >= 1, "n_trials", f"got {self.n_trials}")
+        require(self.timeout >= 0, "timeout", f"got {self.timeout}")
+        require(self.sampler_seed >= 0, "sampler_seed", f"got {self.sampler_seed}")
+        require(self.heartbeat_s >= 1, "heartbeat_s", f"got {self.heartbeat_s}")
+        require(self.retrain in RETRAIN_CHOICES, "retrain", f"got {self.retrain!r}")
+        for low, high, lo_ok, hi_ok in (("width_min", "width_max", 1, MAX_WIDTH),
+                                        ("qubits_min", "qubits_max", 1, MAX_QUBITS),
+                                        ("depth_min", "depth_max", 1, None)):
+            lo, hi = getattr(self, low), getattr(self, high)
+            require(lo >= lo_ok and (hi_ok is None or lo <= hi_ok), low, f"got {lo}")
+            require(hi >= lo_ok and (hi_ok is None or hi <= hi_ok), high, f"got {hi}")
+            require(lo <= hi, low, f"empty range: {low}={lo} > {high}={hi}")
+        require(self.lr_min > 0, "lr_min", f"got {self.lr_min}")
+        require(self.lr_max > 0, "lr_max", f"got {self.lr_max}")
+        require(self.lr_min <= self.lr_max, "lr_min", f"empty range: lr_min={self.lr_min:g} > lr_max={self.lr_max:g}")
+        for name, values, allowed in (("encodings", self.encoding_list, ENCODINGS),
+                                      ("ansatzes", self.ansatz_list, ANSATZES)):
+            require(bool(values), name, "empty list")
+            require(all(v in allowed for v in values), name, f"got {getattr(self, name)!r}")
+            require(len(set(values)) == len(values), name, f"repeated value in {getattr(self, name)!r}")
+        return self
+
+    def settings_for(self, arm: str) -> dict[str, Any]:
+        """What makes two trials of ``arm`` comparable; stored on the study, checked on every load."""
+        settings: dict[str, Any] = {"dataset": self.dataset, "protocol": self.protocol, "arms": arm,
+                                    "epochs": self.epochs, "batch_size": self.batch_size,
+                                    "seeds": self.trial_seed, "val_fraction": self.val_fraction,
+                                    "train_limit": self.train_limit, "engine": self.engine,
+                                    "width_min": self.width_min, "width_max": self.width_max,
+                                    "lr_min": self.lr_min, "lr_max": self.lr_max}
+        if arm in ("hybrid", "control"):
+            settings.update(qubits_min=self.qubits_min, qubits_max=self.qubits_max)
+        if arm == "hybrid":
+            settings.update(depth_min=self.depth_min, depth_max=self.depth_max,
+                            encodings=self.encoding_list, ansatzes=self.ansatz_list)
+        return settings
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_strings(cls, values: dict[str, Any]) -> "TuneConfig":
+        """Build from CLI/MLproject strings; a bad value names the parameter and the tune job's allowed values."""
+        return cls(**_converted(values, TUNE_TYPES, TUNE_META))
+
+
+TUNE_META = field_meta(TuneConfig)
+TUNE_TYPES = field_types(TuneConfig)
+TUNE_DEFAULTS = field_defaults(TuneConfig)
+TUNE_SHARED = tuple(name for name in TUNE_META if name in FIELD_META)  # the fields taken from RunConfig

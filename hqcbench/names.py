@@ -19,6 +19,19 @@ TAG_NOTE = "hqcbench.note"
 TAG_RECIPE = "hqcbench.recipe"  # the optimiser / schedule / augmentation actually used
 TAG_SHORTENED = "hqcbench.shortened"  # set on paper runs with fewer epochs than published
 
+TAG_STOPPED = "hqcbench.stopped"  # why a run ended KILLED (SIGTERM, Ctrl-C, or a dead process found later)
+
+# ----------------------------------------------------------------------------- campaigns
+TAG_FINGERPRINT = "hqcbench.fingerprint"  # hash of what changes training (see jobs/fingerprint.py)
+TAG_TRAINING_FIELDS = "hqcbench.training_fields"  # the fields behind the fingerprint, as JSON
+TAG_CAMPAIGN = "hqcbench.campaign"  # the campaign spec's name
+TAG_BLOCK = "hqcbench.block"  # the spec block that asked for the run
+TAG_HOST = "hqcbench.host"  # host name of the process that trains the run
+TAG_PID = "hqcbench.pid"  # its process id ...
+TAG_PID_START = "hqcbench.pid_start"  # ... and that process's start time (pids are reused)
+TAG_HEARTBEAT = "hqcbench.heartbeat"  # unix time of the last finished epoch (liveness across hosts)
+EVALUATION_TAG_PREFIX = "hqcbench.evaluation."  # + evaluation kind: fingerprint of the evaluation done
+
 # ----------------------------------------------------------------------------- machine (system tags)
 TAG_DEVICE = "hqcbench.device"
 TAG_CPU_MODEL = "hqcbench.cpu_model"
@@ -61,12 +74,21 @@ TAG_REPORT_OF = "hqcbench.report_of"
 
 # ----------------------------------------------------------------------------- metrics
 PER_EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "epoch_time_s", "eval_time_s",
-                     "samples_per_s", "lr", "cpu_util_cores", "rss_peak_mb")
+                     "samples_per_s", "lr", "cpu_util_cores", "rss_peak_mb", "torch_threads")
+METRIC_TORCH_THREADS = "torch_threads"  # per epoch: intra-op threads torch used (timings compare like with like)
+METRIC_EPOCHS_RUN = "epochs_run"  # final: epochs actually trained (early stopping may end before `epochs`)
+METRIC_STOPPED_EARLY = "stopped_early"  # final: 1 when validation loss plateaued before `epochs`
+TEST_CORRECT_ARTIFACT = "test_correct.txt"  # per test image: 1 if the selected checkpoint got it right
 
 
 def tag(name: str) -> str:
     """``hqcbench.<name>`` for a tag built at run time (e.g. per arm); constants above for fixed ones."""
     return PREFIX + name
+
+
+def evaluation_tag(kind: str) -> str:
+    """e.g. hqcbench.evaluation.robustness -> the fingerprint of the evaluation settings it ran with"""
+    return EVALUATION_TAG_PREFIX + kind
 
 
 def check_tag(check: str) -> str:

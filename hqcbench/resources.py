@@ -25,24 +25,28 @@ Peak RSS: on Linux the kernel keeps the process's exact high-water mark (``VmHWM
 peak is exact however short the spike. Children (e.g. DataLoader workers) are sampled. Where the reset
 is not allowed, the process is sampled as well (a spike shorter than ``interval_s`` can then be missed).
 No library offers per-window peaks of a process tree plus NVML per-process memory, hence this module.
+
+Size: about 440 lines, one monitor and the probes its sampling thread reads (process, children,
+NVML); split apart, the NVML probe would be a module used by nothing else.
 """
 from __future__ import annotations
 
 import contextlib
 import math
 import os
+import statistics
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import psutil
+import torch
+
+from hqcbench import names
 
 MB = 2 ** 20
 GIB = 2 ** 30
-TAG_NVML = "hqcbench.nvml"
-TAG_NVML_PROC = "hqcbench.nvml_proc_mem"
-TAG_RSS_METHOD = "hqcbench.rss_peak_method"
 _CLEAR_REFS = "/proc/self/clear_refs"
 _STATUS = "/proc/self/status"
 
@@ -150,11 +154,11 @@ class NvmlProbe:
         return probe
 
     def tags(self) -> dict[str, str]:
-        tags = {TAG_NVML: self.status}
+        tags = {names.TAG_NVML: self.status}
         if self.gpu_name:
-            tags["hqcbench.gpu_name"] = self.gpu_name
+            tags[names.TAG_GPU_NAME] = self.gpu_name
         if self.driver:
-            tags["hqcbench.gpu_driver"] = self.driver
+            tags[names.TAG_GPU_DRIVER] = self.driver
         return tags
 
     def close(self) -> None:
@@ -194,8 +198,6 @@ def _device_type_index(device: Any) -> tuple[str, int]:
         return dev_type, int(idx)
     if dev_type == "cuda":
         with contextlib.suppress(Exception):
-            import torch
-
             if torch.cuda.is_available():
                 return dev_type, torch.cuda.current_device()
     return dev_type, 0
@@ -205,8 +207,6 @@ def _handle_for(pynvml: Any, index: int) -> Any:
     """The NVML handle of torch's CUDA device ``index``: by UUID (right under CUDA_VISIBLE_DEVICES),
     else by index."""
     with contextlib.suppress(Exception):
-        import torch
-
         if torch.cuda.is_available():
             uuid = str(torch.cuda.get_device_properties(index).uuid)
             return pynvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith("GPU-") else f"GPU-{uuid}")
@@ -270,15 +270,22 @@ class ResourceMonitor:
         """Why NVML metrics are (absent or) present, GPU name and driver, how the RSS peak was taken."""
         tags = self.nvml.tags()
         if self.nvml.handle is not None and self._windows_sampled and not self._proc_mem_seen:
-            tags[TAG_NVML_PROC] = (f"absent: pid {os.getpid()} never in the device's compute-process list "
+            tags[names.TAG_NVML_PROC] = (f"absent: pid {os.getpid()} never in the device's compute-process list "
                                    "(other PID namespace, or no per-process figure)")
         if self._hwm_ok is not None:
-            tags[TAG_RSS_METHOD] = ("exact: VmHWM reset per window, children sampled" if self._hwm_ok
+            tags[names.TAG_RSS_METHOD] = ("exact: VmHWM reset per window, children sampled" if self._hwm_ok
                                     else f"sampled every {self.interval_s:g} s")
         return tags
 
     def close(self) -> None:
+        """Release NVML (its handle and shutdown); the monitor takes no more windows after this."""
         self.nvml.close()
+
+    def __enter__(self) -> "ResourceMonitor":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     @contextlib.contextmanager
     def window(self, kind: str) -> Iterator[dict[str, float]]:
@@ -331,16 +338,12 @@ class ResourceMonitor:
 
     # ------------------------------------------------------------------ internals
     def _torch_device(self):
-        import torch
-
         return torch.device(self.device_type, self.device_index)
 
     def _cuda_start(self):
         """torch.cuda with peak counters reset, or None when not training on an available GPU."""
         if self.device_type != "cuda":
             return None
-        import torch
-
         if not torch.cuda.is_available():
             return None
         torch.cuda.synchronize(self._torch_device())
@@ -409,8 +412,6 @@ RUN_LEVEL: dict[str, tuple[str, str]] = {
 
 def run_summary(history: list[dict[str, float]]) -> dict[str, float]:
     """Run-level resource metrics from the per-epoch ones; a metric no epoch has stays absent."""
-    import statistics
-
     out: dict[str, float] = {}
     for name, (run_name, how) in RUN_LEVEL.items():
         values = [h[name] for h in history if name in h]
@@ -433,15 +434,11 @@ def hardware_tags(device: Any) -> dict[str, str]:
     finally:
         probe.close()
     with contextlib.suppress(Exception):
-        import torch
-
         dev_type, index = _device_type_index(device)
         if dev_type == "cuda" and torch.cuda.is_available():
-            tags["hqcbench.gpu_name"] = torch.cuda.get_device_name(index)
-            tags["hqcbench.cuda_runtime"] = str(torch.version.cuda)
-    tags["hqcbench.cpu_count_physical"] = str(psutil.cpu_count(logical=False))
+            tags[names.TAG_GPU_NAME] = torch.cuda.get_device_name(index)
+            tags[names.TAG_CUDA_RUNTIME] = str(torch.version.cuda)
+    tags[names.TAG_CPU_COUNT_PHYSICAL] = str(psutil.cpu_count(logical=False))
     with contextlib.suppress(Exception):
-        import torch
-
-        tags["hqcbench.torch_threads"] = str(torch.get_num_threads())
+        tags[names.TAG_TORCH_THREADS] = str(torch.get_num_threads())
     return tags

@@ -11,10 +11,14 @@
 # the same for every seed and arm) for more epochs in the same time.
 #
 # Usage (from the repository root): bash reports/make_mnist_report.sh
+# Data: HQCBENCH_DATA_DIR (default ../shared/data, relative to the repository root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=$(realpath -s "${PY:-.venv/bin/python}")  # -s: keep the venv symlink
-DATA_DIR=${DATA_DIR:-/work/shared/data}
+DATA_DIR=$(realpath -m "${HQCBENCH_DATA_DIR:-../shared/data}")  # MNIST/raw/*-ubyte below it
+# Timed runs hold one lock shared with the benchmarks, so no two timed jobs overlap on the machine.
+LOCK=${HQCBENCH_TIMING_LOCK:-${XDG_CACHE_HOME:-$HOME/.cache}/hqcbench/timing.lock}
+mkdir -p "$(dirname "$LOCK")"
 EPOCHS=${EPOCHS:-3}
 TRAIN_LIMIT=${TRAIN_LIMIT:-0}
 ATTACK_SAMPLES=${ATTACK_SAMPLES:-500}
@@ -29,11 +33,11 @@ start=$(date +%s)
 for protocol in paper fair; do
   # cd: MLflow's default artifact root (./mlruns) lands beside the store; flock: timed runs are
   # serialised with other benchmark runs on the shared machine
-  (cd "$OUT" && flock /tmp/hqcbench-bench.lock "$PY" -m hqcbench run --dataset mnist --protocol "$protocol" \
+  (cd "$OUT" && flock "$LOCK" "$PY" -m hqcbench run --dataset mnist --protocol "$protocol" \
     --data_dir "$DATA_DIR" --seeds "$SEEDS" --epochs "$EPOCHS" --train_limit "$TRAIN_LIMIT" \
     --attacks fgsm,pgd,pgd_paper --attack_samples "$ATTACK_SAMPLES")
 done
 echo "training + attacks took $(( $(date +%s) - start )) s"
 "$PY" -m hqcbench report --experiment "$EXPERIMENT" --out "$OUT" \
   --rebuild "EPOCHS=$EPOCHS TRAIN_LIMIT=$TRAIN_LIMIT ATTACK_SAMPLES=$ATTACK_SAMPLES SEEDS=$SEEDS bash reports/make_mnist_report.sh" \
-  --note "Timings were taken on the shared 2-core dev machine, no GPU (timed runs serialised with flock /tmp/hqcbench-bench.lock; other work may have run beside them)."
+  --note "Timings were taken on the shared 2-core dev machine, no GPU (timed runs serialised with flock "$LOCK"; other work may have run beside them)."

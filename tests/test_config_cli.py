@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from hqcbench.config import RunConfig
+from hqcbench.config import (FIELD_META, FIELD_TYPES, TUNE_META, TUNE_SHARED, TUNE_TYPES, RunConfig, TuneConfig,
+                             field_defaults)
 from hqcbench.errors import UserInputError
 
 
@@ -42,6 +43,42 @@ def test_validation_names_the_parameter(changes, parameter):
 def test_defaults_are_valid():
     RunConfig().validate()
     RunConfig(dataset="mnist", protocol="paper").validate()
+
+
+def test_tune_config_takes_its_shared_fields_from_run_config():
+    """Same type and allowed values; only protocol is narrower, and tuning has its own defaults/help text."""
+    assert set(TUNE_SHARED) == {"dataset", "protocol", "arms", "epochs", "batch_size", "seeds", "engine", "data_dir",
+                                "val_fraction", "train_limit", "device", "attacks"}
+    run_defaults, tune_defaults = field_defaults(RunConfig), field_defaults(TuneConfig)
+    for name in TUNE_SHARED:
+        assert TUNE_TYPES[name] is FIELD_TYPES[name], name
+        if name != "protocol":
+            assert TUNE_META[name]["allowed"] == FIELD_META[name]["allowed"], name
+        if name not in ("arms", "epochs"):
+            assert tune_defaults[name] == run_defaults[name], name
+    assert TUNE_META["protocol"]["allowed"] == "fair"
+    assert (tune_defaults["arms"], tune_defaults["epochs"]) == ("hybrid", 5)
+    TuneConfig().validate()
+
+
+@pytest.mark.parametrize("changes,parameter", [
+    ({"dataset": "imagenet"}, "dataset"),
+    ({"protocol": "paper", "dataset": "mnist"}, "protocol"),
+    ({"seeds": "1,1"}, "seeds"),
+    ({"val_fraction": 0.0}, "val_fraction"),
+    ({"device": "tpu"}, "device"),
+    ({"attacks": "cw"}, "attacks"),
+])
+def test_tune_config_checks_shared_fields_like_run_config(changes, parameter):
+    with pytest.raises(UserInputError) as info:
+        TuneConfig(**changes).validate()
+    assert info.value.parameter == parameter and info.value.allowed == TUNE_META[parameter]["allowed"]
+
+
+def test_tune_config_conversion_error_shows_tune_allowed_values():
+    with pytest.raises(UserInputError) as info:
+        TuneConfig.from_strings({"n_trials": "many"})
+    assert info.value.parameter == "n_trials" and info.value.allowed == TUNE_META["n_trials"]["allowed"]
 
 
 def test_unreadable_data_dir_is_rejected(tmp_path):

@@ -83,3 +83,13 @@ def test_batches_follow_the_generator_only():
     def order(seed):
         return torch.cat([y for _, y in iterate_batches(data, 32, True, torch.Generator().manual_seed(seed))])
     assert torch.equal(order(5), order(5)) and not torch.equal(order(5), order(6))
+
+
+def test_data_folder_comes_from_the_environment_when_data_dir_is_empty(tmp_path, monkeypatch):
+    written = write_mnist_like(tmp_path, "MNIST", n_train=12, n_test=6)
+    monkeypatch.setenv("HQCBENCH_DATA_DIR", str(tmp_path))
+    train, _ = REGISTRY["mnist"].load(None)
+    assert np.array_equal(train.images[:, 0].numpy(), written["train"][0])
+    monkeypatch.setenv("HQCBENCH_DATA_DIR", str(tmp_path / "absent"))
+    with pytest.raises(DataUnavailableError, match="HQCBENCH_DATA_DIR="):
+        REGISTRY["mnist"].load(None)

@@ -1,4 +1,4 @@
-"""MLproject, CLI, README and conda.yaml agree with the single source of truth (hqcbench/config.py)."""
+"""MLproject, CLI, README, docs/tuning.md and conda.yaml agree with the single source of truth (hqcbench/config.py)."""
 from __future__ import annotations
 
 import re
@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from hqcbench.cli import build_parser
-from hqcbench.config import FIELD_DEFAULTS, FIELD_TYPES, markdown_parameter_table
+from hqcbench.config import FIELD_DEFAULTS, FIELD_TYPES, TUNE_DEFAULTS, TUNE_TYPES, TuneConfig, markdown_parameter_table
 
 ROOT = Path(__file__).resolve().parents[1]
 MLFLOW_TYPES = {int: "int", float: "float", str: "string"}
@@ -52,6 +52,29 @@ def test_readme_parameter_table_matches_config():
     assert block == markdown_parameter_table()
 
 
+def test_mlproject_tune_parameters_match_tune_config():
+    tune = mlproject()["entry_points"]["tune"]
+    params = tune["parameters"]
+    assert list(params) == list(TUNE_DEFAULTS)
+    for name, spec in params.items():
+        assert spec["type"] == MLFLOW_TYPES[TUNE_TYPES[name]], name
+        assert str(spec["default"]) == str(TUNE_DEFAULTS[name]), name
+    assert params["data_dir"]["type"] == "string"
+
+
+def test_cli_tune_flags_are_the_mlproject_parameters():
+    parser = build_parser()
+    tune = parser._subparsers._group_actions[0].choices["tune"]
+    flags = [a.option_strings[0][2:] for a in tune._actions if a.option_strings and a.option_strings[0] != "-h"]
+    assert flags == list(mlproject()["entry_points"]["tune"]["parameters"])
+
+
+def test_tuning_doc_parameter_table_matches_tune_config():
+    text = (ROOT / "docs" / "tuning.md").read_text()
+    block = text.split("<!-- tune-params:start -->")[1].split("<!-- tune-params:end -->")[0].strip()
+    assert block == markdown_parameter_table(TuneConfig)
+
+
 def _pins(path: Path) -> dict[str, str]:
     pins = {}
     for line in path.read_text().splitlines():
@@ -81,3 +104,11 @@ def test_readme_has_exactly_the_two_setup_commands_ci_runs():
     assert text.count("<!-- install-and-run -->") == 1 and text.count("<!-- test -->") == 1
     ci = (ROOT / ".ci" / "run").read_text()
     assert "readme_command install-and-run" in ci and "readme_command test" in ci
+
+
+def test_license_file_matches_the_declared_licence():
+    import tomllib
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["license"]
+    text = (ROOT / "LICENSE").read_text()
+    assert declared == "MIT" and text.startswith("MIT License") and "WITHOUT WARRANTY OF ANY KIND" in text

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from hqcbench.models.quantum import QuantumLayer, choose_method, encode_state, layer_gates
+from hqcbench.models.circuit import choose_method, encode_state, layer_gates
+from hqcbench.models.quantum import QuantumLayer
 
 METHODS = ("unitary", "gates")
 

@@ -1,8 +1,9 @@
 """The report: synthetic runs with known metrics in a temporary MLflow store -> tables, intervals and
 verdicts equal to hand-computed values; the HTML renders in headless chromium with the Markdown's numbers.
 
-Hand computations use the Student-t quantiles t(0.975, df=4) = 2.7764451052 and t(0.975, df=2) =
-4.3026527297 (from printed tables), not scipy, so a wrong use of scipy would fail here.
+Hand computations use the Student-t quantiles t(0.975, df=4) = 2.7764451052, t(0.975, df=2) =
+4.3026527297 and t(0.975, df=1) = 12.7062047362 (from printed tables), not scipy, so a wrong use of
+scipy would fail here.
 """
 from __future__ import annotations
 
@@ -13,15 +14,20 @@ import shutil
 import subprocess
 from html.parser import HTMLParser
 
+import mlflow
 import numpy as np
 import pytest
+from scipy import stats as sps
 
 from hqcbench import names
+from hqcbench.cli import main
 from hqcbench.report import stats
+from hqcbench.report.build import write_report
 from hqcbench.report.stats import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, NO_DATA, NO_VERDICT, Interval
 
 T4 = 2.7764451052  # t(0.975, 4)
 T2 = 4.3026527297  # t(0.975, 2)
+T1 = 12.7062047362  # t(0.975, 1)
 
 # ----------------------------------------------------------------------------------------- synthetic runs
 PAPER_MNIST = {  # 5 seeds: best_val_acc, epoch_time_s_median, params_total, robust_acc_pgd_paper_eps_0.1
@@ -55,10 +61,8 @@ def _digits_correct(arm: str) -> list[int]:
 
 def _log_child(arm: str, protocol: str, dataset: str, seed: int, final: dict, extra_tags: dict | None = None,
                curves: bool = True, correct: list[int] | None = None):
-    import mlflow
-
-    tags = {**names.child_tags(arm, protocol, dataset, seed), "version.torch": "9.9.9",
-            "hqcbench.cpu_model": "Synthetic CPU", "hqcbench.cpu_count": "2", "hqcbench.device": "cpu",
+    tags = {**names.child_tags(arm, protocol, dataset, seed), names.VERSION_TAG_PREFIX + "torch": "9.9.9",
+            names.TAG_CPU_MODEL: "Synthetic CPU", names.TAG_CPU_COUNT: "2", names.TAG_DEVICE: "cpu",
             **(extra_tags or {})}
     with mlflow.start_run(run_name=f"{arm}-seed{seed}", nested=True, tags=tags) as run:
         mlflow.log_params({"epochs": "2", "n_train": "100", "n_val": "25", "n_test": "50", "batch_size": "32"})
@@ -80,15 +84,13 @@ def _log_child(arm: str, protocol: str, dataset: str, seed: int, final: dict, ex
 def _log_synthetic_experiment() -> dict:
     """Experiment 'synthetic': mnist/paper 5 seeds x 3 arms, mnist/fair 3 seeds x 2 arms, digits/fair 1 seed,
     plus one failed run that must be left out."""
-    import mlflow
-
     mlflow.set_experiment("synthetic")
     with mlflow.start_run(run_name="mnist-paper", tags={names.TAG_KIND: "main"}):
         mlflow.log_params({"dataset": "mnist", "protocol": "paper", "seeds": "0,1,2,3,4", "epochs": "2"})
         for seed in range(5):
             for arm, metrics in PAPER_MNIST.items():
                 _log_child(arm, "paper", "mnist", seed, {k: v[seed] for k, v in metrics.items()},
-                           {"hqcbench.shortened": "ran 2 of the published 50 epochs"})
+                           {names.TAG_SHORTENED: "ran 2 of the published 50 epochs"})
     with mlflow.start_run(run_name="mnist-fair", tags={names.TAG_KIND: "main"}):
         mlflow.log_params({"dataset": "mnist", "seeds": "0,1,2"})
         for seed in range(3):
@@ -109,10 +111,6 @@ def _log_synthetic_experiment() -> dict:
 def built_report(tmp_path_factory):
     """One private store for the module (logging ~40 runs and building the report once keeps it fast);
     the tests only read it."""
-    import mlflow
-
-    from hqcbench.report.build import write_report
-
     tmp = tmp_path_factory.mktemp("report")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as mp:
@@ -182,8 +180,6 @@ def test_no_verdict_without_five_seeds_or_data():
 
 
 def test_welch_interval_is_scipys():
-    from scipy import stats as sps
-
     a, b = [1.0, 2.0, 3.0, 4.0, 6.0], [0.5, 0.7, 0.2, 0.9, 0.1]
     iv = stats.welch_interval(a, b)
     ci = sps.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
@@ -305,8 +301,6 @@ def test_markdown_holds_the_numbers_links_and_caveats(built_report):
 
 
 def test_report_run_holds_the_artifacts(built_report):
-    import mlflow
-
     _, _, fixture = built_report
     client = mlflow.MlflowClient(tracking_uri=fixture["uri"])
     experiment = client.get_experiment_by_name("synthetic")
@@ -317,8 +311,6 @@ def test_report_run_holds_the_artifacts(built_report):
 
 
 def test_unknown_experiment_is_one_clear_error(mlflow_store, capsys):
-    from hqcbench.cli import main
-
     assert main(["report", "--experiment", "no-such-experiment"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("hqcbench: error: experiment:") and "allowed:" in err[0]
@@ -351,11 +343,7 @@ def test_html_renders_in_chromium_with_the_markdown_numbers(built_report, tmp_pa
 
 
 def test_hardware_bill_and_shot_accuracies_are_shown(mlflow_store, tmp_path):
-    """Issue 8: the report shows each hybrid's hardware cost and finite-shot accuracies (mean over seeds)."""
-    import mlflow
-
-    from hqcbench.report.build import write_report
-
+    """The report shows each hybrid's hardware cost and finite-shot accuracies (mean over seeds)."""
     mlflow.set_experiment("hw")
     with mlflow.start_run(run_name="digits-fair", tags={names.TAG_KIND: "main"}):
         for seed, executions in ((0, 1000.0), (1, 3000.0)):
@@ -369,3 +357,27 @@ def test_hardware_bill_and_shot_accuracies_are_shown(mlflow_store, tmp_path):
     section = text.split("## Beyond the simulator")[1].split("\n## ")[0]
     assert "circuit executions, whole run" in section and "2000" in section.replace(",", "")
     assert "test acc, 100 shots (%)" in section and "81.00" in section
+
+
+def test_robustness_columns_follow_the_logged_eps(mlflow_store, tmp_path):
+    """Runs that attacked at eps 0.2 only get eps 0.2 columns and paired rows, and no eps 0.1 ones."""
+    mlflow.set_experiment("eps")
+    with mlflow.start_run(run_name="digits-fair", tags={names.TAG_KIND: "main"}):
+        for seed in (0, 1):
+            for arm, robust in (("hybrid", 0.30), ("cnn", 0.20)):
+                _log_child(arm, "fair", "digits", seed,
+                           {"test_acc": 0.9, names.robust_metric("pgd", 0.2): robust + 0.02 * seed,
+                            names.robust_metric("fgsm", 0.2): robust}, curves=False)
+    write_report("eps", str(tmp_path / "out"), log_run=False)
+    tables = _md_tables((tmp_path / "out" / "report.md").read_text())
+    results = next(t for t in tables if t[0][:2] == ["arm", "seeds"])
+    assert "FGSM eps 0.2 (%)" in results[0] and "PGD eps 0.2 (%)" in results[0]
+    assert not any("eps 0.1" in cell for cell in results[0])
+    hybrid = next(r for r in results if r[0] == "hybrid")
+    half = T1 * np.std([30.0, 32.0], ddof=1) / math.sqrt(2)
+    assert hybrid[results[0].index("PGD eps 0.2 (%)")] == f"31.00 ± {half:.2f}"
+    paired = next(t for t in tables if t[0] == ["metric", "hybrid - cnn", "hybrid - control"])
+    row = next(r for r in paired if r[0] == "PGD eps 0.2 (pp)")
+    assert row[1].startswith("+10.00 pp")
+    further = [t for t in tables if t[0][0] == "metric (latest logged value)"]
+    assert not any(r[0].startswith("robust_acc_") for t in further for r in t)  # not repeated as a further metric

@@ -14,7 +14,7 @@ import psutil
 import pytest
 import torch
 
-from hqcbench import resources
+from hqcbench import names
 from hqcbench.resources import MB, ResourceMonitor, run_summary
 
 # --------------------------------------------------------------------------------------- fake pynvml
@@ -111,7 +111,7 @@ def test_nvml_peaks_and_means_equal_the_sampled_values(fake_nvml):
     tags = monitor.tags()
     assert tags["hqcbench.nvml"] == "sampled"
     assert tags["hqcbench.gpu_name"] == "Fake GPU 80GB" and tags["hqcbench.gpu_driver"] == "999.12"
-    assert resources.TAG_NVML_PROC not in tags
+    assert names.TAG_NVML_PROC not in tags
     monitor.close()
     assert fake.shutdown_calls == 1
 
@@ -147,7 +147,7 @@ def test_nvml_process_not_listed_gives_tag_not_zero(fake_nvml, monkeypatch):
     with monitor.window("train") as res:
         pass
     assert "nvml_dev_mem_peak_mb" in res and not any(k.startswith("nvml_proc") for k in res)
-    assert monitor.tags()[resources.TAG_NVML_PROC].startswith("absent:")
+    assert monitor.tags()[names.TAG_NVML_PROC].startswith("absent:")
 
 
 def test_no_nvml_library_metrics_absent_and_reason_tag(fake_nvml):
@@ -244,7 +244,7 @@ def test_no_cuda_metrics_on_cpu():
 _CPU_SCRIPT = textwrap.dedent("""
     import json, subprocess, sys, time
     import numpy as np
-    from hqcbench import resources
+    from hqcbench import names, resources
     from hqcbench.resources import MB, ResourceMonitor
 
     def busy(seconds):
@@ -272,10 +272,10 @@ _CPU_SCRIPT = textwrap.dedent("""
         return {"rss_before_mb": rss0, "rss_after_mb": mon.proc.memory_info().rss / MB, **res}
 
     out["alloc_exact"] = alloc_window(mon, 0.0)
-    out["exact_method"] = mon.tags().get(resources.TAG_RSS_METHOD)
+    out["exact_method"] = mon.tags().get(names.TAG_RSS_METHOD)
     resources._reset_hwm = lambda: False  # as where /proc/self/clear_refs may not be written
     out["alloc_sampled"] = alloc_window(mon, 0.3)
-    out["sampled_method"] = mon.tags().get(resources.TAG_RSS_METHOD)
+    out["sampled_method"] = mon.tags().get(names.TAG_RSS_METHOD)
 
     child_code = "import time, numpy as np; a = np.ones(150 * 2**20 // 8); e = time.perf_counter() + 0.8\\n" \\
                  "while time.perf_counter() < e: pass\\n" \\

@@ -1,4 +1,4 @@
-"""Robustness (issue 4): ART attacks in pixel space and the checks against fake robustness.
+"""Robustness: ART attacks in pixel space and the checks against fake robustness.
 
 Every test runs real ART attacks on real (tiny) models; nothing here is mocked.
 """
@@ -12,10 +12,13 @@ import torch
 from torch import nn
 
 from hqcbench.tracking import figures as plots
+from hqcbench import names
+from hqcbench.evaluation import attacks, masking, paper_attack
 from hqcbench.evaluation import robustness as rb
 from hqcbench.config import RunConfig
 from hqcbench.data.datasets import load_splits, to_float
-from hqcbench.models.arms import Classifier, build_model
+from hqcbench.models.arms import build_model
+from hqcbench.models.blocks import Classifier
 
 CPU = torch.device("cpu")
 
@@ -84,8 +87,8 @@ def test_fgsm_matches_closed_form_on_linear_model():
     x = rng.uniform(0.3, 0.7, (64, 1, 4, 4)).astype(np.float32)
     y = rng.integers(0, 2, 64)
     eps = 0.1
-    clf = rb.art_classifier(model, (1, 4, 4), 2, CPU)
-    x_adv = rb.make_attack("fgsm", clf, eps, RunConfig()).generate(x, y)
+    clf = attacks.art_classifier(model, (1, 4, 4), 2, CPU)
+    x_adv = attacks.make_attack("fgsm", clf, eps, RunConfig()).generate(x, y)
 
     wn, bn, xf = w.numpy().astype(np.float64), b.numpy().astype(np.float64), x.reshape(64, -1).astype(np.float64)
     d = wn[y] - wn[1 - y]  # (64, 16): w_y - w_other per example
@@ -101,8 +104,8 @@ def test_fgsm_matches_closed_form_on_linear_model():
     assert (expected_margin < 0).any() and (expected_margin > 0).any()  # both outcomes are exercised
 
     cfg = RunConfig(pgd_steps=20)
-    with rb.seeded_numpy(0):
-        x_pgd = rb.make_attack("pgd", clf, eps, cfg).generate(x, y)
+    with attacks.seeded_numpy(0):
+        x_pgd = attacks.make_attack("pgd", clf, eps, cfg).generate(x, y)
     logits = model(torch.from_numpy(x_pgd)).detach().numpy().astype(np.float64)
     pgd_margin = logits[np.arange(64), y] - logits[np.arange(64), 1 - y]
     assert (pgd_margin >= expected_margin - 1e-5).all()  # nothing in the ball beats the closed form
@@ -115,28 +118,28 @@ def test_bound_check_passes_valid_and_fails_violating_perturbations():
     x = rng.uniform(0.2, 0.8, (8, 1, 4, 4)).astype(np.float32)
     eps = 0.1
     valid = np.clip(x + eps * np.sign(rng.normal(size=x.shape)), 0, 1).astype(np.float32)
-    assert rb.check_bounds(x, valid, eps).ok
+    assert masking.check_bounds(x, valid, eps).ok
 
     too_far = x.copy()
     too_far[3, 0, 1, 1] += eps + 1e-3  # one pixel beyond the ball
-    check = rb.check_bounds(x, too_far, eps)
+    check = masking.check_bounds(x, too_far, eps)
     assert not check.ok and check.linf_excess == pytest.approx(1e-3, abs=1e-5)
 
     x_edge = x.copy()
     x_edge[0, 0, 0, 0] = 0.98
     out_of_range = x_edge.copy()
     out_of_range[0, 0, 0, 0] = 1.05  # within eps of its pixel, but outside [0, 1]
-    check = rb.check_bounds(x_edge, out_of_range, eps)
-    assert check.linf_excess <= rb.BOUND_TOL and not check.ok
+    check = masking.check_bounds(x_edge, out_of_range, eps)
+    assert check.linf_excess <= masking.BOUND_TOL and not check.ok
     assert check.range_excess == pytest.approx(0.05, abs=1e-6)
 
     below = x.copy()
     below[5, 0, 2, 2] = -0.01
-    assert not rb.check_bounds(x, below, 1.0).ok
+    assert not masking.check_bounds(x, below, 1.0).ok
 
     result = rb.ModelResult("cnn", 8, 10)
     result.bounds.update(x, too_far, eps)
-    bounds = next(c for c in rb.run_checks(result) if c.name == "bounds")
+    bounds = next(c for c in masking.run_checks(result) if c.name == "bounds")
     assert bounds.failed and not bounds.masking  # a broken attack, not gradient masking
 
 
@@ -149,19 +152,19 @@ def test_masked_model_is_flagged_and_normal_cnn_is_not(digits, small_cnn, monkey
     found = rb.run_all(trained, digits, cfg, CPU)
 
     cnn, masked = found["cnn"], found["hybrid"]
-    assert cnn.tags[rb.TAG_MASKING] == "false", cnn.texts[rb.SUMMARY_FILE]
+    assert cnn.tags[names.TAG_MASKING] == "false", cnn.texts[rb.SUMMARY_FILE]
     for name in ("bounds", "pgd_le_fgsm", "high_eps", "transfer", "square"):
-        assert cnn.tags[rb.TAG_CHECK + name] == "pass", (name, cnn.texts[rb.SUMMARY_FILE])
+        assert cnn.tags[names.TAG_CHECK_PREFIX + name] == "pass", (name, cnn.texts[rb.SUMMARY_FILE])
     assert cnn.metrics["robust_acc_pgd_eps_0.1"] < cnn.metrics["clean_acc_attack_subset"] - 0.2
 
-    assert masked.tags[rb.TAG_MASKING] == "true"
-    reason = masked.tags[rb.TAG_MASKING_REASON]
+    assert masked.tags[names.TAG_MASKING] == "true"
+    reason = masked.tags[names.TAG_MASKING_REASON]
     assert "transfer: from cnn" in reason and "square:" in reason
-    assert masked.metrics[rb.TAG_MASKING] == 1.0 and cnn.metrics[rb.TAG_MASKING] == 0.0
+    assert masked.metrics[names.TAG_MASKING] == 1.0 and cnn.metrics[names.TAG_MASKING] == 0.0
     # gradients are zero: FGSM leaves every image where it was, so its robust acc is the clean acc
     assert masked.metrics["robust_acc_fgsm_eps_0.1"] == masked.metrics["clean_acc_attack_subset"]
     assert masked.metrics["transfer_acc_from_cnn_eps_0.1"] < masked.metrics["robust_acc_pgd_eps_0.1"] - 0.2
-    assert masked.tags[rb.TAG_CHECK + "bounds"] == "pass"  # the examples are valid, only useless
+    assert masked.tags[names.TAG_CHECK_PREFIX + "bounds"] == "pass"  # the examples are valid, only useless
 
     # the design's metric names, the curve steps and the artifacts
     for key in ("clean_acc_attack_subset", "robust_acc_fgsm_eps_0.1", "robust_acc_pgd_eps_0.1",
@@ -181,46 +184,46 @@ def test_masked_model_is_flagged_and_normal_cnn_is_not(digits, small_cnn, monkey
 def test_each_masking_check_fails_on_its_own_symptom():
     """FGSM beating PGD, or accuracy above chance at eps 0.5, flags the model (pure check logic)."""
     fgsm_wins = rb.ModelResult("hybrid", 500, 10, robust={"fgsm": {0.1: 0.30}, "pgd": {0.1: 0.50}})
-    checks = {c.name: c for c in rb.run_checks(fgsm_wins)}
-    assert checks["pgd_le_fgsm"].failed and rb.masking_reasons(checks.values())
+    checks = {c.name: c for c in masking.run_checks(fgsm_wins)}
+    assert checks["pgd_le_fgsm"].failed and masking.masking_reasons(checks.values())
     within_tolerance = rb.ModelResult("hybrid", 500, 10, robust={"fgsm": {0.1: 0.300}, "pgd": {0.1: 0.305}})
-    assert not rb.masking_reasons(rb.run_checks(within_tolerance))
+    assert not masking.masking_reasons(masking.run_checks(within_tolerance))
     above_chance = rb.ModelResult("hybrid", 500, 10, curves={"pgd": {0.0: 0.9, 0.5: 0.4}})
-    assert {c.name for c in rb.run_checks(above_chance) if c.failed} == {"high_eps"}
+    assert {c.name for c in masking.run_checks(above_chance) if c.failed} == {"high_eps"}
 
 
 # ----------------------------------------------------------------------------- subset
 def test_attack_subset_is_fixed_and_capped_with_a_note(digits):
-    a, b = rb.attack_subset(digits.test, 100), rb.attack_subset(digits.test, 100)
+    a, b = attacks.attack_subset(digits.test, 100), attacks.attack_subset(digits.test, 100)
     np.testing.assert_array_equal(a.x, b.x)
     assert len(a) == 100 and not a.note and 0.0 <= a.x.min() and a.x.max() <= 1.0
-    capped = rb.attack_subset(digits.test, 1000)
+    capped = attacks.attack_subset(digits.test, 1000)
     assert len(capped) == len(digits.test) == 360 and "capped" in capped.note and "360" in capped.note
-    assert len(rb.attack_subset(digits.test, None)) == 360 and not rb.attack_subset(digits.test, None).note
+    assert len(attacks.attack_subset(digits.test, None)) == 360 and not attacks.attack_subset(digits.test, None).note
 
 
 # ----------------------------------------------------------------------------- the published attack
 def test_paper_attack_reproduces_the_clamping_flaw(digits, small_cnn):
     """On normalised inputs clamped to [0, 1], the 'eps 0.1' attack really moves pixels by far more."""
-    val = rb.attack_subset(digits.val, 120)
-    result = rb.paper_attack(small_cnn, val, CPU)
+    val = attacks.attack_subset(digits.val, 120)
+    result = paper_attack.paper_attack(small_cnn, val, CPU)
     # digits: a white pixel (1.0) normalises to 1.83 and is clamped to 1.0, i.e. 0.69 in pixel units
-    assert result.pixel_linf_max > 0.3 > rb.PAPER_EPS
+    assert result.pixel_linf_max > 0.3 > paper_attack.PAPER_EPS
     assert 0.0 <= result.acc <= 1.0 and result.n == 120
     assert not small_cnn.training
 
 
 def test_epoch_hook_runs_paper_attack_every_fifth_and_last_epoch(digits, small_cnn):
-    assert rb.paper_epochs(12) == [5, 10, 12] and rb.paper_epochs(3) == [3]
+    assert paper_attack.paper_epochs(12) == [5, 10, 12] and paper_attack.paper_epochs(3) == [3]
     cfg = RunConfig(protocol="paper", attacks="pgd_paper", epochs=7, attack_samples="60")
-    hook = rb.make_epoch_hook(cfg, digits, CPU)
+    hook = paper_attack.make_epoch_hook(cfg, digits, CPU)
     assert not hook(3, small_cnn).stepped
     found = hook(5, small_cnn)
     steps = {(n, s) for n, _, s in found.stepped}
-    assert (rb.PAPER_METRIC, 5) in steps and ("pgd_paper_pixel_linf_max", 5) in steps
-    assert rb.PAPER_METRIC == "robust_acc_pgd_paper_eps_0.1"
-    assert (rb.PAPER_METRIC, 7) in {(n, s) for n, _, s in hook(7, small_cnn).stepped}
-    fair = rb.make_epoch_hook(RunConfig(attacks="fgsm,pgd,pgd_paper", epochs=5), digits, CPU)
+    assert (paper_attack.PAPER_METRIC, 5) in steps and ("pgd_paper_pixel_linf_max", 5) in steps
+    assert paper_attack.PAPER_METRIC == "robust_acc_pgd_paper_eps_0.1"
+    assert (paper_attack.PAPER_METRIC, 7) in {(n, s) for n, _, s in hook(7, small_cnn).stepped}
+    fair = paper_attack.make_epoch_hook(RunConfig(attacks="fgsm,pgd,pgd_paper", epochs=5), digits, CPU)
     assert not fair(5, small_cnn).stepped  # under fair the paper attack runs once, at the end
 
 
@@ -248,6 +251,6 @@ def test_main_run_logs_robustness_to_each_child_run(mlflow_store, tmp_path):
             assert key in metrics, (item.arm, key)
         history = client.get_metric_history(item.run_id, "robust_curve_pgd")
         assert sorted(m.step for m in history) == [0, 100, 200, 300]
-        assert tags[rb.TAG_MASKING] in ("true", "false") and tags[rb.TAG_CHECK + "bounds"] == "pass"
+        assert tags[names.TAG_MASKING] in ("true", "false") and tags[names.TAG_CHECK_PREFIX + "bounds"] == "pass"
         artifacts = {a.path for a in client.list_artifacts(item.run_id)}
         assert {rb.CURVE_FILE, rb.SUMMARY_FILE} <= artifacts

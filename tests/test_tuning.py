@@ -21,10 +21,12 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from hqcbench import names
-from hqcbench import cli
-from hqcbench.jobs import tune as tuning
+from hqcbench import cli, names
+from hqcbench.config import TUNE_DEFAULTS, TUNE_TYPES, TuneConfig
 from hqcbench.errors import UserInputError
+from hqcbench.jobs import tune as tuning
+from hqcbench.jobs import tune_space, tune_storage
+from hqcbench.resources import ResourceMonitor
 
 ROOT = Path(__file__).resolve().parents[1]
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -71,13 +73,13 @@ def argv(values: dict[str, str]) -> list[str]:
     return ["tune"] + [item for k, v in values.items() for item in (f"--{k}", v)]
 
 
-def config(values: dict[str, str]) -> tuning.TuneConfig:
-    return tuning.TuneConfig.from_strings(values).validate()
+def config(values: dict[str, str]) -> TuneConfig:
+    return TuneConfig.from_strings(values).validate()
 
 
 def load(values: dict[str, str], arm: str = "hybrid") -> optuna.Study:
     cfg = config(values)
-    return optuna.load_study(study_name=cfg.study_name_for(arm), storage=tuning.check_storage(cfg.storage)
+    return optuna.load_study(study_name=cfg.study_name_for(arm), storage=tune_storage.check_storage(cfg.storage)
                              .render_as_string(hide_password=False))
 
 
@@ -154,12 +156,12 @@ def test_bad_input_exits_2_naming_the_parameter_and_writes_nothing(tmp_path, mon
     ("hybrid", {"width", "lr", "n_qubits", "depth", "encoding", "ansatz"}),
 ])
 def test_search_space_per_arm_stays_inside_the_ranges(arm, keys):
-    cfg = tuning.TuneConfig(qubits_min=3, qubits_max=5, depth_min=2, depth_max=4, width_min=4, width_max=8,
-                            lr_min=1e-3, lr_max=2e-3, encodings="amplitude", ansatzes="basic,strong").validate()
+    cfg = TuneConfig(qubits_min=3, qubits_max=5, depth_min=2, depth_max=4, width_min=4, width_max=8,
+                     lr_min=1e-3, lr_max=2e-3, encodings="amplitude", ansatzes="basic,strong").validate()
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     seen = []
     for _ in range(30):
-        params = tuning.suggest(study.ask(), arm, cfg)
+        params = tune_space.suggest(study.ask(), arm, cfg)
         assert set(params) == keys
         cfg.base_config().replace(**params).validate()  # every point is a valid main-run config
         assert 4 <= params["width"] <= 8 and 1e-3 <= params["lr"] <= 2e-3
@@ -176,10 +178,10 @@ def test_search_space_per_arm_stays_inside_the_ranges(arm, keys):
 def test_mlproject_tune_entry_matches_the_cli_flags():
     entry = yaml.safe_load((ROOT / "MLproject").read_text())["entry_points"]["tune"]
     kinds = {int: "int", float: "float", str: "string"}
-    assert list(entry["parameters"]) == list(tuning.TUNE_DEFAULTS)
+    assert list(entry["parameters"]) == list(TUNE_DEFAULTS)
     for name, spec in entry["parameters"].items():
-        assert spec["type"] == kinds[tuning.TUNE_TYPES[name]], name
-        assert str(spec["default"]) == str(tuning.TUNE_DEFAULTS[name]), name
+        assert spec["type"] == kinds[TUNE_TYPES[name]], name
+        assert str(spec["default"]) == str(TUNE_DEFAULTS[name]), name
         assert f"--{name} {{{name}}}" in entry["command"], name
     assert entry["command"].startswith("python -m hqcbench tune ")
     parser = cli.build_parser()
@@ -286,12 +288,32 @@ def test_pruned_and_failed_trials_are_recorded_with_their_state(tune_store, tmp_
         assert list(study.trials[number].intermediate_values) == [1]
 
 
+def test_trials_measure_on_the_job_device_and_the_monitor_is_closed(tune_store, tmp_path, monkeypatch):
+    opened = []
+
+    class Recording(ResourceMonitor):
+        def __init__(self, device=None, *args, **kwargs):  # None: built without the job's device
+            super().__init__(device, *args, **kwargs)
+            self.device, self.closed = device, False
+            opened.append(self)
+
+        def close(self) -> None:
+            self.closed = True
+            super().close()
+
+    monkeypatch.setattr(tuning, "ResourceMonitor", Recording)
+    tuning.run_tune(config(tiny(f"sqlite:///{tmp_path / 'optuna.db'}", arms="cnn", n_trials=1)))
+    assert [(str(m.device), m.closed) for m in opened] == [("cpu", True)]  # one per job, on --device
+    (trial,) = runs("trial")
+    assert names.TAG_NVML in trial.data.tags and names.TAG_CPU_COUNT_PHYSICAL in trial.data.tags  # machine tags
+
+
 def test_retrain_is_claimed_once_per_study_state(tmp_path):
     cfg = config(tiny(f"sqlite:///{tmp_path / 'optuna.db'}", arms="cnn,control"))
-    url = tuning.check_storage(cfg.storage)
-    lock = tuning.StorageLock(url)
+    url = tune_storage.check_storage(cfg.storage)
+    lock = tune_storage.StorageLock(url)
     with lock():
-        studies = tuning.open_studies(tuning.open_storage(url, cfg), cfg, tuning.make_pruner())
+        studies = tune_storage.open_studies(tune_storage.open_storage(url, cfg), cfg, tune_space.make_pruner())
 
     def add(arm: str, state=TrialState.COMPLETE) -> None:
         dist = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)}
@@ -316,10 +338,10 @@ def test_retrain_is_claimed_once_per_study_state(tmp_path):
 
 def test_budget_counts_every_finished_state_and_the_deadline_stops_new_trials(tmp_path):
     cfg = config(tiny(f"sqlite:///{tmp_path / 'optuna.db'}", arms="cnn"))
-    url = tuning.check_storage(cfg.storage)
-    lock = tuning.StorageLock(url)
+    url = tune_storage.check_storage(cfg.storage)
+    lock = tune_storage.StorageLock(url)
     with lock():
-        study = tuning.open_studies(tuning.open_storage(url, cfg), cfg, tuning.make_pruner())["cnn"]
+        study = tune_storage.open_studies(tune_storage.open_storage(url, cfg), cfg, tune_space.make_pruner())["cnn"]
     dist = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)}
     for state, value in ((TrialState.COMPLETE, 0.5), (TrialState.PRUNED, None), (TrialState.FAIL, None)):
         study.add_trial(optuna.trial.create_trial(state=state, params={"lr": 1e-3}, distributions=dist, value=value))
@@ -386,7 +408,7 @@ def test_two_workers_share_one_postgresql_study(tune_store, tmp_path):
     try:
         if not url:
             raise UserInputError("storage", "HQCBENCH_TEST_POSTGRES_URL is not set")
-        tuning.check_storage(url)
+        tune_storage.check_storage(url)
     except UserInputError as exc:
         if required:
             pytest.fail(f"PostgreSQL required in CI but unavailable: {exc}")

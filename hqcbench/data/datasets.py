@@ -19,7 +19,8 @@ import torch
 
 from hqcbench.errors import DataUnavailableError
 
-DEFAULT_DATA_DIR = "data"
+DEFAULT_DATA_DIR = "data"  # relative to the working directory
+DATA_DIR_ENV = "HQCBENCH_DATA_DIR"  # a data folder for every job when data_dir is empty
 SUBSET_SEED = 12345  # train_limit picks the same images for every seed and arm
 DIGITS_TEST_SEED = 0  # digits ships no split: a fixed stratified 20 % test hold-out
 
@@ -74,9 +75,12 @@ def _load_digits(_: str | None) -> tuple[ImageSet, ImageSet]:
 
 
 def _torchvision_root(data_dir: str | None) -> tuple[str, bool]:
-    """(root, download): with data_dir we read what is there; without it we download to ./data."""
+    """(root, download): with data_dir, or else $HQCBENCH_DATA_DIR, we read what is there; without
+    either we download to ./data. One variable names the data folder for every job and script."""
     if data_dir:
         return data_dir, False
+    if os.environ.get(DATA_DIR_ENV):
+        return os.environ[DATA_DIR_ENV], False
     return os.path.abspath(DEFAULT_DATA_DIR), True
 
 
@@ -86,7 +90,8 @@ def _open_torchvision(name: str, factory: Callable[..., object], data_dir: str |
         return factory(root=root, download=download, **kwargs)
     except Exception as exc:  # torchvision raises RuntimeError (missing) or URLError/OSError (offline)
         spec = REGISTRY[name]
-        where = f"data_dir={root!r}" if data_dir else f"the download folder {root!r}"
+        where = (f"data_dir={root!r}" if data_dir else f"{DATA_DIR_ENV}={root!r}" if not download
+                 else f"the download folder {root!r}")
         reason = "files not found" if not download else f"download failed ({type(exc).__name__})"
         raise DataUnavailableError(
             f"dataset {name!r}: {reason} in {where}. {spec.how_to_get}") from exc

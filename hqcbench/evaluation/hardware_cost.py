@@ -32,7 +32,8 @@ from typing import Callable, Iterable, Iterator
 import torch
 from torch import nn
 
-from hqcbench.models.quantum import QuantumLayer, cnot_ring_pairs, weight_shape
+from hqcbench.models.circuit import cnot_ring_pairs, weight_shape
+from hqcbench.models.quantum import QuantumLayer
 from hqcbench.tracking.findings import Findings
 
 # Default shot rate: Google's Sycamore sampled a 53-qubit circuit one million times in about

@@ -14,8 +14,10 @@ from hqcbench.config import RunConfig
 from hqcbench.data.datasets import Splits, load_splits, to_float
 from hqcbench.errors import UserInputError
 from hqcbench.evaluation import hardware_cost, robustness, shots_sweep
+from hqcbench.evaluation.paper_attack import make_epoch_hook
 from hqcbench.resources import ResourceMonitor, hardware_tags, run_summary
-from hqcbench.models.arms import Classifier, build_model, count_parameters
+from hqcbench.models.arms import build_model, count_parameters
+from hqcbench.models.blocks import Classifier
 from hqcbench.models.quantum import configure_readout
 from hqcbench.tracking import figures as plots
 from hqcbench.tracking import runs as tracking
@@ -52,7 +54,7 @@ def machine_tags(device: torch.device) -> dict[str, str]:
 
 
 def train_arm(arm: str, seed: int, splits: Splits, cfg: RunConfig, device: torch.device,
-              monitor: ResourceMonitor, epoch_hook=None) -> TrainedArm:
+              monitor: ResourceMonitor, epoch_hook=None, progress: bool = True) -> TrainedArm:
     """Train one arm in the active child run and log everything the design names."""
     seeding.seed_model_init(seed)
     model = build_model(arm, splits.spec, cfg).to(device)
@@ -70,7 +72,7 @@ def train_arm(arm: str, seed: int, splits: Splits, cfg: RunConfig, device: torch
             epoch_hook(epoch, model_now).log()
 
     result = fit(model, splits.train, splits.val, recipe, cfg.epochs, batch_size, device, seed, monitor,
-                 on_epoch=on_epoch, desc=f"{arm} seed {seed}")
+                 on_epoch=on_epoch, progress=progress, desc=f"{arm} seed {seed}")
     with monitor.window("eval") as test_res:
         test = evaluate(model, splits.test, batch_size, device)
     history = result.history
@@ -110,7 +112,7 @@ def comparison_table(trained: list[TrainedArm]) -> pd.DataFrame:
 
 
 def run_main(cfg: RunConfig, progress: bool = True) -> list[TrainedArm]:
-    """Validate, then train every arm for every seed under one parent run."""
+    """Validate, then train every arm for every seed under one parent run (``progress``: tqdm bars)."""
     cfg.validate()
     device = resolve_device(cfg.device)
     t_start = time.perf_counter()
@@ -122,7 +124,7 @@ def run_main(cfg: RunConfig, progress: bool = True) -> list[TrainedArm]:
             mlflow.set_tags({**machine_tags(device), names.TAG_DATASET: cfg.dataset,
                              names.TAG_PROTOCOL: cfg.protocol, **protocol_tags(cfg)})
             mlflow.log_text(cfg.to_json(), "config.json")
-            trained = train_arms(cfg, device)
+            trained = train_arms(cfg, device, progress=progress)
             table = comparison_table(trained)
             mlflow.log_text(table.to_csv(index=False), "comparison.csv")
             mlflow.log_text(table.to_markdown(index=False, floatfmt=".4f"), "comparison.md")
@@ -134,7 +136,7 @@ def run_main(cfg: RunConfig, progress: bool = True) -> list[TrainedArm]:
 
 
 def train_arms(cfg: RunConfig, device: torch.device,
-               arm_configs: dict[str, RunConfig] | None = None) -> list[TrainedArm]:
+               arm_configs: dict[str, RunConfig] | None = None, progress: bool = True) -> list[TrainedArm]:
     """Train every (arm, seed) of ``cfg`` as nested child runs of the active MLflow run.
 
     ``arm_configs`` gives an arm its own config (the tune job retrains each arm's best trial this
@@ -143,34 +145,34 @@ def train_arms(cfg: RunConfig, device: torch.device,
     """
     trained: list[TrainedArm] = []
     cache: dict = {}
-    monitor = ResourceMonitor(device, paper_metrics=(cfg.protocol == "paper"))
     system = machine_tags(device)  # versions, CPU, GPU: read once, tagged on every child
-    for seed in cfg.seed_list:
-        splits = load_splits(cfg.dataset, cfg.data_dir or None, seed, effective_val_fraction(cfg),
-                             cfg.train_limit,
-                             test_as_val=(cfg.protocol == "paper" and cfg.dataset == "stl10"), cache=cache)
-        if splits.note:
-            mlflow.set_tag(names.TAG_NOTE, splits.note)
-        seed_arms = []
-        for arm in cfg.arm_list:
-            arm_cfg = (arm_configs or {}).get(arm, cfg)
-            with mlflow.start_run(run_name=names.child_run_name(arm, seed), nested=True,
-                                  tags={**names.child_tags(arm, cfg.protocol, cfg.dataset, seed),
-                                        **protocol_tags(cfg), **system}):
-                mlflow.log_params({k: str(v) for k, v in arm_cfg.to_dict().items()})
-                mlflow.log_params({"n_train": len(splits.train), "n_val": len(splits.val),
-                                   "n_test": len(splits.test)})
-                seed_arms.append(train_arm(arm, seed, splits, arm_cfg, device, monitor,
-                                           epoch_hook=_epoch_hook(arm_cfg, splits, device)))
-        _post_training(seed_arms, splits, cfg, device)
-        trained.extend(seed_arms)
+    with ResourceMonitor(device, paper_metrics=(cfg.protocol == "paper")) as monitor:
+        for seed in cfg.seed_list:
+            splits = load_splits(cfg.dataset, cfg.data_dir or None, seed, effective_val_fraction(cfg),
+                                 cfg.train_limit,
+                                 test_as_val=(cfg.protocol == "paper" and cfg.dataset == "stl10"), cache=cache)
+            if splits.note:
+                mlflow.set_tag(names.TAG_NOTE, splits.note)
+            seed_arms = []
+            for arm in cfg.arm_list:
+                arm_cfg = (arm_configs or {}).get(arm, cfg)
+                with mlflow.start_run(run_name=names.child_run_name(arm, seed), nested=True,
+                                      tags={**names.child_tags(arm, cfg.protocol, cfg.dataset, seed),
+                                            **protocol_tags(cfg), **system}):
+                    mlflow.log_params({k: str(v) for k, v in arm_cfg.to_dict().items()})
+                    mlflow.log_params({"n_train": len(splits.train), "n_val": len(splits.val),
+                                       "n_test": len(splits.test)})
+                    seed_arms.append(train_arm(arm, seed, splits, arm_cfg, device, monitor,
+                                               epoch_hook=_epoch_hook(arm_cfg, splits, device), progress=progress))
+            _post_training(seed_arms, splits, cfg, device)
+            trained.extend(seed_arms)
     return trained
 
 
 def _epoch_hook(cfg: RunConfig, splits: Splits, device: torch.device):
     """Per-epoch extras (the paper attack every 5 epochs under the paper protocol)."""
     # the circuit queries of these attacks are counted for the hardware cost estimate
-    return hardware_cost.counting_epoch_hook(robustness.make_epoch_hook(cfg, splits, device))
+    return hardware_cost.counting_epoch_hook(make_epoch_hook(cfg, splits, device))
 
 
 def _post_training(seed_arms: list[TrainedArm], splits: Splits, cfg: RunConfig, device: torch.device) -> None:

@@ -8,61 +8,20 @@ fair: one backbone and one head shared by all arms; only the middle differs
   layer takes the middle's output width (F for cnn, n otherwise); its shape is otherwise the same.
 paper: the published architectures of arXiv 2509.13353 (see ``hqcbench.models.paper``).
 
-Every model is a ``Classifier``: inputs in [0, 1], normalisation is its first layer, so attacks
-and the paper attack (which bypasses it) can address ``model.normalize`` and ``model.body``.
+Every model is a ``Classifier`` (``models.blocks``): inputs in [0, 1], normalisation is its first
+layer, so attacks and the paper attack (which bypasses it) can address ``model.normalize`` and
+``model.body``.
 """
 from __future__ import annotations
 
-from typing import Sequence
-
-import torch
 from torch import nn
 
+from hqcbench.models.blocks import Classifier, Normalize, TanhLinear, conv_block
+from hqcbench.models.paper import paper_body
 from hqcbench.models.quantum import QuantumLayer, input_width
 
 FEATURES = 64  # backbone output width
 HEAD_HIDDEN = 64
-
-
-class Normalize(nn.Module):
-    """(x - mean) / std per channel; part of the model so attacks stay in pixel space."""
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float]):
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
-
-
-class Classifier(nn.Module):
-    """normalize -> body. ``arm`` and ``protocol`` travel with the model for logging."""
-
-    def __init__(self, normalize: Normalize, body: nn.Module, arm: str, protocol: str):
-        super().__init__()
-        self.normalize, self.body, self.arm, self.protocol = normalize, body, arm, protocol
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(self.normalize(x))
-
-    def quantum_layers(self) -> list[QuantumLayer]:
-        return [m for m in self.modules() if isinstance(m, QuantumLayer)]
-
-
-class TanhLinear(nn.Module):
-    """The control arm's middle: Linear(k -> n) + tanh, bounded in [-1, 1] like <Z>."""
-
-    def __init__(self, k: int, n: int):
-        super().__init__()
-        self.linear = nn.Linear(k, n)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.linear(x))
-
-
-def conv_block(c_in: int, c_out: int) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
 
 
 def fair_backbone(channels: int, size: int, width: int) -> nn.Sequential:
@@ -96,8 +55,6 @@ def build_model(arm: str, spec, cfg) -> Classifier:
     """Build ``arm`` for dataset ``spec`` under ``cfg.protocol``. Seed torch before calling."""
     normalize = Normalize(spec.mean, spec.std)
     if cfg.protocol == "paper":
-        from hqcbench.models.paper import paper_body
-
         return Classifier(normalize, paper_body(arm, spec, engine=cfg.engine), arm, "paper")
     middle, width = fair_middle(arm, cfg.n_qubits, cfg.depth, cfg.encoding, cfg.ansatz, cfg.engine)
     body = nn.Sequential(fair_backbone(spec.channels, spec.size, cfg.width), middle, fair_head(width, spec.classes))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from hqcbench.models.arms import TanhLinear, conv_block
+from hqcbench.models.blocks import TanhLinear, conv_block
 from hqcbench.models.quantum import QuantumLayer
 
 PAPER_QUBITS, PAPER_DEPTH = 4, 2

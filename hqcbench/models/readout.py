@@ -8,7 +8,7 @@ derivative costs extra circuit executions. This module makes both visible:
   multinomial), mean of the +-1 Z eigenvalue per wire: an unbiased estimate of <Z_w> whose standard
   deviation is sqrt((1 - <Z_w>^2) / N).
 * ``ShotReadout`` -- what ``QuantumLayer.forward`` returns (via ``sampled_forward``) once
-  ``configure`` gave the layer ``shots`` (eval mode: validation, test, attacks) or ``train_shots``
+  ``configure_readout`` gave the layer ``shots`` (eval mode: validation, test, attacks) or ``train_shots``
   (training mode). The forward value is a sampled estimate
   and the backward pass is the two-term parameter-shift rule on *sampled* estimates, as hardware
   would compute it -- one pair of shifted circuits per circuit weight (shared by the batch, but run
@@ -19,8 +19,11 @@ derivative costs extra circuit executions. This module makes both visible:
       each a classical function of the amplitudes: shift each physical RY angle by +-pi/2, map back
       to the amplitudes with the chain rule (see docs/hardware_cost.md).
   This is slow by design (1 + 2 * (weights + encoding angles) circuits per sample and step) and meant
-  for small studies.
-* ``shots_sweep`` -- test accuracy of a trained hybrid at several shot counts, exact as reference.
+  for small studies. The shifted circuits run on the same simulator as the exact forward pass
+  (``circuit.evolve``), given one gate set per row.
+
+(The shots sweep -- test accuracy of a trained hybrid at several shot counts -- is
+``hqcbench.evaluation.shots_sweep``.)
 
 With both counts None, ``QuantumLayer.forward`` never calls into this module: its exact output is
 untouched, bit for bit.
@@ -33,15 +36,37 @@ moved to the CPU for that (a (batch, 2**n) array; negligible next to the simulat
 from __future__ import annotations
 
 import math
+from typing import Protocol
+
 import numpy as np
 import torch
 
-from hqcbench.models.quantum import ANGLE_SCALE, QuantumLayer, cnot_ring_pairs, ring_permutation
+from hqcbench.models.circuit import (angle_params, evolve, layer_gates, normalise_amplitudes, real_dtype,
+                                     ry_product_state)
 
 
 SHIFT = math.pi / 2  # two-term parameter-shift rule for a Pauli rotation exp(-i theta P / 2)
 SEED_SALT = 0x5407  # keeps the shot stream independent of other seeded streams of the same run seed
 MAX_AMPLITUDES_PER_CHUNK = 2 ** 22  # bounds the memory of the shifted-circuit batch (rows x 2**n)
+
+
+class CircuitLayer(Protocol):
+    """What this module reads of a quantum layer (``QuantumLayer`` is one).
+
+    A protocol rather than the class itself, so that the readout does not import the layer that
+    calls it.
+    """
+
+    n_qubits: int
+    encoding: str
+    ansatz: str
+    weights: torch.Tensor
+    zsigns: torch.Tensor   # (2**n, n) +-1 table of <Z_w>
+    perm: torch.Tensor     # CNOT-ring permutation and its inverse (``circuit.ring_permutation``)
+    inv_perm: torch.Tensor
+    shot_rng: np.random.Generator | None
+
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor: ...
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -77,11 +102,6 @@ def _expvals(probs: torch.Tensor, zsigns: torch.Tensor, shots: int | None, rng: 
 
 
 # ----------------------------------------------------------------------------- circuit pieces
-def angle_params(x: torch.Tensor) -> torch.Tensor:
-    """Angle encoding: the RY angles a_i = pi * tanh(x_i) (B, n)."""
-    return ANGLE_SCALE * torch.tanh(x)
-
-
 def _safe_atan2_hypot(y: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(atan2(y, x), hypot(y, x)) with finite gradients where y = x = 0 (both are 0/0 there)."""
     zero = (y == 0) & (x == 0)
@@ -97,8 +117,7 @@ def amplitude_tree_angles(x: torch.Tensor, n_qubits: int) -> torch.Tensor:
     bits of b. Leaves take atan2 of the signed amplitude pair, so real amplitudes of any sign are
     reached with RY (and CNOT) gates only (Mottonen et al., quant-ph/0407010).
     """
-    norm = torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(1e-12)  # as QuantumLayer normalises
-    r = x / norm
+    r = normalise_amplitudes(x)  # the state the layer's amplitude encoding prepares
     levels: list[torch.Tensor] = []
     for _ in range(n_qubits):
         phi, r = _safe_atan2_hypot(r[:, 1::2], r[:, 0::2])
@@ -130,67 +149,21 @@ def tree_state(alpha: torch.Tensor, n_qubits: int) -> torch.Tensor:
     return state
 
 
-def product_state(angles: torch.Tensor) -> torch.Tensor:
-    """(R, n) RY angles -> (R, 2**n) real product state RY(a_0)|0> x ... x RY(a_{n-1})|0>."""
-    half = angles / 2
-    state = torch.stack([torch.cos(half[:, 0]), torch.sin(half[:, 0])], dim=1)
-    for w in range(1, angles.shape[1]):
-        amp = torch.stack([torch.cos(half[:, w]), torch.sin(half[:, w])], dim=1)
-        state = (state.unsqueeze(2) * amp.unsqueeze(1)).reshape(angles.shape[0], -1)
-    return state
-
-
-def _row_gates(layer_weights: torch.Tensor, ansatz: str) -> torch.Tensor:
-    """(R, n, k) weights of one ansatz layer -> (R, n, 2, 2) gate matrices (TorchQuantum's definitions)."""
-    import torchquantum.functional as tqf
-
-    rows, n = layer_weights.shape[:2]
-    flat = layer_weights.reshape(rows * n, -1)
-    if ansatz == "strong":  # RY then RZ on each wire: matrix RZ @ RY
-        gates = tqf.rz_matrix(flat[:, 1:2]).reshape(-1, 2, 2) @ tqf.ry_matrix(flat[:, 0:1]).reshape(-1, 2, 2)
-    else:
-        gates = tqf.rx_matrix(flat[:, 0:1]).reshape(-1, 2, 2)
-    return gates.reshape(rows, n, 2, 2)
-
-
-def evolve(state: torch.Tensor, weights: torch.Tensor, n_qubits: int, ansatz: str) -> torch.Tensor:
-    """Apply the ansatz with per-row weights (R, depth, n, k) to states (R, 2**n) -> (R, 2**n) complex.
-
-    The layer's own engines share one weight tensor across the batch; shifted circuits need a
-    different weight per row, hence this small batched evaluator (tests check it against
-    ``QuantumLayer.probabilities``).
-    """
-    rows = state.shape[0]
-    psi_flat = state.to(torch.complex64)
-    perm = ring_permutation(n_qubits, state.device) if cnot_ring_pairs(n_qubits) else None
-    for layer in range(weights.shape[1]):
-        gates = _row_gates(weights[:, layer], ansatz).to(psi_flat.device)
-        psi = psi_flat.reshape(rows, *([2] * n_qubits))
-        for w in range(n_qubits):
-            moved = torch.movedim(psi, w + 1, -1)
-            shape = moved.shape
-            moved = (moved.reshape(rows, -1, 2) @ gates[:, w].transpose(1, 2)).reshape(shape)
-            psi = torch.movedim(moved, -1, w + 1)
-        psi_flat = psi.reshape(rows, -1)
-        if perm is not None:
-            psi_flat = psi_flat[:, perm]
-    return psi_flat
-
-
-def encoding_params(layer: QuantumLayer, x: torch.Tensor) -> torch.Tensor:
+def encoding_params(layer: CircuitLayer, x: torch.Tensor) -> torch.Tensor:
     """The input-dependent gate angles of the circuit: (B, n) for angle, (B, 2**n - 1) tree angles for amplitude."""
     if layer.encoding == "angle":
         return angle_params(x)
     return amplitude_tree_angles(x, layer.n_qubits)
 
 
-def initial_state(layer: QuantumLayer, params: torch.Tensor) -> torch.Tensor:
+def initial_state(layer: CircuitLayer, params: torch.Tensor) -> torch.Tensor:
+    """(R, 2**n) real encoded state from per-row encoding parameters (``encoding_params``)."""
     if layer.encoding == "angle":
-        return product_state(params)
+        return ry_product_state(params / 2)
     return tree_state(params, layer.n_qubits)
 
 
-def shift_directions(layer: QuantumLayer) -> torch.Tensor:
+def shift_directions(layer: CircuitLayer) -> torch.Tensor:
     """D (m, m): row j = change of the encoding parameters when physical RY angle j is shifted by 1.
 
     Angle encoding: identity (each RY(a_i) is one physical gate). Amplitude encoding: block diagonal
@@ -201,14 +174,20 @@ def shift_directions(layer: QuantumLayer) -> torch.Tensor:
     return torch.block_diag(*[gray_walsh_matrix(k).T for k in range(layer.n_qubits)])
 
 
-def circuit_probabilities(layer: QuantumLayer, enc: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Probabilities (R, 2**n) of circuits given per-row encoding parameters and per-row weights."""
-    state = evolve(initial_state(layer, enc), weights, layer.n_qubits, layer.ansatz)
+def circuit_probabilities(layer: CircuitLayer, enc: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Probabilities (R, 2**n) of circuits given per-row encoding parameters and per-row weights (R, depth, n, k).
+
+    The exact forward pass's simulator (``circuit.evolve``) with one gate set per row, so the
+    shifted circuits cannot drift from the circuit they differentiate (tests check it against
+    ``QuantumLayer.probabilities``). Precision follows the encoding parameters, as in the layer.
+    """
+    gates = layer_gates(weights.to(real_dtype(enc.dtype)), layer.ansatz)  # (R, depth, n, 2, 2)
+    state = evolve(initial_state(layer, enc), gates, layer.perm.to(enc.device), layer.inv_perm.to(enc.device))
     return state.real ** 2 + state.imag ** 2
 
 
 # ----------------------------------------------------------------------------- parameter shift
-def parameter_shift(layer: QuantumLayer, x: torch.Tensor, grad_out: torch.Tensor, shots: int | None,
+def parameter_shift(layer: CircuitLayer, x: torch.Tensor, grad_out: torch.Tensor, shots: int | None,
                     rng: np.random.Generator | None, need_x: bool = True, need_w: bool = True,
                     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Vector-Jacobian products (dL/dx, dL/dweights) from the two-term shift rule.
@@ -267,7 +246,7 @@ class ShotReadout(torch.autograd.Function):
     """forward: sampled <Z> per wire; backward: parameter shift on sampled estimates (see module doc)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weights: torch.Tensor, layer: QuantumLayer, shots: int) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, weights: torch.Tensor, layer: CircuitLayer, shots: int) -> torch.Tensor:
         with torch.no_grad():
             probs = layer.probabilities(x)
         ctx.layer, ctx.shots = layer, shots
@@ -282,8 +261,8 @@ class ShotReadout(torch.autograd.Function):
         return grad_x, grad_w, None, None
 
 
-def layer_rng(layer: QuantumLayer) -> np.random.Generator:
-    """The layer's shot stream (created seeded with 0 if ``configure`` was never called)."""
+def layer_rng(layer: CircuitLayer) -> np.random.Generator:
+    """The layer's shot stream (created seeded with 0 if ``configure_readout`` was never called)."""
     rng = getattr(layer, "shot_rng", None)
     if rng is None:
         rng = make_rng(0)
@@ -291,6 +270,6 @@ def layer_rng(layer: QuantumLayer) -> np.random.Generator:
     return rng
 
 
-def sampled_forward(layer: QuantumLayer, x: torch.Tensor, shots: int) -> torch.Tensor:
+def sampled_forward(layer: CircuitLayer, x: torch.Tensor, shots: int) -> torch.Tensor:
     """What ``QuantumLayer.forward`` returns when shots are set: sampled <Z>, parameter-shift gradients."""
     return ShotReadout.apply(x, layer.weights, layer, int(shots))

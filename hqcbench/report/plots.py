@@ -1,14 +1,25 @@
 """The report's figures: learning curves and robustness-vs-eps curves (mean and 95 % band over seeds
-per arm), and seconds-per-epoch bars. Inputs are plain dicts so the figures need no MLflow."""
+per arm), and seconds-per-epoch bars.
+
+Why split in two layers: the drawing functions take plain dicts (x -> y per run, grouped by arm), so
+they need neither MLflow nor pandas and can be checked on hand-made data; ``make_figures`` alone maps a
+RunSet's histories and final metrics onto them and writes the PNG files the report embeds.
+"""
 from __future__ import annotations
+
+from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")
+matplotlib.use("Agg")  # files only, never a window: the report runs headless
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
+from hqcbench.report.claims import DATASET_LABELS  # noqa: E402
+from hqcbench.report.load import ARM_ORDER, CURVE_PREFIX, RunSet  # noqa: E402
 from hqcbench.report.stats import Interval, t_interval  # noqa: E402
+from hqcbench.report.tables import arm_interval, parse_robust_metric  # noqa: E402
 
 ARM_COLORS = {"cnn": "#1f77b4", "hybrid": "#d62728", "control": "#2ca02c"}
 Series = dict[float, float]  # x -> y for one run
@@ -67,7 +78,7 @@ def robustness_curves(attacks: dict[str, dict[str, list[Series]]], title: str):
 def epoch_time_bars(groups: dict[str, dict[str, Interval]]):
     """groups: 'dataset / protocol' -> arm -> interval of the median seconds per epoch."""
     arms = sorted({arm for by_arm in groups.values() for arm in by_arm},
-                  key=lambda a: list(ARM_COLORS).index(a) if a in ARM_COLORS else 99)
+                  key=lambda a: ARM_ORDER.index(a) if a in ARM_ORDER else len(ARM_ORDER))
     width = 0.8 / max(1, len(arms))
     fig, ax = plt.subplots(figsize=(max(5.0, 1.8 * len(groups) + 2), 3.6))
     for k, arm in enumerate(arms):
@@ -90,6 +101,74 @@ def epoch_time_bars(groups: dict[str, dict[str, Interval]]):
     return fig
 
 
-def save(fig, path) -> None:
+def save(fig, path: Path) -> None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------- from runs
+# A robustness-curve point is logged at step names.eps_step(eps) = round(eps * 1000): back to eps.
+CURVE_STEP_TO_EPS = 1 / 1000
+
+
+def _series(runset: RunSet, run_ids, key: str, x_scale: float = 1.0) -> list[Series]:
+    """One {x: value} per run that has a history of ``key`` (x = step * x_scale)."""
+    out = []
+    for rid in run_ids:
+        h = runset.histories.get((rid, key))
+        if h:
+            out.append({step * x_scale: v for step, v in h.items()})
+    return out
+
+
+def robustness_points(runset: RunSet, rows: pd.DataFrame) -> dict[str, list[Series]]:
+    """attack -> per-run {eps: robust acc}: the logged curve, else the final robust_acc_* metrics."""
+    out: dict[str, list[Series]] = {}
+    for key in [c for c in runset.runs.columns if c.startswith(CURVE_PREFIX)]:
+        series = _series(runset, rows.run_id, key, CURVE_STEP_TO_EPS)
+        if series:
+            out[key[len(CURVE_PREFIX):]] = series
+    finals: dict[str, list[Series]] = {}
+    for _, row in rows.iterrows():
+        per_attack: dict[str, Series] = {}
+        for name in runset.runs.columns:
+            parsed = parse_robust_metric(name)
+            if parsed and parsed[0] not in out and pd.notna(row.get(name)):
+                per_attack.setdefault(parsed[0], {})[parsed[1]] = float(row[name])
+        for attack, points in per_attack.items():
+            finals.setdefault(attack, []).append(points)
+    out.update(finals)
+    return out
+
+
+def make_figures(runset: RunSet, out_dir: Path) -> dict[str, list[tuple[str, str]]]:
+    """Write the PNGs; returns section (learning | robustness | time) -> [(file name, caption)]."""
+    figures: dict[str, list[tuple[str, str]]] = {"learning": [], "robustness": [], "time": []}
+    time_groups: dict[str, dict[str, Interval]] = {}
+    for dataset, protocol in runset.groups():
+        label = f"{DATASET_LABELS.get(dataset, dataset)} / {protocol}"
+        arms = runset.arms(dataset, protocol)
+        panels = {key: {arm: _series(runset, runset.arm_runs(dataset, protocol, arm).run_id, key) for arm in arms}
+                  for key in ("val_acc", "train_loss")}
+        panels = {k: v for k, v in panels.items() if any(v.values())}
+        if panels:
+            name = f"learning_curves_{dataset}_{protocol}.png"
+            save(learning_curves(panels, label), out_dir / name)
+            figures["learning"].append((name, f"Learning curves, {label}"))
+        attacks: dict[str, dict[str, list[Series]]] = {}
+        for arm in arms:
+            for attack, series in robustness_points(runset, runset.arm_runs(dataset, protocol, arm)).items():
+                attacks.setdefault(attack, {})[arm] = series
+        if attacks:
+            name = f"robustness_{dataset}_{protocol}.png"
+            save(robustness_curves(attacks, label), out_dir / name)
+            figures["robustness"].append((name, f"Robust accuracy vs eps, {label}"))
+        times = {arm: arm_interval(runset, runset.arm_runs(dataset, protocol, arm), "epoch_time_s_median")
+                 for arm in arms}
+        times = {a: iv for a, iv in times.items() if iv is not None}
+        if times:
+            time_groups[label] = times
+    if time_groups:
+        save(epoch_time_bars(time_groups), out_dir / "epoch_time.png")
+        figures["time"].append(("epoch_time.png", "Median seconds per training epoch per arm"))
+    return figures

@@ -1,6 +1,7 @@
 """Fit and evaluate loops. No MLflow calls here: ``fit`` reports each epoch to a callback."""
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass, field
 from typing import Callable
@@ -119,7 +120,15 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe, epochs
 
     ``on_epoch(epoch, metrics, model)`` receives the design's per-epoch metric names; the caller logs.
     """
-    monitor = monitor or ResourceMonitor()
+    with contextlib.ExitStack() as stack:
+        if monitor is None:  # a caller that measures nothing else: a monitor for this fit only
+            monitor = stack.enter_context(ResourceMonitor(device))
+        return _fit(model, train, val, recipe, epochs, batch_size, device, seed, monitor, on_epoch, progress, desc)
+
+
+def _fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe, epochs: int, batch_size: int,
+         device: torch.device, seed: int, monitor: ResourceMonitor, on_epoch: EpochCallback | None,
+         progress: bool, desc: str) -> FitResult:
     best_acc, best_epoch, best_state = -1.0, 0, None
     history: list[dict[str, float]] = []
     epoch_bar = tqdm(range(1, epochs + 1), desc=desc or "epochs", leave=False, disable=not progress)

@@ -13,7 +13,6 @@ paper: the published recipes of arXiv 2509.13353 (see ../shared/DESIGN.md):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import nn
@@ -93,4 +92,3 @@ def make_recipe(protocol: str, arm: str, model: nn.Module, lr: float, epochs: in
                   f"paper hybrid: AdamW(1e-3, wd 0.01) + OneCycleLR(2e-3, 0.3) over {epochs} epochs, clip 1.0")
 
 
-LrScheduleFn = Callable[[int], float]

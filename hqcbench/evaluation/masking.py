@@ -1,0 +1,131 @@
+"""Checks against fake robustness: does the attack behind a robust-accuracy number work?
+
+A robust accuracy is only trustworthy if the attack worked, so every attacked model is checked:
+  bounds      every adversarial example is within eps (+1e-6) of its image and inside [0, 1]
+  pgd_le_fgsm PGD (iterative) is at least as strong as FGSM (one step), up to a small tolerance
+  high_eps    at eps 0.5 any image can be moved to uniform grey, so a working attack leaves no more
+              than chance accuracy
+  transfer    examples crafted on the cnn arm, applied to the others (and the reverse), must not beat
+              the target's own white-box PGD
+  square      the gradient-free SquareAttack (when run) must not beat white-box PGD
+A failed pgd_le_fgsm, high_eps, transfer or square check means gradients mislead the attack
+(Athalye et al. 2018; Carlini et al. 2019): the run is tagged ``possible_gradient_masking=true``
+with the reason. A failed bounds check means the attack itself is broken (its numbers are invalid).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+import numpy as np
+
+HIGH_EPS = 0.5  # a uniform grey image is within 0.5 of every image in [0, 1]
+BOUND_TOL = 1e-6
+
+
+@dataclass
+class BoundCheck:
+    """Largest violation of ||x_adv - x||_inf <= eps and of x_adv in [0, 1] seen so far (pixel units)."""
+
+    linf_excess: float = -np.inf  # max over examples of ||x_adv - x||_inf - eps
+    range_excess: float = 0.0  # how far any value lies outside [0, 1]
+    examples: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.linf_excess <= BOUND_TOL and self.range_excess <= BOUND_TOL
+
+    def update(self, x: np.ndarray, x_adv: np.ndarray, eps: float) -> "BoundCheck":
+        if len(x):
+            diff = np.abs(x_adv.astype(np.float64) - x.astype(np.float64)).reshape(len(x), -1).max(1)
+            self.linf_excess = max(self.linf_excess, float(diff.max()) - eps)
+            below, above = -float(x_adv.min()), float(x_adv.max()) - 1.0
+            self.range_excess = max(self.range_excess, below, above, 0.0)
+            self.examples += len(x)
+        return self
+
+    def describe(self) -> str:
+        return (f"max(||x_adv - x||inf - eps) = {self.linf_excess:.2e} (limit {BOUND_TOL:g}), "
+                f"max distance outside [0,1] = {self.range_excess:.2e}, over {self.examples} examples")
+
+
+def check_bounds(x: np.ndarray, x_adv: np.ndarray, eps: float) -> BoundCheck:
+    """The perturbation-bound and range check on one batch of adversarial examples."""
+    return BoundCheck().update(x, x_adv, eps)
+
+
+def tolerance(n: int) -> float:
+    """How much a weaker attack may "beat" a stronger one before we call it a failure: one
+    percentage point or two images, whichever is larger (attacks are randomised and n is finite)."""
+    return max(0.01, 2.0 / max(1, n))
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # pass | fail | skipped
+    detail: str
+    masking: bool = False  # a failure here suggests gradient masking
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "fail"
+
+
+class AttackOutcome(Protocol):
+    """What the checks read from one model's attack results (``robustness.ModelResult``)."""
+
+    n: int
+    classes: int
+    robust: dict[str, dict[float, float]]
+    curves: dict[str, dict[float, float]]
+    transfer: dict[tuple[str, float], float]
+    bounds: BoundCheck
+
+
+def run_checks(result: AttackOutcome) -> list[Check]:
+    """The checks against fake robustness, in the order of the module docstring."""
+    tol = tolerance(result.n)
+    checks: list[Check] = []
+    if result.bounds.examples:
+        checks.append(Check("bounds", "pass" if result.bounds.ok else "fail", result.bounds.describe()))
+    else:
+        checks.append(Check("bounds", "skipped", "no pixel-space attack was run"))
+    pgd, fgsm = result.robust.get("pgd", {}), result.robust.get("fgsm", {})
+    if pgd and fgsm:
+        worse = [eps for eps in pgd if eps in fgsm and pgd[eps] > fgsm[eps] + tol]
+        detail = ", ".join(f"eps {e:g}: pgd {pgd[e]:.4f} vs fgsm {fgsm[e]:.4f}" for e in sorted(pgd) if e in fgsm)
+        checks.append(Check("pgd_le_fgsm", "fail" if worse else "pass",
+                            f"{detail} (tolerance {tol:.4f})", masking=True))
+    else:
+        checks.append(Check("pgd_le_fgsm", "skipped", "needs both fgsm and pgd"))
+    high = {a: c[HIGH_EPS] for a, c in result.curves.items() if HIGH_EPS in c}
+    if high:
+        best = min(high.values())
+        chance = 1.0 / result.classes
+        detail = ", ".join(f"{a} {v:.4f}" for a, v in high.items()) + f" (must be <= chance {chance:.4f})"
+        checks.append(Check("high_eps", "pass" if best <= chance else "fail",
+                            f"eps {HIGH_EPS:g}: {detail}", masking=True))
+    else:
+        checks.append(Check("high_eps", "skipped", "needs fgsm or pgd"))
+    if pgd and result.transfer:
+        beaten = [(s, e, a) for (s, e), a in result.transfer.items() if e in pgd and a < pgd[e] - tol]
+        detail = ", ".join(f"from {s} eps {e:g}: {a:.4f} vs own pgd {pgd[e]:.4f}"
+                           for (s, e), a in sorted(result.transfer.items()))
+        checks.append(Check("transfer", "fail" if beaten else "pass", f"{detail} (tolerance {tol:.4f})",
+                            masking=True))
+    else:
+        checks.append(Check("transfer", "skipped", "needs pgd and the cnn arm beside another arm"))
+    square = result.robust.get("square", {})
+    if square and pgd:
+        beaten_eps = [e for e in square if e in pgd and square[e] < pgd[e] - tol]
+        detail = ", ".join(f"eps {e:g}: square {square[e]:.4f} vs pgd {pgd[e]:.4f}" for e in sorted(square) if e in pgd)
+        checks.append(Check("square", "fail" if beaten_eps else "pass", f"{detail} (tolerance {tol:.4f})",
+                            masking=True))
+    else:
+        checks.append(Check("square", "skipped", "needs square and pgd in attacks"))
+    return checks
+
+
+def masking_reasons(checks: Sequence[Check]) -> list[str]:
+    return [f"{c.name}: {c.detail}" for c in checks if c.masking and c.failed]

@@ -1,0 +1,44 @@
+"""The search space of every arm, and how the tune job samples and prunes it (one place for all arms).
+
+Optuna's parameter names are RunConfig field names, so a trial's point is a main-run config and
+its MLflow params read the same as a main run's.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+
+from hqcbench.config import TuneConfig
+from hqcbench.training import seeding
+
+PRUNER_STARTUP_TRIALS = 5  # median pruner: never prune before this many trials have finished
+PRUNER_WARMUP_EPOCHS = 2  # ... nor before this epoch: a low lr starts slowly but may still win
+
+
+def suggest(trial: optuna.Trial, arm: str, tcfg: TuneConfig) -> dict[str, Any]:
+    """The search space of ``arm``: RunConfig field -> value.
+
+    Every arm tunes what it shares (backbone width, learning rate), so the classical baseline is
+    tuned as hard as the hybrid; hybrid adds its circuit, control the width of its middle.
+    """
+    params: dict[str, Any] = {"width": trial.suggest_int("width", tcfg.width_min, tcfg.width_max, log=True),
+                              "lr": trial.suggest_float("lr", tcfg.lr_min, tcfg.lr_max, log=True)}
+    if arm in ("hybrid", "control"):
+        params["n_qubits"] = trial.suggest_int("n_qubits", tcfg.qubits_min, tcfg.qubits_max)
+    if arm == "hybrid":
+        params["depth"] = trial.suggest_int("depth", tcfg.depth_min, tcfg.depth_max)
+        params["encoding"] = trial.suggest_categorical("encoding", tcfg.encoding_list)
+        params["ansatz"] = trial.suggest_categorical("ansatz", tcfg.ansatz_list)
+    return params
+
+
+def make_sampler(sampler_seed: int, trial_index: int) -> optuna.samplers.BaseSampler:
+    """TPE seeded per trial: a single worker is reproducible, and concurrent workers started with
+    the same command never draw the same random start-up configurations (one seed per worker would).
+    ``constant_liar``: trials running on other workers count as bad guesses, so workers spread out."""
+    return optuna.samplers.TPESampler(seed=seeding.sampler_seed(sampler_seed, trial_index), constant_liar=True)
+
+
+def make_pruner() -> optuna.pruners.BasePruner:
+    return optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS, n_warmup_steps=PRUNER_WARMUP_EPOCHS)

@@ -1,0 +1,189 @@
+"""MLflow runs of one experiment -> a RunSet: one kept child run per (dataset, protocol, arm, seed).
+
+Why a module of its own: this is the only place the report talks to the tracking store for run data;
+every table, figure and claim downstream works on the in-memory RunSet, so those modules can be read
+(and tested) without thinking about MLflow's query API, run statuses or superseded reruns.
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from hqcbench import names
+from hqcbench.config import ARMS, DATASETS, PAPER_DATASETS, PROTOCOLS
+from hqcbench.errors import UserInputError
+from hqcbench.report.claims import DATASET_LABELS, Pairs
+from hqcbench.report.formatting import redact_uri
+
+# Display orders. Arms: as declared in config (cnn, hybrid, control). Protocols: config declares
+# ("fair", "paper"); the report shows the published protocol first, so it reads the list backwards.
+ARM_ORDER: tuple[str, ...] = ARMS
+PROTOCOL_ORDER: tuple[str, ...] = tuple(reversed(PROTOCOLS))
+# Datasets: the paper's three first (in the paper's order), then the others in config order.
+DATASET_ORDER: tuple[str, ...] = PAPER_DATASETS + tuple(d for d in DATASETS if d not in PAPER_DATASETS)
+
+# Metrics whose per-epoch history is summarised as its mean over epochs (the published resource measures).
+EPOCH_MEAN_METRICS = ("paper_memory_gb", "paper_cpu_percent")
+# Per-example 0/1 test correctness a child run logs (jobs/run.py writes it under this artifact name).
+TEST_CORRECT_ARTIFACT = "test_correct.txt"
+# Prefix of the robustness-curve metrics (names.robust_curve_metric(attack) = prefix + attack).
+CURVE_PREFIX = names.robust_curve_metric("")
+
+
+@dataclass
+class RunSet:
+    """The kept child runs of one experiment (one per dataset, protocol, arm, seed) and their context."""
+
+    experiment_id: str
+    experiment_name: str
+    runs: pd.DataFrame  # run_id, dataset, protocol, arm, seed, shortened, note, params.*, tags.*, <metric>
+    parents: pd.DataFrame
+    excluded: list[tuple[str, str]] = field(default_factory=list)  # (run_id, why)
+    histories: dict[tuple[str, str], dict[int, float]] = field(default_factory=dict)
+    _correct: dict[str, np.ndarray | None] = field(default_factory=dict)
+
+    # -- PairSource (hqcbench.report.claims) --------------------------------------------------------------------
+    def pairs(self, dataset: str, protocol: str, metric: str, other: str = "cnn") -> tuple[Pairs | None, str]:
+        """Per-seed values of ``metric`` for hybrid and ``other`` on the seeds both have, or why there are none."""
+        group = self.group(dataset, protocol)
+        label = f"{DATASET_LABELS.get(dataset, dataset)} under {protocol}"
+        if group.empty:
+            if protocol == "paper" and dataset not in PAPER_DATASETS:
+                return None, "the paper protocol exists for MNIST, CIFAR-100 and STL-10 only"
+            return None, f"no {protocol}-protocol runs on {DATASET_LABELS.get(dataset, dataset)}"
+        if metric not in group.columns or group[metric].notna().sum() == 0:
+            return None, f"{metric} was not logged for {label}"
+        sub = group[group.arm.isin(["hybrid", other])].dropna(subset=[metric])
+        wide = sub.pivot(index="seed", columns="arm", values=metric)
+        ids = sub.pivot(index="seed", columns="arm", values="run_id")
+        if "hybrid" not in wide or other not in wide:
+            return None, f"no hybrid and {other} runs with {metric} for {label}"
+        both = wide.dropna(subset=["hybrid", other]).sort_index()
+        if both.empty:
+            return None, f"no seed has both hybrid and {other} with {metric} for {label}"
+        run_ids = [rid for seed in both.index for rid in (ids.loc[seed, "hybrid"], ids.loc[seed, other])]
+        return Pairs([int(s) for s in both.index], both["hybrid"].tolist(), both[other].tolist(), run_ids), ""
+
+    def correct(self, run_id: str) -> np.ndarray | None:
+        """Per-test-example correctness of a run (downloaded once, then cached)."""
+        if run_id not in self._correct:
+            self._correct[run_id] = _load_correct(run_id)
+        return self._correct[run_id]
+
+    # -- helpers -----------------------------------------------------------------------------------------
+    def groups(self) -> list[tuple[str, str]]:
+        """The (dataset, protocol) pairs present, in display order."""
+        keys = {(d, p) for d, p in zip(self.runs.dataset, self.runs.protocol)}
+        return sorted(keys, key=lambda k: (dataset_rank(k[0]), PROTOCOL_ORDER.index(k[1])
+                                           if k[1] in PROTOCOL_ORDER else len(PROTOCOL_ORDER)))
+
+    def group(self, dataset: str, protocol: str) -> pd.DataFrame:
+        r = self.runs
+        return r[(r.dataset == dataset) & (r.protocol == protocol)]
+
+    def arm_runs(self, dataset: str, protocol: str, arm: str) -> pd.DataFrame:
+        r = self.runs
+        return r[(r.dataset == dataset) & (r.protocol == protocol) & (r.arm == arm)].sort_values("seed")
+
+    def arms(self, dataset: str, protocol: str) -> list[str]:
+        """Arms present in a group: the known ones in display order, then any others alphabetically."""
+        present = set(self.group(dataset, protocol).arm)
+        return [a for a in ARM_ORDER if a in present] + sorted(present - set(ARM_ORDER))
+
+
+def dataset_rank(dataset: str) -> int:
+    return DATASET_ORDER.index(dataset) if dataset in DATASET_ORDER else len(DATASET_ORDER)
+
+
+def col(frame: pd.DataFrame, name: str) -> pd.Series:
+    """A column, or all-None when the store never saw that param/tag/metric (search_runs omits it)."""
+    return frame[name] if name in frame.columns else pd.Series([None] * len(frame), index=frame.index, dtype=object)
+
+
+def tag_col(frame: pd.DataFrame, tag: str) -> pd.Series:
+    """The ``tags.<tag>`` column of a search_runs frame (see :func:`col`)."""
+    return col(frame, f"tags.{tag}")
+
+
+def _load_correct(run_id: str) -> np.ndarray | None:
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=TEST_CORRECT_ARTIFACT,
+                                                       dst_path=tmp)
+            text = Path(path).read_text()
+    except Exception:  # artifact absent (older run) -> no bootstrap interval, said in the cell
+        return None
+    values = [int(line) for line in text.split() if line.strip()]
+    return np.asarray(values, dtype=np.int8) if values else None
+
+
+def load_runs(experiment: str) -> RunSet:
+    """All child runs of ``experiment`` (by name) -> a RunSet; raises UserInputError when there are none."""
+    exp = mlflow.get_experiment_by_name(experiment)
+    if exp is None:
+        existing = [e.name for e in mlflow.search_experiments()]
+        raise UserInputError("experiment", f"no MLflow experiment named {experiment!r} in "
+                             f"{redact_uri(mlflow.get_tracking_uri())}", ", ".join(existing) or "none exist yet")
+    frame = mlflow.search_runs(experiment_ids=[exp.experiment_id], output_format="pandas", max_results=50_000)
+    kind = tag_col(frame, names.TAG_KIND)
+    children = frame[kind == "child"].copy()
+    parents = frame[kind == "main"].copy()
+    if children.empty:
+        raise UserInputError("experiment", f"experiment {experiment!r} has no hqcbench child runs "
+                             "(run `python -m hqcbench run` with MLFLOW_EXPERIMENT_NAME set first)",
+                             "an experiment holding runs of `python -m hqcbench run` / `mlflow run .`")
+    children["dataset"] = tag_col(children, names.TAG_DATASET)
+    children["protocol"] = tag_col(children, names.TAG_PROTOCOL)
+    children["arm"] = tag_col(children, names.TAG_ARM)
+    children["seed"] = pd.to_numeric(tag_col(children, names.TAG_SEED), errors="coerce")
+    children["shortened"] = tag_col(children, names.TAG_SHORTENED)
+    children["note"] = tag_col(children, names.TAG_NOTE)
+    excluded = _failed(children)
+    ok = children.status == "FINISHED"
+    kept = children[ok].dropna(subset=["dataset", "protocol", "arm", "seed"]).copy()
+    kept["seed"] = kept.seed.astype(int)
+    kept = kept.sort_values("start_time")
+    dup = kept.duplicated(subset=["dataset", "protocol", "arm", "seed"], keep="last")
+    for _, row in kept[dup].iterrows():
+        excluded.append((row.run_id, f"superseded by a later run of {row.dataset}/{row.protocol}/{row.arm}/seed {row.seed}"))
+    kept = kept[~dup].copy()
+    for name in [c for c in kept.columns if c.startswith("metrics.")]:
+        kept[name[len("metrics."):]] = kept[name]
+    runset = RunSet(exp.experiment_id, exp.name, kept.reset_index(drop=True), parents, excluded)
+    _load_histories(runset)
+    return runset
+
+
+def _failed(children: pd.DataFrame) -> list[tuple[str, str]]:
+    """(run id, why) for every child run that did not finish: listed in the report, never used."""
+    error_col = f"tags.{names.TAG_ERROR}"
+    out = []
+    for _, row in children[children.status != "FINISHED"].iterrows():
+        reason = row.get(error_col) if error_col in children else None
+        out.append((row.run_id, f"status {row.status}" + (f": {reason}" if isinstance(reason, str) else "")))
+    return out
+
+
+def _load_histories(runset: RunSet) -> None:
+    """Per-epoch curves for the plots, and the epoch means of the published resource measurements."""
+    client = mlflow.MlflowClient()
+    runs = runset.runs
+    curve_keys = [c for c in runs.columns if c.startswith(CURVE_PREFIX)]
+    for idx, row in runs.iterrows():
+        keys = ["val_acc", "train_loss", *curve_keys, *[k for k in EPOCH_MEAN_METRICS if k in runs.columns]]
+        for key in keys:
+            if key in runs.columns and pd.isna(row.get(key)):
+                continue
+            history = client.get_metric_history(row.run_id, key)
+            if history:
+                runset.histories[(row.run_id, key)] = {m.step: m.value for m in history}
+        for key in EPOCH_MEAN_METRICS:
+            series = runset.histories.get((row.run_id, key))
+            if series:
+                runs.loc[idx, key] = float(np.mean(list(series.values())))
+

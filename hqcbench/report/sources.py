@@ -1,0 +1,47 @@
+"""Source links: every number in the report points to the list of MLflow runs it was computed from.
+
+Why a module of its own: traceability is the report's promise (a reader can open the exact runs
+behind any cell in the MLflow UI), and the numbering of those lists must be shared by every table,
+so one object hands out the numbers and writes the lists at the end.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+from hqcbench.report.document import Anchor, Inline, Link
+from hqcbench.report.formatting import NO_DATA_CELL
+from hqcbench.report.load import RunSet
+
+
+class Sources:
+    """Numbered lists of run ids; a number in the report links to its list, the list into the MLflow UI."""
+
+    def __init__(self, runset: RunSet, ui_url: str):
+        self.runset, self.ui_url = runset, ui_url.rstrip("/")
+        self.ids: dict[tuple[str, ...], str] = {}
+
+    def ref(self, run_ids: Iterable) -> str:
+        """The anchor (s1, s2, ...) of a set of runs; the same set always gets the same anchor."""
+        key = tuple(sorted(dict.fromkeys(str(r) for r in run_ids)))
+        if key not in self.ids:
+            self.ids[key] = f"s{len(self.ids) + 1}"
+        return self.ids[key]
+
+    def link(self, text: str, run_ids: Iterable) -> Inline:
+        """``text`` linked to its runs' list; plain text when there are no runs or no data."""
+        run_ids = list(run_ids)
+        return Link(text, f"#{self.ref(run_ids)}") if run_ids and text != NO_DATA_CELL else text
+
+    def run_url(self, run_id: str) -> str:
+        return f"{self.ui_url}/#/experiments/{self.runset.experiment_id}/runs/{run_id}"
+
+    def items(self) -> list[Inline]:
+        """The Sources section: one anchored line per list, each run linked into the MLflow UI."""
+        labels = {r.run_id: f"{r.dataset}/{r.protocol}/{r.arm}/seed {r.seed}" for r in self.runset.runs.itertuples()}
+        out: list[Inline] = []
+        for key, ref in self.ids.items():
+            links: list[Inline] = []
+            for k, rid in enumerate(key):
+                links += [", " if k else "", Link(f"{labels.get(rid, '')} {rid[:8]}".strip(), self.run_url(rid))]
+            out.append(Anchor(ref, [f"{ref}: ", *links]))
+        return out

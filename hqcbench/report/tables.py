@@ -1,0 +1,254 @@
+"""The report's tables: runs, claims, results in the paper's shape, paired comparisons, the hybrid's
+hardware bill, and every further metric.
+
+Why a module of its own: each builder turns a RunSet into (header, rows) of cells that link to their
+sources, and nothing else; the document decides where they go (build.py). Which metrics the results
+table shows is decided here too, from what the runs actually logged: the robustness columns are one
+per (attack, eps) found among the ``robust_acc_{attack}_eps_{eps}`` metrics, not a fixed eps.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterable
+
+import pandas as pd
+
+from hqcbench import names
+from hqcbench.config import ATTACKS, PAPER_BATCH_SIZE
+from hqcbench.report.claims import DATASET_LABELS, FLAWS, ClaimResult, claims_for, evaluate_claim, paired_interval
+from hqcbench.report.document import Inline, Link
+from hqcbench.report.formatting import DIFF_UNITS, NO_DATA_CELL, fmt_claim_interval, fmt_interval
+from hqcbench.report.load import CURVE_PREFIX, EPOCH_MEAN_METRICS, PROTOCOL_ORDER, RunSet, col, dataset_rank
+from hqcbench.report.sources import Sources
+from hqcbench.report.stats import Interval, bootstrap_interval, t_interval
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric as a table row/column: its MLflow name, its label and its format code (formatting.fmt_value)."""
+
+    name: str
+    label: str
+    fmt: str  # pct | sec | int | mb | cores | gb | pctpt | num
+
+
+# The results table: these, with the robustness columns found in the runs between them.
+HEAD_METRICS = (
+    Metric("best_val_acc", "best val acc (%)", "pct"),
+    Metric("test_acc", "test acc (%)", "pct"),
+    Metric("epoch_time_s_median", "s / epoch (median)", "sec"),
+    Metric("params_total", "parameters", "int"),
+)
+TAIL_METRICS = (
+    Metric("rss_peak_mb_max", "peak RSS (MB)", "mb"),
+    Metric("cpu_util_cores_mean", "CPU (cores busy)", "cores"),
+    Metric(EPOCH_MEAN_METRICS[0], "published memory measure (GB, epoch mean)", "gb"),
+    Metric(EPOCH_MEAN_METRICS[1], "published CPU measure (%, epoch mean)", "pctpt"),
+)
+# Stands in for the robustness columns when no run of the experiment logged any: it is never a
+# column, so it lands in "not measured here", as robustness should when no attack ran.
+NO_ROBUSTNESS = Metric("robust_acc", "robust accuracy (%)", "pct")
+ATTACK_LABELS = {"fgsm": "FGSM", "pgd": "PGD", "square": "Square", "pgd_paper": "published PGD"}
+# names.robust_metric(attack, eps) read backwards: robust_acc_<attack>_eps_<eps:g>
+ROBUST_METRIC = re.compile(r"^robust_acc_(.+)_eps_([0-9.eE+-]+)$")
+SHOTS_PREFIX = "test_acc_shots_"  # names.sweep_metric(shots) = prefix + shots
+# Metrics logged per epoch: their "latest value" is not a run summary, so they are left out of the
+# further-metrics table (paper_* are summarised as their mean over epochs instead).
+PER_EPOCH = set(names.PER_EPOCH_METRICS) | {"cuda_alloc_peak_mb", "cuda_reserved_peak_mb", "nvml_proc_mem_peak_mb",
+                                            "nvml_dev_mem_peak_mb", "nvml_gpu_util_mean"}
+HARDWARE_METRICS = (
+    Metric("hw_circuit_executions_train", "circuit executions, training", "int"),
+    Metric("hw_circuit_executions", "circuit executions, whole run", "int"),
+    Metric("hw_shots_total", "shots, whole run", "int"),
+    Metric("hw_time_est_s", "estimated hardware time (s)", "sec"),
+    Metric("test_acc_exact", "test acc, exact readout (%)", "pct"),
+)
+
+
+# ---------------------------------------------------------------------------------------------- which metrics
+def parse_robust_metric(name: str) -> tuple[str, float] | None:
+    """'robust_acc_pgd_eps_0.2' -> ('pgd', 0.2); None for any other name."""
+    match = ROBUST_METRIC.match(name)
+    if match is None:
+        return None
+    try:
+        return match.group(1), float(match.group(2))
+    except ValueError:
+        return None
+
+
+def robust_metrics(columns: Iterable[str]) -> list[Metric]:
+    """One column per (attack, eps) logged: attacks in config order (unknown ones after), eps ascending."""
+    found = {name: parsed for name in columns if (parsed := parse_robust_metric(name)) is not None}
+
+    def rank(item: tuple[str, tuple[str, float]]) -> tuple:
+        attack, eps = item[1]
+        return (ATTACKS.index(attack) if attack in ATTACKS else len(ATTACKS), attack, eps)
+
+    return [Metric(name, f"{ATTACK_LABELS.get(attack, attack)} eps {eps:g} (%)", "pct")
+            for name, (attack, eps) in sorted(found.items(), key=rank)]
+
+
+def table_metrics(runset: RunSet) -> tuple[Metric, ...]:
+    """The results/paired tables' metrics for this experiment, robustness from the eps values logged."""
+    robust = robust_metrics(runset.runs.columns) or [NO_ROBUSTNESS]
+    return (*HEAD_METRICS, *robust, *TAIL_METRICS)
+
+
+# ---------------------------------------------------------------------------------------------- cells
+def arm_interval(runset: RunSet, rows: pd.DataFrame, metric: str) -> Interval | None:
+    """Mean and 95 % t-interval over seeds; one run: bootstrap over test examples (test accuracy only)."""
+    if metric not in rows.columns:
+        return None
+    vals = rows.dropna(subset=[metric])
+    if len(vals) == 1 and metric == "test_acc":
+        correct = runset.correct(vals.run_id.iloc[0])
+        if correct is not None:
+            return bootstrap_interval(correct.astype(float))
+    return t_interval(vals[metric].tolist())
+
+
+# ---------------------------------------------------------------------------------------------- tables
+def run_rows(runset: RunSet) -> list[list[Inline]]:
+    """The runs table: one row per (dataset, protocol) with its arms, seeds, sizes and caveats."""
+    rows = []
+    for dataset, protocol in runset.groups():
+        group = runset.group(dataset, protocol)
+
+        def values(name: str) -> str:
+            return "/".join(sorted({str(v) for v in col(group, name).dropna()})) or "?"
+
+        caveats = sorted({str(v) for v in group.shortened.dropna()} | {str(v) for v in group.note.dropna()})
+        for name in ("params.epochs", "params.train_limit", "params.n_train"):
+            if len({str(v) for v in col(group, name).dropna()}) > 1:
+                caveats.append(f"mixed {name[len('params.'):]} across runs")
+        batch = str(PAPER_BATCH_SIZE) if protocol == "paper" else values("params.batch_size")
+        rows.append([DATASET_LABELS.get(dataset, dataset), protocol, ", ".join(runset.arms(dataset, protocol)),
+                     ", ".join(str(s) for s in sorted(set(group.seed))), values("params.epochs"),
+                     f"{values('params.n_train')} / {values('params.n_val')} / {values('params.n_test')}", batch,
+                     "; ".join(caveats) or "-"])
+    return rows
+
+
+def results_table(runset: RunSet, sources: Sources, dataset: str,
+                  protocol: str) -> tuple[list[Inline], list[list[Inline]], list[Metric]]:
+    """Per arm: mean ± interval of each metric with data in this group; also the metrics without data."""
+    group = runset.group(dataset, protocol)
+    candidates = table_metrics(runset)
+    metrics = [m for m in candidates if m.name in group.columns and group[m.name].notna().any()]
+    missing = [m for m in candidates if m not in metrics]
+    header: list[Inline] = ["arm", "seeds", *[m.label for m in metrics]]
+    rows = []
+    for arm in runset.arms(dataset, protocol):
+        runs = runset.arm_runs(dataset, protocol, arm)
+        row: list[Inline] = [arm, ", ".join(str(s) for s in runs.seed)]
+        for m in metrics:
+            iv = arm_interval(runset, runs, m.name)
+            used = runs.dropna(subset=[m.name]).run_id if m.name in runs else []
+            row.append(sources.link(fmt_interval(iv, m.fmt), used))
+        rows.append(row)
+    return header, rows, missing
+
+
+def paired_table(runset: RunSet, sources: Sources, dataset: str,
+                 protocol: str) -> tuple[list[Inline], list[list[Inline]]]:
+    """hybrid - cnn and hybrid - control over the seeds both arms have, per metric with data."""
+    header: list[Inline] = ["metric", "hybrid - cnn", "hybrid - control"]
+    rows = []
+    for m in table_metrics(runset):
+        cells: list[Inline] = [m.label.replace("(%)", "(pp)").replace("(%, epoch mean)", "(pp, epoch mean)")]
+        any_data = False
+        for other in ("cnn", "control"):
+            pairs, _ = runset.pairs(dataset, protocol, m.name, other)
+            if pairs is None:
+                cells.append(NO_DATA_CELL)
+                continue
+            any_data = True
+            iv = paired_interval("diff", pairs, m.name, runset)
+            text = fmt_interval(iv, m.fmt, signed=True, unit=DIFF_UNITS[m.fmt])
+            if iv is not None and iv.method == "t":
+                text += f" (n={len(pairs.seeds)})"
+            cells.append(sources.link(text, pairs.run_ids))
+        if any_data:
+            rows.append(cells)
+    return header, rows
+
+
+def further_metrics(runset: RunSet, sources: Sources, dataset: str,
+                    protocol: str) -> tuple[list[Inline], list[list[Inline]]]:
+    """Every other final metric of the group (latest logged value), mean ± interval per arm."""
+    known = {m.name for m in table_metrics(runset)} | PER_EPOCH | set(EPOCH_MEAN_METRICS)
+    group = runset.group(dataset, protocol)
+    metric_names = sorted(c[len("metrics."):] for c in group.columns if c.startswith("metrics.")
+                          and c[len("metrics."):] not in known and not c.startswith("metrics." + CURVE_PREFIX)
+                          and group[c].notna().any())
+    arms = runset.arms(dataset, protocol)
+    rows = []
+    for name in metric_names:
+        row: list[Inline] = [name]
+        for arm in arms:
+            runs = runset.arm_runs(dataset, protocol, arm).dropna(subset=[name])
+            iv = t_interval(runs[name].tolist())
+            row.append(sources.link(fmt_interval(iv, "num"), runs.run_id))
+        rows.append(row)
+    return ["metric (latest logged value)", *arms], rows
+
+
+def hardware_table(runset: RunSet, sources: Sources, dataset: str,
+                   protocol: str) -> tuple[list[Inline], list[list[Inline]]]:
+    """The hybrid's hardware bill and its finite-shot accuracies (docs/hardware_cost.md), mean over seeds."""
+    runs = runset.arm_runs(dataset, protocol, "hybrid")
+    if runs.empty:
+        return [], []
+    shot_metrics = sorted((c[len("metrics."):] for c in runs.columns
+                           if c.startswith("metrics." + SHOTS_PREFIX) and not c.endswith("_std")
+                           and runs[c].notna().any()), key=lambda n: int(n.rsplit("_", 1)[1]))
+    metrics = [*HARDWARE_METRICS,
+               *(Metric(n, f"test acc, {int(n.rsplit('_', 1)[1]):,} shots (%)", "pct") for n in shot_metrics)]
+    rows = []
+    for metric in metrics:
+        if metric.name not in runs or not runs[metric.name].notna().any():
+            continue
+        present = runs.dropna(subset=[metric.name])
+        rows.append([metric.label, sources.link(fmt_interval(t_interval(present[metric.name].tolist()), metric.fmt),
+                                                present.run_id)])
+    return (["hybrid", "value"], rows) if rows else ([], [])
+
+
+# ---------------------------------------------------------------------------------------------- claims table
+def claim_rows(runset: RunSet, sources: Sources) -> tuple[list[Inline], list[list[Inline]], list[dict]]:
+    """Each published claim -> ours under paper -> verdict -> ours under fair -> verdict; also as records."""
+    datasets = sorted(set(runset.runs.dataset), key=dataset_rank)
+    header: list[Inline] = ["claim", "published", "known flaw of the published number", "measure (paper / fair)",
+                            "ours, paper protocol", "verdict (paper)", "ours, fair protocol", "verdict (fair)",
+                            "published magnitude in our interval (paper / fair)"]
+    rows, records = [], []
+    for claim in claims_for(datasets):
+        results = {p: evaluate_claim(claim, p, runset) for p in PROTOCOL_ORDER}
+        flaw = Link(FLAWS[claim.flaw][0], f"#flaw-{claim.flaw}") if claim.flaw else "-"
+        row: list[Inline] = [claim.claim, claim.published, flaw,
+                             f"{claim.metric_paper or '-'} / {claim.metric_fair or '-'}"]
+        for p in PROTOCOL_ORDER:
+            res = results[p]
+            row.append([sources.link(fmt_claim_interval(res.interval, claim.unit), res.run_ids), _caveat(runset, res)])
+            row.append(f"{res.verdict.status} ({res.verdict.reason})")
+        row.append(f"{results['paper'].magnitude} / {results['fair'].magnitude}")
+        rows.append(row)
+        records.append({"claim": claim.key, **{f"{p}_{k}": v for p in PROTOCOL_ORDER
+                                               for k, v in _record(results[p]).items()}})
+    return header, rows, records
+
+
+def _caveat(runset: RunSet, res: ClaimResult) -> str:
+    """' [shortened: …]' when any run behind a claim number ran fewer epochs than published."""
+    if not res.run_ids:
+        return ""
+    notes = set(runset.runs[runset.runs.run_id.isin(res.run_ids)].shortened.dropna())
+    return (" [shortened: " + "; ".join(sorted(notes)) + "]") if notes else ""
+
+
+def _record(res: ClaimResult) -> dict:
+    iv = res.interval
+    return {"mean": None if iv is None else iv.mean, "low": None if iv is None else iv.low,
+            "high": None if iv is None else iv.high, "verdict": res.verdict.status}
