@@ -1,6 +1,7 @@
 """Writers for tiny dataset files in each dataset's real on-disk format (used by the loader tests)."""
 from __future__ import annotations
 
+import gzip
 import pickle
 import struct
 from pathlib import Path
@@ -19,8 +20,9 @@ def write_idx_labels(path: Path, labels: np.ndarray) -> None:
     path.write_bytes(struct.pack(">II", 0x0801, len(labels)) + labels.astype(np.uint8).tobytes())
 
 
-def write_mnist_like(root: Path, folder: str, n_train: int, n_test: int, seed: int = 0) -> dict:
-    """torchvision layout: <root>/<folder>/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte."""
+def write_mnist_like(root: Path, folder: str, n_train: int, n_test: int, seed: int = 0, gzipped: bool = False) -> dict:
+    """torchvision layout: <root>/<folder>/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte (+ .gz: gzipped,
+    as Debian's dataset-fashion-mnist ships them)."""
     rng = np.random.default_rng(seed)
     raw = root / folder / "raw"
     raw.mkdir(parents=True)
@@ -30,6 +32,10 @@ def write_mnist_like(root: Path, folder: str, n_train: int, n_test: int, seed: i
         labels = rng.integers(0, 10, size=n, dtype=np.uint8)
         write_idx_images(raw / f"{prefix}-images-idx3-ubyte", images)
         write_idx_labels(raw / f"{prefix}-labels-idx1-ubyte", labels)
+        if gzipped:
+            for stem in (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"):
+                (raw / f"{stem}.gz").write_bytes(gzip.compress((raw / stem).read_bytes()))
+                (raw / stem).unlink()
         out[prefix] = (images, labels)
     return out
 

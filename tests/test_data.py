@@ -93,3 +93,13 @@ def test_data_folder_comes_from_the_environment_when_data_dir_is_empty(tmp_path,
     monkeypatch.setenv("HQCBENCH_DATA_DIR", str(tmp_path / "absent"))
     with pytest.raises(DataUnavailableError, match="HQCBENCH_DATA_DIR="):
         REGISTRY["mnist"].load(None)
+
+
+def test_gzipped_idx_files_load_without_gunzip(tmp_path):
+    """Debian's dataset-fashion-mnist ships *-ubyte.gz that torchvision's md5 check rejects: read as they are."""
+    written = write_mnist_like(tmp_path, "FashionMNIST", n_train=40, n_test=10, gzipped=True)
+    assert not list((tmp_path / "FashionMNIST" / "raw").glob("*-ubyte"))
+    train, test = REGISTRY["fashion_mnist"].load(str(tmp_path))
+    assert train.images.shape == (40, 1, 28, 28) and train.images.dtype == torch.uint8
+    assert np.array_equal(train.images[:, 0].numpy(), written["train"][0])
+    assert np.array_equal(test.labels.numpy(), written["t10k"][1]) and test.labels.dtype == torch.int64

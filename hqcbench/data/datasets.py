@@ -10,8 +10,11 @@ layer, so adversarial attacks operate in pixel space.
 """
 from __future__ import annotations
 
+import gzip
 import os
+import struct
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
@@ -97,10 +100,47 @@ def _open_torchvision(name: str, factory: Callable[..., object], data_dir: str |
             f"dataset {name!r}: {reason} in {where}. {spec.how_to_get}") from exc
 
 
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (plain or gzipped) of unsigned bytes -> array of its declared shape.
+
+    Hand-written because torchvision reads only uncompressed files it extracted from its own
+    downloads, checked against their md5 sums; Debian's gzipped Fashion-MNIST files hold the same
+    images but are not byte-identical archives, so torchvision rejects them.
+    """
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
+        data = fh.read()
+    magic = int.from_bytes(data[:4], "big")
+    if magic >> 8 != 0x08:  # 0x08 = unsigned byte; the low byte is the number of dimensions
+        raise DataUnavailableError(f"{path.name}: not an unsigned-byte IDX file (magic {magic:#010x})")
+    ndim = magic & 0xFF
+    dims = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def _gzipped_idx(root: str, folder: str) -> tuple[ImageSet, ImageSet] | None:
+    """(train, test) from ``<root>/<folder>/raw/*-ubyte.gz`` when only the gzipped files are there."""
+    raw = Path(root) / folder / "raw"
+    stems = [f"{p}-{kind}" for p in ("train", "t10k") for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")]
+    if any((raw / s).is_file() for s in stems) or not all((raw / f"{s}.gz").is_file() for s in stems):
+        return None
+    parts = []
+    for prefix in ("train", "t10k"):
+        images = read_idx(raw / f"{prefix}-images-idx3-ubyte.gz")
+        labels = read_idx(raw / f"{prefix}-labels-idx1-ubyte.gz")
+        parts.append(ImageSet(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))))
+    return parts[0], parts[1]
+
+
 def _load_mnist_like(name: str, cls_name: str) -> Callable[[str | None], tuple[ImageSet, ImageSet]]:
     def load(data_dir: str | None) -> tuple[ImageSet, ImageSet]:
-        import torchvision.datasets as tvd
+        import torchvision.datasets as tvd  # torchvision's dataset classes import slowly: only when loading
 
+        root, download = _torchvision_root(data_dir)
+        if not download:
+            gzipped = _gzipped_idx(root, cls_name)
+            if gzipped is not None:
+                return gzipped
         factory = getattr(tvd, cls_name)
         parts = []
         for train in (True, False):
@@ -140,8 +180,9 @@ REGISTRY: dict[str, DatasetSpec] = {
                          "or run once online without data_dir."),
     "fashion_mnist": DatasetSpec("fashion_mnist", 1, 28, 10, (0.2860,), (0.3530,),
                                  _load_mnist_like("fashion_mnist", "FashionMNIST"),
-                                 "Put the IDX files in <data_dir>/FashionMNIST/raw/ (Debian: apt-get install "
-                                 "dataset-fashion-mnist, then gunzip its files there) or run once online."),
+                                 "Put the IDX files, plain or gzipped, in <data_dir>/FashionMNIST/raw/ (Debian: "
+                                 "apt-get install dataset-fashion-mnist, then copy its *-ubyte.gz files there) "
+                                 "or run once online."),
     "cifar100": DatasetSpec("cifar100", 3, 32, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
                             _load_cifar100,
                             "Put the extracted python version in <data_dir>/cifar-100-python/ (train, test, meta) "
