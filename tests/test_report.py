@@ -16,6 +16,7 @@ from html.parser import HTMLParser
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats as sps
 
@@ -60,13 +61,18 @@ def _digits_correct(arm: str) -> list[int]:
 
 
 def _log_child(arm: str, protocol: str, dataset: str, seed: int, final: dict, extra_tags: dict | None = None,
-               curves: bool = True, correct: list[int] | None = None):
+               curves: bool = True, correct: list[int] | None = None, epochs: dict[int, dict] | None = None,
+               params: dict | None = None):
+    """One child run; ``epochs``: per-epoch metrics {epoch: {name: value}}; ``params`` override the defaults."""
     tags = {**names.child_tags(arm, protocol, dataset, seed), names.VERSION_TAG_PREFIX + "torch": "9.9.9",
             names.TAG_CPU_MODEL: "Synthetic CPU", names.TAG_CPU_COUNT: "2", names.TAG_DEVICE: "cpu",
             **(extra_tags or {})}
     with mlflow.start_run(run_name=f"{arm}-seed{seed}", nested=True, tags=tags) as run:
-        mlflow.log_params({"epochs": "2", "n_train": "100", "n_val": "25", "n_test": "50", "batch_size": "32"})
+        mlflow.log_params({"epochs": "2", "n_train": "100", "n_val": "25", "n_test": "50", "batch_size": "32",
+                           **(params or {})})
         mlflow.log_metrics(final)
+        for epoch, values in (epochs or {}).items():
+            mlflow.log_metrics(values, step=epoch)
         if curves:
             for epoch in (1, 2):
                 mlflow.log_metrics({"val_acc": final.get("best_val_acc", 0.5) - 0.01 * (2 - epoch),
@@ -123,8 +129,8 @@ def built_report(tmp_path_factory):
             fixture = {**_log_synthetic_experiment(), "uri": uri}
             out = tmp / "out"
             report = write_report("synthetic", str(out), ui_url="http://mlflow.example:5000", log_run=True,
-                                  report_command="python -m hqcbench report --experiment synthetic")
-            yield report, out, fixture
+                                  report_command=f"python -m hqcbench report --experiment synthetic --out {out}")
+            yield report, out, {**fixture, "tmp": tmp}
         finally:
             while mlflow.active_run() is not None:
                 mlflow.end_run()
@@ -191,36 +197,40 @@ def test_claims_equal_hand_computed_values(built_report):
     report, _, _ = built_report
     acc = _claim(report, "accuracy_mnist")  # diffs 1.0, 0.9, 1.2, 1.1, 0.8 pp: mean 1.0, sd sqrt(0.025)
     half = T4 * math.sqrt(0.025) / math.sqrt(5)
-    assert acc["paper_mean"] == pytest.approx(1.0)
-    assert (acc["paper_low"], acc["paper_high"]) == pytest.approx((1.0 - half, 1.0 + half), rel=1e-6)
-    assert acc["paper_verdict"] == HOLDS
+    assert acc["paper_cnn_mean"] == pytest.approx(1.0)
+    assert (acc["paper_cnn_low"], acc["paper_cnn_high"]) == pytest.approx((1.0 - half, 1.0 + half), rel=1e-6)
+    assert acc["paper_cnn_verdict"] == HOLDS
+    # ... but hybrid - control (-0.1, 0.2, -0.1, 0.3, -0.1 pp) is inconclusive: the circuit is not what helps
+    assert acc["paper_control_mean"] == pytest.approx(0.04) and acc["paper_control_verdict"] == INCONCLUSIVE
+    assert acc["paper_verdict"] == "holds against cnn only"
     # fair: test_acc diffs -2.0, -0.5, -1.5 pp over 3 seeds -> no verdict (needs 5), interval still shown
-    assert acc["fair_mean"] == pytest.approx(-4.0 / 3)
+    assert acc["fair_cnn_mean"] == pytest.approx(-4.0 / 3)
     half3 = T2 * np.std([-2.0, -0.5, -1.5], ddof=1) / math.sqrt(3)
-    assert acc["fair_high"] == pytest.approx(-4.0 / 3 + half3, rel=1e-6)
-    assert acc["fair_verdict"] == NO_VERDICT
+    assert acc["fair_cnn_high"] == pytest.approx(-4.0 / 3 + half3, rel=1e-6)
+    assert acc["fair_verdict"] == NO_VERDICT and acc["fair_control_verdict"] == NO_DATA  # no control under fair
 
     generalization = _claim(report, "generalization_mnist")  # paper test_acc: the same diffs as best_val_acc
-    assert generalization["paper_mean"] == pytest.approx(1.0) and generalization["paper_verdict"] == HOLDS
-    assert generalization["fair_mean"] == pytest.approx(acc["fair_mean"])
+    assert generalization["paper_cnn_mean"] == pytest.approx(1.0) and generalization["paper_cnn_verdict"] == HOLDS
+    assert generalization["fair_cnn_mean"] == pytest.approx(acc["fair_cnn_mean"])
 
     speed = _claim(report, "speed_mnist")  # hybrid is slower: geometric mean of cnn/hybrid time < 1
     ratios = [1.0 / 2.0, 1.1 / 2.2, 1.0 / 2.1, 1.05 / 2.0, 1.0 / 2.1]
-    assert speed["paper_mean"] == pytest.approx(np.prod(ratios) ** (1 / 5))
-    assert speed["paper_high"] < 1 and speed["paper_verdict"] == DOES_NOT_HOLD
+    assert speed["paper_cnn_mean"] == pytest.approx(np.prod(ratios) ** (1 / 5))
+    assert speed["paper_cnn_high"] < 1 and speed["paper_verdict"] == DOES_NOT_HOLD
 
     params = _claim(report, "params_mnist")  # (151754 - 142530) / 151754, no spread across seeds
-    assert params["paper_mean"] == pytest.approx(100 * 9224 / 151754, rel=1e-9) and params["paper_verdict"] == HOLDS
+    assert params["paper_cnn_mean"] == pytest.approx(100 * 9224 / 151754, rel=1e-9)
+    assert params["paper_verdict"] == HOLDS  # the control (142,590) has more parameters too
 
     robust = _claim(report, "robust_mnist")  # diffs 20, -15, 20, -25, 20 pp: mean 4, sd sqrt(492.5)
     half = T4 * math.sqrt(492.5) / math.sqrt(5)
-    assert robust["paper_mean"] == pytest.approx(4.0)
-    assert (robust["paper_low"], robust["paper_high"]) == pytest.approx((4.0 - half, 4.0 + half), rel=1e-6)
+    assert robust["paper_cnn_mean"] == pytest.approx(4.0)
+    assert (robust["paper_cnn_low"], robust["paper_cnn_high"]) == pytest.approx((4.0 - half, 4.0 + half), rel=1e-6)
     assert robust["paper_verdict"] == INCONCLUSIVE
     assert robust["fair_verdict"] == NO_DATA  # no robust_acc_pgd_eps_0.1 logged under fair
 
     memory = _claim(report, "memory_published_mnist")  # epoch means 4.2 vs 5.3 GB, every seed: -1.1 GB
-    assert memory["paper_mean"] == pytest.approx(-1.1) and memory["paper_verdict"] == HOLDS
+    assert memory["paper_cnn_mean"] == pytest.approx(-1.1) and memory["paper_verdict"] == HOLDS
     assert _claim(report, "accuracy_cifar100")["paper_verdict"] == NO_DATA
     assert _claim(report, "growth_cifar100")["paper_verdict"] == NO_DATA
 
@@ -381,3 +391,229 @@ def test_robustness_columns_follow_the_logged_eps(mlflow_store, tmp_path):
     assert row[1].startswith("+10.00 pp")
     further = [t for t in tables if t[0][0] == "metric (latest logged value)"]
     assert not any(r[0].startswith("robust_acc_") for t in further for r in t)  # not repeated as a further metric
+
+
+# ----------------------------------------------------------------------------------------- verdicts a referee accepts
+def _glance(md: str) -> list[list[str]]:
+    return next(t for t in _md_tables(md) if t[0][:2] == ["claim", "protocol"])
+
+
+def test_claims_are_judged_against_cnn_and_control(built_report):
+    """Every claim row shows hybrid - cnn and hybrid - control; it holds only against both."""
+    report, out, _ = built_report
+    glance = _glance((out / "report.md").read_text())
+    assert glance[0][3:] == ["ours: hybrid - cnn", "ours: hybrid - control", "verdict"]
+    acc = next(r for r in glance if r[0] == "hybrid more accurate than classical on MNIST" and r[1] == "paper")
+    assert acc[3].startswith("+1.00 pp") and acc[4].startswith("+0.04 pp")
+    assert acc[5].startswith("holds against cnn only: the Linear+tanh control does as well")
+    params = next(r for r in glance if r[0] == "hybrid has fewer parameters on MNIST")
+    assert params[5].startswith("holds against cnn and control")
+    fair = next(r for r in glance if r[0] == "hybrid more accurate than classical on MNIST" and r[1] == "fair")
+    assert fair[4] == "no data" and "not checked against the control" in fair[5]  # no control run under fair
+    record = _claim(report, "params_mnist")  # claims.csv: n, epochs, metric and run ids of both comparisons
+    assert (record["paper_cnn_n"], record["paper_control_n"], record["paper_epochs"]) == (5, 5, "2")
+    assert record["paper_metric"] == "params_total" and len(record["paper_control_run_ids"].split()) == 10
+    claims_csv = (out / "claims.csv").read_text().splitlines()[0].split(",")
+    assert {"paper_cnn_n", "paper_control_run_ids", "fair_epochs", "fair_metric"} <= set(claims_csv)
+
+
+def test_verdicts_at_a_glance_come_first_and_provenance_last(built_report):
+    _, out, _ = built_report
+    md = (out / "report.md").read_text()
+    first_table = _md_tables(md)[0]
+    assert first_table[0] == ["claim", "protocol", "published", "ours: hybrid - cnn", "ours: hybrid - control",
+                              "verdict"]
+    order = ["## Verdicts at a glance", "## Figures", "## Claims in detail", "## Results in the paper's shape",
+             "## Provenance and commands", "## Sources"]
+    assert [md.index(h) for h in order] == sorted(md.index(h) for h in order)
+    assert md.index("Shorter than the published budget") < md.index("## Verdicts at a glance")
+    # claims without data: not a row each, but named in one line under the glance table
+    assert not any(r[3] == r[4] == "no data" for r in first_table[1:])
+    line = next(x for x in md.splitlines() if x.startswith("Not measured here: no data for"))
+    assert "hybrid more accurate than classical on CIFAR-100" in line and "on STL-10" in line
+    # the growth proxy: labelled, and says which dataset it lacks
+    proxy = next(r for r in first_table if r[0].startswith("PROXY:"))
+    assert proxy[1] == "fair" and "only digits, MNIST available; missing Fashion-MNIST" in proxy[3]
+    assert _md_tables(md)[1][0][0] == "claim"  # the detailed claims table is next; runs and commands come later
+    assert md.index("Main jobs behind these runs") > md.index("## Further metrics")
+
+
+def test_budget_banner_and_marks(built_report):
+    """Every run here ran 2 epochs: the banner says so at the top and each affected verdict is marked."""
+    _, out, _ = built_report
+    md = (out / "report.md").read_text()
+    top = md.split("## Verdicts at a glance")[0]
+    assert "MNIST / paper: 15 of 15 runs ran 2 of the published 50 epochs" in top
+    glance = _glance(md)
+    assert all(r[5].endswith("[ran 2 of the published 50 epochs]") for r in glance[1:])
+
+
+def test_tables_show_per_seed_values(built_report):
+    _, out, _ = built_report
+    tables = _md_tables((out / "report.md").read_text())
+    results = next(t for t in tables if t[0][:2] == ["arm", "seeds"] and "published PGD eps 0.1 (%)" in t[0])
+    per_seed = next(r for r in results if r[0] == "hybrid, per seed")
+    assert per_seed[results[0].index("best val acc (%)")] == "99.0 / 99.2 / 99.1 / 99.3 / 98.9"
+    claims = next(t for t in tables if t[0][:2] == ["claim", "published"])
+    acc = next(r for r in claims if r[0] == "hybrid more accurate than classical on MNIST")
+    assert acc[claims[0].index("paper: hybrid - cnn")].endswith("per seed (0, 1, 2, 3, 4): +1.0 / +0.9 / +1.2 / +1.1 / +0.8")
+
+
+def test_runs_csv_alone_recomputes_the_report(built_report):
+    """A reader without MLflow: the mean test accuracy and a claim's paired mean from runs.csv alone."""
+    report, out, fixture = built_report
+    runs = pd.read_csv(out / "runs.csv", dtype={"left_out": str})
+    assert len(runs) == 15 + 6 + 3 and fixture["failed"] in set(runs.run_id)  # every child run, failed one too
+    assert "synthetic failure" in runs.set_index("run_id").loc[fixture["failed"], "left_out"]
+    used = runs[runs.left_out.isna()]
+    hybrid = used[(used.dataset == "mnist") & (used.protocol == "paper") & (used.arm == "hybrid")]
+    tables = _md_tables((out / "report.md").read_text())
+    results = next(t for t in tables if t[0][:2] == ["arm", "seeds"] and "published PGD eps 0.1 (%)" in t[0])
+    cell = next(r for r in results if r[0] == "hybrid")[results[0].index("test acc (%)")]
+    assert cell.startswith(f"{100 * hybrid.test_acc.mean():.2f} ± ")
+    paper = used[(used.dataset == "mnist") & (used.protocol == "paper")]
+    wide = paper.pivot(index="seed", columns="arm", values="best_val_acc")
+    assert _claim(report, "accuracy_mnist")["paper_cnn_mean"] == pytest.approx(100 * (wide.hybrid - wide.cnn).mean())
+    assert set(runs.epochs_run.dropna()) == {2}
+    history = pd.read_csv(out / "history.csv")
+    assert len(history) == 2 * (15 + 6) and {"run_id", "epoch", "val_acc", "train_loss", "contended"} <= set(history.columns)
+    # the published memory measure is the epoch mean, recomputable from history.csv
+    run_id = hybrid.run_id.iloc[0]
+    assert history[history.run_id == run_id].paper_memory_gb.mean() == pytest.approx(4.2)
+
+
+def test_no_absolute_path_in_the_report(built_report):
+    _, out, fixture = built_report
+    tmp = str(fixture["tmp"])
+    for name in ("report.md", "report.html", "claims.csv", "runs.csv", "history.csv"):
+        assert tmp not in (out / name).read_text(), name
+    md = (out / "report.md").read_text()
+    assert "sqlite:///../mlflow.db (relative to this report's folder)" in md
+    assert "--out . " in md or "--out .`" in md
+
+
+# ----------------------------------------------------------------------------------------- timing, speed, related
+SPEED_CNN = [6.0, 6.1, 5.9, 6.2, 6.05]  # seconds per uncontended epoch; hybrid takes 1.0 s
+SPEED_CONTROL = [3.0, 3.1, 2.9, 3.05, 3.0]
+TIMING_TEST_ACC = {"hybrid": [0.99, 1.0, 1.0, 0.97, 1.0], "cnn": [0.90] * 5, "control": [0.95, 0.96, 0.95, 0.94, 0.95]}
+FASHION_TEST_ACC = {"hybrid": [0.80, 0.82, 0.81, 0.83, 0.79], "cnn": [0.78, 0.79, 0.80, 0.80, 0.77],
+                    "control": [0.80, 0.80, 0.82, 0.81, 0.80]}
+
+
+def _timing_epochs(arm: str, seed: int) -> dict[int, dict]:
+    """hybrid: epochs 2-3 contended (0.5 cores of 2 threads, 100 s); cnn seed 0: epoch 2 contended by the run
+    tag's 2 threads (no per-epoch thread count); control: 0.9 cores of 1 thread per epoch (tag says 2): fine."""
+    if arm == "hybrid":
+        return {1: {"epoch_time_s": 1.0, "cpu_util_cores": 1.9, "torch_threads": 2},
+                **{e: {"epoch_time_s": 100.0, "cpu_util_cores": 0.5, "torch_threads": 2} for e in (2, 3)}}
+    if arm == "cnn":
+        out = {e: {"epoch_time_s": SPEED_CNN[seed], "cpu_util_cores": 1.9} for e in (1, 2, 3)}
+        if seed == 0:
+            out[2] = {"epoch_time_s": 50.0, "cpu_util_cores": 1.0}
+        return out
+    return {e: {"epoch_time_s": SPEED_CONTROL[seed], "cpu_util_cores": 0.9, "torch_threads": 1} for e in (1, 2, 3)}
+
+
+def _write_fashion_runs_csv(folder) -> None:
+    """A report folder of Fashion-MNIST runs (as another report's runs.csv), one left-out and one failed row."""
+    folder.mkdir()
+    rows = [{"run_id": f"f-{arm}-{seed}", "arm": arm, "seed": seed, "dataset": "fashion_mnist", "protocol": "fair",
+             "status": "FINISHED", "left_out": "", "epochs_run": 50, "short_of_budget": False, "test_acc": acc}
+            for arm, accs in FASHION_TEST_ACC.items() for seed, acc in enumerate(accs)]
+    rows.append({**rows[0], "run_id": "f-old", "left_out": "superseded by a later run", "test_acc": 0.1})
+    rows.append({**rows[0], "run_id": "f-failed", "status": "FAILED", "test_acc": 0.1})
+    pd.DataFrame(rows).to_csv(folder / "runs.csv", index=False)
+
+
+@pytest.fixture(scope="module")
+def timing_reports(built_report, tmp_path_factory):
+    """digits/fair, 5 seeds x 3 arms with per-epoch timings, some epochs contended; reported alone and with the
+    runs.csv of the main report (MNIST) and of a Fashion-MNIST folder as --related."""
+    _, main_out, _ = built_report
+    tmp = tmp_path_factory.mktemp("timing")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.delenv("MLFLOW_RUN_ID", raising=False)
+        mp.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+        mp.chdir(tmp)
+        mlflow.set_tracking_uri(uri)
+        try:
+            mlflow.set_experiment("timing")
+            with mlflow.start_run(run_name="digits-fair", tags={names.TAG_KIND: "main"}):
+                for seed in range(5):
+                    for arm in ("hybrid", "cnn", "control"):
+                        epochs = _timing_epochs(arm, seed)
+                        final = {"test_acc": TIMING_TEST_ACC[arm][seed],
+                                 "epoch_time_s_median": float(np.median([e["epoch_time_s"] for e in epochs.values()]))}
+                        if arm == "control":  # stopped early on a validation plateau: a complete run
+                            final.update({names.METRIC_STOPPED_EARLY: 1.0, names.METRIC_EPOCHS_RUN: 3.0})
+                        _log_child(arm, "fair", "digits", seed, final, {names.TAG_TORCH_THREADS: "2"}, curves=False,
+                                   epochs=epochs, params={"epochs": "3"})
+            _write_fashion_runs_csv(tmp / "fashion")
+            alone = write_report("timing", str(tmp / "alone"), log_run=False)
+            related = write_report("timing", str(tmp / "related"), log_run=False,
+                                   related=[str(main_out), str(tmp / "fashion")])
+            yield alone, related, tmp
+        finally:
+            while mlflow.active_run() is not None:
+                mlflow.end_run()
+            mlflow.set_tracking_uri(None)
+
+
+@pytest.mark.parametrize("factor, expected", [(6.0, HOLDS), (3.0, "faster, but not 5-12x"), (0.5, DOES_NOT_HOLD)])
+def test_speed_wording(factor, expected):
+    iv = Interval(factor, factor * 0.95, factor * 1.05, 5, "t")
+    assert stats.floor_verdict(iv, 1.0, 5.0, "faster, but not 5-12x").status == expected
+
+
+def test_contended_epochs_are_left_out_of_timings(timing_reports):
+    alone, _, tmp = timing_reports
+    speed = _claim(alone, "speed_digits")
+    # the logged hybrid median (100 s, contended epochs included) would give 0.06x; without them: 6x and 3x
+    assert speed["fair_cnn_mean"] == pytest.approx(np.prod(SPEED_CNN) ** (1 / 5))
+    assert speed["fair_control_mean"] == pytest.approx(np.prod(SPEED_CONTROL) ** (1 / 5))
+    assert speed["fair_cnn_verdict"] == HOLDS and speed["fair_control_verdict"] == "faster, but not 5-12x"
+    assert speed["fair_verdict"] == "holds against cnn only"
+    md = (tmp / "alone" / "report.md").read_text()
+    row = next(r for r in _glance(md) if r[0] == "hybrid trains faster per epoch on digits")
+    assert row[5].startswith("holds against cnn only: against the Linear+tanh control: faster, but not 5-12x")
+    results = next(t for t in _md_tables(md) if t[0][:2] == ["arm", "seeds"])
+    contended = results[0].index("contended epochs (left out of timings)")
+    assert {r[0]: r[contended] for r in results[1:] if "per seed" not in r[0]} == {
+        "hybrid": "10 of 15", "cnn": "1 of 15", "control": "0 of 15"}
+    history = pd.read_csv(tmp / "alone" / "history.csv")
+    runs = pd.read_csv(tmp / "alone" / "runs.csv")
+    hybrid0 = runs[(runs.arm == "hybrid") & (runs.seed == 0)].run_id.iloc[0]
+    assert history[history.run_id == hybrid0].sort_values("epoch").contended.tolist() == [0, 1, 1]
+    assert runs[runs.arm == "hybrid"].epoch_time_s_median_uncontended.tolist() == [1.0] * 5
+
+
+def test_stopped_early_counts_as_complete_and_out_of_range_is_flagged(timing_reports):
+    _, _, tmp = timing_reports
+    md = (tmp / "alone" / "report.md").read_text()
+    assert "digits / fair: 10 of 15 runs ran 3 of the published 50 epochs" in md.split("## Verdicts at a glance")[0]
+    results = next(t for t in _md_tables(md) if t[0][:2] == ["arm", "seeds"])
+    col = results[0].index("test acc (%)")
+    cells = {r[0]: r[col] for r in results[1:]}
+    assert "[interval above 100 %" in cells["hybrid"]  # 99.20 ± 1.6: an accuracy interval past 100 %
+    assert "interval" not in cells["cnn"].split("±")[1]
+
+
+def test_growth_proxy_reads_related_report_folders(timing_reports):
+    alone, related, tmp = timing_reports
+    alone_proxy = next(r for r in _glance((tmp / "alone" / "report.md").read_text()) if r[0].startswith("PROXY:"))
+    assert "only digits available; missing MNIST, Fashion-MNIST" in alone_proxy[3]
+    proxy = _claim(related, "growth_proxy")
+    gain = {"digits": np.subtract(TIMING_TEST_ACC["hybrid"], TIMING_TEST_ACC["cnn"]),
+            "fashion": np.subtract(FASHION_TEST_ACC["hybrid"], FASHION_TEST_ACC["cnn"])}
+    assert proxy["fair_cnn_mean"] == pytest.approx(100 * (gain["fashion"].mean() - gain["digits"].mean()))
+    assert proxy["fair_cnn_n"] == 5 and "f-hybrid-0" in proxy["fair_cnn_run_ids"].split()
+    assert "f-old" not in proxy["fair_cnn_run_ids"] and "f-failed" not in proxy["fair_cnn_run_ids"]
+    md = (tmp / "related" / "report.md").read_text()
+    row = next(r for r in _glance(md) if r[0].startswith("PROXY:"))
+    assert "missing" not in row[3]  # vs cnn: digits (here), MNIST (main report), Fashion-MNIST (folder)
+    assert "only digits, Fashion-MNIST available; missing MNIST" in row[4]  # the main report has no fair control
+    assert "runs.csv of ../fashion" in md and str(tmp) not in md
+    # the related runs feed only the proxy: the digits accuracy claim is this experiment's alone
+    assert _claim(related, "accuracy_digits")["fair_cnn_run_ids"] == _claim(alone, "accuracy_digits")["fair_cnn_run_ids"]

@@ -1,16 +1,18 @@
-"""``python -m hqcbench report --experiment NAME``: MLflow runs -> report.md, report.html, claims.csv, PNG plots.
+"""``python -m hqcbench report --experiment NAME``: MLflow runs -> report.md, report.html, claims.csv,
+runs.csv, history.csv, PNG plots.
 
-Why this module is thin: loading (load.py), number formatting (formatting.py), source links
-(sources.py), tables (tables.py), provenance (provenance.py) and figures (plots.py) each live in a
-module of their own; this one only decides the document's order and wording, writes the files, logs
-them as artifacts of a report run (``names.TAG_KIND`` = report) and holds the CLI pair
-``add_arguments`` / ``handle``.
+Why this module is thin: loading (load.py), epochs (epochs.py), judging (judge.py), number formatting
+(formatting.py), source links (sources.py), tables (tables.py, claim_tables.py), exports (exports.py),
+provenance (provenance.py) and figures (plots.py) each live in a module of their own; this one only
+decides the document's order and wording, writes the files, logs them as artifacts of a report run
+(``names.TAG_KIND`` = report) and holds the CLI pair ``add_arguments`` / ``handle``.
 
-The document: provenance; the runs; how to read it; the claims table (each published claim -> ours
-under paper -> ours under fair -> verdict); per dataset x protocol the table in the paper's shape
-(mean ± 95 % t-interval over seeds; a bootstrap interval over test examples for a single run's test
-accuracy), paired comparisons hybrid - cnn and hybrid - control, the hybrid's hardware bill, further
-metrics; figures; and the sources every number links to, each run linked into the MLflow UI.
+The document reads top-down, answer first: a banner when runs are shorter than the published budget;
+the verdicts at a glance (one line per claim and protocol with data: published figure, ours vs cnn,
+ours vs control, verdict) and one line naming the claims without data; the figures; then the details
+(how to read, the claims with per-seed values, the runs, per dataset x protocol the table in the
+paper's shape, paired comparisons, the hybrid's hardware bill, further metrics); provenance and
+commands; and the sources every number links to, each run linked into the MLflow UI.
 """
 from __future__ import annotations
 
@@ -26,14 +28,19 @@ import pandas as pd
 
 from hqcbench import names
 from hqcbench.errors import UserInputError
+from hqcbench.report.claim_tables import claim_tables, no_data_line
 from hqcbench.report.claims import DATASET_LABELS, FLAWS
 from hqcbench.report.document import Anchor, Document, Link
-from hqcbench.report.load import RunSet, load_runs
+from hqcbench.report.epochs import CONTENDED_SHARE, banner
+from hqcbench.report.exports import read_related, write_exports
+from hqcbench.report.formatting import relative_path, relative_paths
+from hqcbench.report.judge import ARM_LABELS
+from hqcbench.report.load import RunSet, WithRelated, load_runs
 from hqcbench.report.plots import make_figures
 from hqcbench.report.provenance import provenance, run_commands
 from hqcbench.report.sources import Sources
 from hqcbench.report.stats import BOOTSTRAP_RESAMPLES, CONFIDENCE, MIN_SEEDS
-from hqcbench.report.tables import claim_rows, further_metrics, hardware_table, paired_table, results_table, run_rows
+from hqcbench.report.tables import further_metrics, hardware_table, paired_table, results_table, run_rows
 
 DEFAULT_UI_URL = "http://127.0.0.1:5000"  # what `mlflow ui` serves
 
@@ -44,46 +51,106 @@ class Report:
     """A written report: its document, the claims table as records (claims.csv) and every file written."""
 
     document: Document
-    claims: list[dict]  # per claim: paper_/fair_ mean, low, high, verdict
+    claims: list[dict]  # per claim and protocol: verdict, metric, epochs; per arm compared: mean, low, high, n, ...
     files: list[Path]
 
 
-def build_report(runset: RunSet, out_dir: Path, ui_url: str = DEFAULT_UI_URL, report_command: str = "",
-                 report_run_id: str | None = None, rebuild: str = "", note: str = "") -> Report:
-    """Write report.md, report.html, claims.csv and the figures of ``runset`` into ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    sources = Sources(runset, ui_url)
-    doc = Document(f"hqcbench report: {runset.experiment_name}")
-    doc.ul(provenance(runset, report_command or "python -m hqcbench report", report_run_id, rebuild, note))
-    doc.h2("Runs")
-    doc.p("Main jobs behind these runs (equivalent commands, parameters that differ from the defaults):")
-    doc.code("\n".join(run_commands(runset)) or "(parent runs not found)")
-    doc.table(["dataset", "protocol", "arms", "seeds", "epochs", "train / val / test images", "batch", "caveats"],
-              run_rows(runset), "runs")
-    if runset.excluded:
-        doc.p(f"Left out ({len(runset.excluded)}):")
-        doc.ul([[Link(rid[:8], sources.run_url(rid)), f": {why}"] for rid, why in runset.excluded])
-    doc.h2("How to read this report")
-    doc.ul([
+def _how_to_read() -> list:
+    control = ARM_LABELS["control"]
+    return [
         f"Each number is the mean over seeds ± the half-width of its {CONFIDENCE:.0%} Student-t interval "
-        "(scipy.stats.t, df = seeds - 1). With a single run, test accuracy gets a percentile bootstrap interval "
-        f"over test examples ({BOOTSTRAP_RESAMPLES:,} resamples, seeded); other single-run numbers carry no interval.",
+        "(scipy.stats.t, df = seeds - 1), with the per-seed values beside it. With a single run, test accuracy gets a "
+        f"percentile bootstrap interval over test examples ({BOOTSTRAP_RESAMPLES:,} resamples, seeded); other "
+        "single-run numbers carry no interval. An interval that leaves the metric's possible values (an accuracy "
+        "above 100 %) is flagged in its cell: with few seeds the t-interval ignores the bound.",
         "Accuracies are percent; differences of accuracies are percentage points (pp). Every number links to the "
-        "list of MLflow runs it came from (Sources, at the end), each linked into the MLflow UI.",
+        "list of MLflow runs it came from (Sources, at the end), each linked into the MLflow UI; runs.csv and "
+        "history.csv beside this report hold every run's final and per-epoch metrics.",
         "Paired comparisons use the same seeds for both arms: same seed = same split and batch order.",
-        f"A claim is a directional hypothesis on the paired per-seed differences (hybrid vs cnn): it holds when "
-        f"the whole 95 % interval lies on the claimed side, does not hold when it lies wholly on the other side, and "
-        f"is inconclusive otherwise. No verdict from fewer than {MIN_SEEDS} seeds or without data.",
+        "A claim is a directional hypothesis on the paired per-seed differences, judged against both classical "
+        f"arms: hybrid - cnn (the published baseline) and hybrid - control ({control}: the same network without "
+        "the circuit). Against each, it holds when the whole 95 % interval lies on the claimed side, does not hold "
+        "when it lies wholly on the other side, and is inconclusive otherwise; no verdict from fewer than "
+        f"{MIN_SEEDS} seeds. The claim holds only when it holds against both; otherwise the verdict says against "
+        "which arm it holds.",
+        "Speed: the claim holds only when the interval of the cnn / hybrid time ratio lies above 5x (the lower end "
+        "of the published 5-12x); above 1x but not above 5x reads 'faster, but not 5-12x'.",
+        f"Timing: an epoch in which the process got less CPU than {CONTENDED_SHARE:g} x its threads shared the "
+        "machine and is left out of every timing (seconds per epoch, speed ratios); the results tables count "
+        "such contended epochs per arm.",
         "Under the paper protocol the accuracy claims compare the published measure (best validation epoch, "
         "augmented validation split); under the fair protocol they compare test accuracy of the checkpoint "
         "selected on validation.",
         "'no data' / 'not measured here: no data': that metric was not logged for that configuration.",
-    ])
-    header, rows, records = claim_rows(runset, sources)
-    doc.h2("Claims of the published abstract")
-    doc.table(header, rows, "claims")
+    ]
+
+
+def build_report(runset: RunSet, out_dir: Path, ui_url: str = DEFAULT_UI_URL, report_command: str = "",
+                 report_run_id: str | None = None, rebuild: str = "", note: str = "",
+                 related: list[str] | None = None) -> Report:
+    """Write report.md, report.html, claims.csv, runs.csv, history.csv and the figures of ``runset`` into
+    ``out_dir``; ``related``: report folders whose runs.csv feed the growth proxy."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = str(out_dir)
+    sources = Sources(runset, ui_url)
+    related_runs = read_related(related or [])
+    related_source = WithRelated(runset, related_runs) if len(related_runs) else None
+    sources.add_external({str(r.run_id): f"{r.dataset}/{r.protocol}/{r.arm}/seed {r.seed} "
+                          f"(runs.csv of {relative_path(str(r.source), out)})" for r in related_runs.itertuples()})
+    claims = claim_tables(runset, sources, related_source, related_runs)
+    figures = make_figures(runset, out_dir)
+
+    doc = Document(f"hqcbench report: {runset.experiment_name}")
+    top = banner(runset.runs, DATASET_LABELS)
+    if top:
+        doc.p(top)
+    doc.h2("Verdicts at a glance")
+    doc.p("Each claim of the published abstract (arXiv 2509.13353) with data here, per protocol: hybrid - cnn and "
+          f"hybrid - {ARM_LABELS['control']}; a claim holds only when it holds against both. Details further down.")
+    doc.table(claims.glance_header, claims.glance_rows, "glance")
+    if claims.without_data:
+        doc.p(no_data_line(claims.without_data))
+    doc.h2("Figures")
+    for section, title in (("learning", "Learning curves"), ("robustness", "Robustness vs eps"),
+                           ("time", "Time per epoch")):
+        doc.h3(title)
+        if not figures[section]:
+            doc.p("Not measured here: no data.")
+        for name, caption in figures[section]:
+            doc.img(name, caption)
+    doc.h2("How to read this report")
+    doc.ul(_how_to_read())
+    doc.h2("Claims in detail")
+    doc.table(claims.header, claims.rows, "claims")
     doc.p("Known flaws of the published measurements (named beside each published number above):")
     doc.ul([Anchor(f"flaw-{key}", f"{short}: {full}") for key, (short, full) in FLAWS.items()])
+    doc.h2("Runs")
+    doc.table(["dataset", "protocol", "arms", "seeds", "epochs", "train / val / test images", "batch", "caveats"],
+              [[*row[:-1], relative_paths(str(row[-1]), out)] for row in run_rows(runset)], "runs")
+    if runset.excluded:
+        doc.p(f"Left out ({len(runset.excluded)}):")
+        doc.ul([[Link(rid[:8], sources.run_url(rid)), f": {relative_paths(why, out)}"] for rid, why in runset.excluded])
+    _detail_tables(doc, runset, sources)
+    doc.h2("Provenance and commands")
+    doc.ul(provenance(runset, report_command or "python -m hqcbench report", report_run_id, rebuild, note, out,
+                      related))
+    doc.p("Main jobs behind these runs (equivalent commands, parameters that differ from the defaults; paths "
+          "relative to this report's folder):")
+    doc.code("\n".join(run_commands(runset, out)) or "(parent runs not found)")
+    doc.h2("Sources")
+    doc.ul(sources.items())
+
+    files = [out_dir / name for items in figures.values() for name, _ in items]
+    md_path, html_path, claims_path = out_dir / "report.md", out_dir / "report.html", out_dir / "claims.csv"
+    md_path.write_text(doc.to_markdown())
+    html_path.write_text(doc.to_html(out_dir))
+    pd.DataFrame(claims.records).to_csv(claims_path, index=False)
+    exports = write_exports(runset, out_dir)
+    return Report(doc, claims.records, [md_path, html_path, claims_path, *exports, *files])
+
+
+def _detail_tables(doc: Document, runset: RunSet, sources: Sources) -> None:
+    """Results in the paper's shape, paired comparisons, the hardware bill and further metrics."""
     doc.h2("Results in the paper's shape")
     for dataset, protocol in runset.groups():
         doc.h3(f"{DATASET_LABELS.get(dataset, dataset)}, {protocol} protocol")
@@ -118,38 +185,22 @@ def build_report(runset: RunSet, out_dir: Path, ui_url: str = DEFAULT_UI_URL, re
         if body:
             doc.h3(f"{DATASET_LABELS.get(dataset, dataset)}, {protocol} protocol")
             doc.table(head, body, f"further-{dataset}-{protocol}")
-    figures = make_figures(runset, out_dir)
-    doc.h2("Figures")
-    for section, title in (("learning", "Learning curves"), ("robustness", "Robustness vs eps"),
-                           ("time", "Time per epoch")):
-        doc.h3(title)
-        if not figures[section]:
-            doc.p("Not measured here: no data.")
-        for name, caption in figures[section]:
-            doc.img(name, caption)
-    doc.h2("Sources")
-    doc.ul(sources.items())
-    files = [out_dir / name for items in figures.values() for name, _ in items]
-    md_path, html_path = out_dir / "report.md", out_dir / "report.html"
-    md_path.write_text(doc.to_markdown())
-    html_path.write_text(doc.to_html(out_dir))
-    pd.DataFrame(records).to_csv(out_dir / "claims.csv", index=False)
-    return Report(doc, records, [md_path, html_path, out_dir / "claims.csv", *files])
 
 
 def write_report(experiment: str, out: str = "", ui_url: str = "", log_run: bool = True,
-                 report_command: str = "", rebuild: str = "", note: str = "") -> Report:
+                 report_command: str = "", rebuild: str = "", note: str = "",
+                 related: list[str] | None = None) -> Report:
     """Load, write and (by default) log the report as artifacts of a report run."""
     runset = load_runs(experiment)
     out_dir = Path(out or os.path.join("reports", experiment))
     ui_url = ui_url or os.environ.get("HQCBENCH_MLFLOW_UI", DEFAULT_UI_URL)
     if not log_run:
-        return build_report(runset, out_dir, ui_url, report_command, None, rebuild, note)
+        return build_report(runset, out_dir, ui_url, report_command, None, rebuild, note, related)
     resumed = bool(os.environ.get("MLFLOW_RUN_ID"))  # `mlflow run . -e report`: reuse the project run
     start = {} if resumed else {"experiment_id": runset.experiment_id, "run_name": f"report-{experiment}"}
     with mlflow.start_run(**start) as run:
         mlflow.set_tags({names.TAG_KIND: "report", names.TAG_REPORT_OF: runset.experiment_name})
-        report = build_report(runset, out_dir, ui_url, report_command, run.info.run_id, rebuild, note)
+        report = build_report(runset, out_dir, ui_url, report_command, run.info.run_id, rebuild, note, related)
         for path in report.files:
             mlflow.log_artifact(str(path))
     return report
@@ -163,8 +214,9 @@ def handle(args: argparse.Namespace) -> int:
     if args.log_run not in ("true", "false"):
         raise UserInputError("log_run", f"got {args.log_run!r}", "true|false")
     command = "python -m hqcbench " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else ""
+    related = [f.strip() for f in (args.related or "").split(",") if f.strip()]
     report = write_report(args.experiment, args.out or "", args.ui_url or "", args.log_run == "true", command,
-                          args.rebuild or "", args.note or "")
+                          args.rebuild or "", args.note or "", related)
     print(f"hqcbench: report written to {report.files[0].parent} ({', '.join(p.name for p in report.files)})")
     return 0
 
@@ -178,3 +230,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log_run", default="true", help="log the report as a report run (true|false)")
     parser.add_argument("--rebuild", default="", help="command that rebuilds runs and report, named in the report")
     parser.add_argument("--note", default="", help="a line added to the provenance (e.g. how timings were taken)")
+    parser.add_argument("--related", default="", help="comma-separated report folders holding a runs.csv (e.g. "
+                        "reports/digits,reports/fashion_mnist): their runs feed only the growth proxy row")

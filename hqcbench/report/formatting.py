@@ -1,12 +1,20 @@
-"""How the report writes a number: values, intervals and claim cells as text, and URIs without passwords.
+"""How the report writes a number: values, intervals and claim cells as text, and URIs and paths as a
+reader elsewhere may see them.
 
 Why a module of its own: every table cell goes through these few functions, so the report's
 conventions (percent with two decimals, signed differences with their interval ends, "(1 run)" where
-there is no interval, "no data" where nothing was logged) are decided once and read in one place.
+there is no interval, "no data" where nothing was logged, per-seed values in seed order, a flag on an
+interval that leaves its metric's range) are decided once and read in one place. Paths: a report is
+committed and read on other machines, so no machine's absolute path is printed; a path is shown
+relative to the report folder (or as its last part when the two share nothing but the root).
 Pure functions of their arguments: no MLflow, no pandas.
 """
 from __future__ import annotations
 
+import math
+import os
+import re
+from typing import Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from hqcbench.report.stats import Interval
@@ -16,6 +24,12 @@ NO_DATA_CELL = "no data"
 DIFF_UNITS = {"pct": "pp", "sec": "s", "int": "", "mb": "MB", "cores": "cores", "gb": "GB", "pctpt": "pp", "num": ""}
 # Claim units shown with an explicit sign (differences); factors (x) and reductions (%) are not signed.
 SIGNED_CLAIM_UNITS = ("pp", "GB", "MB", "cores")
+# The values a metric of each format can take (stored units): an interval beyond them is flagged.
+RANGES: dict[str, tuple[float | None, float | None]] = {"pct": (0.0, 1.0), "sec": (0.0, None), "int": (0.0, None),
+                                                        "mb": (0.0, None), "cores": (0.0, None), "gb": (0.0, None)}
+# An absolute path inside free text: starts with "/" after a space, quote, "=", "(" or the start of the text
+# (so "http://host/x" and "a/b" are left alone).
+_ABS_PATH = re.compile(r"""(?<![^\s'"=(,])/[^\s'"`;,)]+""")
 
 
 def _scale(fmt: str) -> float:
@@ -80,3 +94,61 @@ def redact_uri(uri: str) -> str:
         netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
         return urlunsplit(parts._replace(netloc=netloc))
     return uri
+
+
+def fmt_seed_values(values: Sequence[float | None], fmt: str, signed: bool = False) -> str:
+    """Per-seed values, seed order, one decimal less than the mean: '99.0 / 99.2 / 98.9' ('-' where missing)."""
+    def one(v: float | None) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "-"
+        if fmt == "pct":
+            return f"{v * 100:{'+' if signed else ''}.1f}"
+        return fmt_value(v, fmt, signed)
+    return " / ".join(one(v) for v in values)
+
+
+def fmt_claim_values(values: Sequence[float], unit: str) -> str:
+    """A claim's per-seed quantities in its display unit: '+1.0 / +0.9' (pp), '2.1 / 1.9' (x)."""
+    sign = "+" if unit in SIGNED_CLAIM_UNITS else ""
+    return " / ".join("-" if math.isnan(v) else f"{v:{sign}.2f}" if unit == "x" else f"{v:{sign}.1f}"
+                      for v in values)
+
+
+def range_flag(iv: Interval | None, fmt: str) -> str:
+    """' [interval above 100 %]' (or below 0 ...) when the interval leaves the metric's possible values."""
+    if iv is None or not iv.has_interval or fmt not in RANGES:
+        return ""
+    low, high = RANGES[fmt]
+    unit = " %" if fmt == "pct" else ""
+    if high is not None and iv.high > high:
+        return f" [interval above {high * _scale(fmt):g}{unit}: the t-interval ignores the bound]"
+    if low is not None and iv.low < low:
+        return f" [interval below {low * _scale(fmt):g}{unit}: the t-interval ignores the bound]"
+    return ""
+
+
+def relative_path(path: str, base: str) -> str:
+    """``path`` relative to the folder ``base``; just its last part when they share only the root."""
+    absolute, start = os.path.abspath(path), os.path.abspath(base)
+    if os.path.commonpath([absolute, start]) == os.sep:
+        return ".../" + os.path.basename(absolute.rstrip(os.sep))
+    return os.path.relpath(absolute, start)
+
+
+def relative_paths(text: str, base: str) -> str:
+    """Every absolute path in ``text`` made relative to ``base`` (see :func:`relative_path`)."""
+    return _ABS_PATH.sub(lambda m: relative_path(m.group(0), base), text)
+
+
+def store_text(uri: str, base: str) -> str:
+    """A tracking URI for the report: passwords redacted; a local store (sqlite:///..., file:///..., a path)
+    shown relative to the report folder ``base``."""
+    for scheme in ("sqlite:///", "file://"):
+        if uri.startswith(scheme):
+            path = uri[len(scheme):]
+            if path.startswith("/"):
+                return f"{scheme}{relative_path(path, base)} (relative to this report's folder)"
+            return uri
+    if uri.startswith("/"):
+        return f"{relative_path(uri, base)} (relative to this report's folder)"
+    return redact_uri(uri)

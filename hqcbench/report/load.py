@@ -17,8 +17,10 @@ import pandas as pd
 from hqcbench import names
 from hqcbench.config import ARMS, DATASETS, PAPER_DATASETS, PROTOCOLS
 from hqcbench.errors import UserInputError
-from hqcbench.report.claims import DATASET_LABELS, Pairs
+from hqcbench.report.claims import DATASET_LABELS
+from hqcbench.report.epochs import annotate
 from hqcbench.report.formatting import redact_uri
+from hqcbench.report.judge import Pairs
 
 # Display orders. Arms: as declared in config (cnn, hybrid, control). Protocols: config declares
 # ("fair", "paper"); the report shows the published protocol first, so it reads the list backwards.
@@ -29,6 +31,14 @@ DATASET_ORDER: tuple[str, ...] = PAPER_DATASETS + tuple(d for d in DATASETS if d
 
 # Metrics whose per-epoch history is summarised as its mean over epochs (the published resource measures).
 EPOCH_MEAN_METRICS = ("paper_memory_gb", "paper_cpu_percent")
+# Every metric logged per epoch (step = epoch): read back as histories, written to history.csv; their
+# latest value is not a run summary (docs/metrics.md lists them).
+EPOCH_METRICS: tuple[str, ...] = (*names.PER_EPOCH_METRICS, "cuda_alloc_peak_mb", "cuda_reserved_peak_mb",
+                                  "nvml_proc_mem_peak_mb", "nvml_proc_mem_mean_mb", "nvml_dev_mem_peak_mb",
+                                  "nvml_dev_mem_mean_mb", "nvml_gpu_util_mean", "nvml_gpu_util_peak",
+                                  *EPOCH_MEAN_METRICS)
+# Why a child run is left out (children's ``left_out`` column; empty for the runs the report uses).
+LEFT_OUT = "left_out"
 # Per-example 0/1 test correctness a child run logs (jobs/run.py writes it under this artifact name).
 TEST_CORRECT_ARTIFACT = "test_correct.txt"
 # Prefix of the robustness-curve metrics (names.robust_curve_metric(attack) = prefix + attack).
@@ -45,29 +55,14 @@ class RunSet:
     parents: pd.DataFrame
     excluded: list[tuple[str, str]] = field(default_factory=list)  # (run_id, why)
     histories: dict[tuple[str, str], dict[int, float]] = field(default_factory=dict)
+    children: pd.DataFrame = field(default_factory=pd.DataFrame)  # every child run, LEFT_OUT says why not used
+    contended: dict[str, set[int] | None] = field(default_factory=dict)  # run id -> contended epochs (None: unchecked)
     _correct: dict[str, np.ndarray | None] = field(default_factory=dict)
 
-    # -- PairSource (hqcbench.report.claims) --------------------------------------------------------------------
+    # -- PairSource (hqcbench.report.judge) --------------------------------------------------------------------
     def pairs(self, dataset: str, protocol: str, metric: str, other: str = "cnn") -> tuple[Pairs | None, str]:
         """Per-seed values of ``metric`` for hybrid and ``other`` on the seeds both have, or why there are none."""
-        group = self.group(dataset, protocol)
-        label = f"{DATASET_LABELS.get(dataset, dataset)} under {protocol}"
-        if group.empty:
-            if protocol == "paper" and dataset not in PAPER_DATASETS:
-                return None, "the paper protocol exists for MNIST, CIFAR-100 and STL-10 only"
-            return None, f"no {protocol}-protocol runs on {DATASET_LABELS.get(dataset, dataset)}"
-        if metric not in group.columns or group[metric].notna().sum() == 0:
-            return None, f"{metric} was not logged for {label}"
-        sub = group[group.arm.isin(["hybrid", other])].dropna(subset=[metric])
-        wide = sub.pivot(index="seed", columns="arm", values=metric)
-        ids = sub.pivot(index="seed", columns="arm", values="run_id")
-        if "hybrid" not in wide or other not in wide:
-            return None, f"no hybrid and {other} runs with {metric} for {label}"
-        both = wide.dropna(subset=["hybrid", other]).sort_index()
-        if both.empty:
-            return None, f"no seed has both hybrid and {other} with {metric} for {label}"
-        run_ids = [rid for seed in both.index for rid in (ids.loc[seed, "hybrid"], ids.loc[seed, other])]
-        return Pairs([int(s) for s in both.index], both["hybrid"].tolist(), both[other].tolist(), run_ids), ""
+        return frame_pairs(self.runs, dataset, protocol, metric, other)
 
     def correct(self, run_id: str) -> np.ndarray | None:
         """Per-test-example correctness of a run (downloaded once, then cached)."""
@@ -94,6 +89,51 @@ class RunSet:
         """Arms present in a group: the known ones in display order, then any others alphabetically."""
         present = set(self.group(dataset, protocol).arm)
         return [a for a in ARM_ORDER if a in present] + sorted(present - set(ARM_ORDER))
+
+
+class WithRelated:
+    """A PairSource over the kept runs plus rows of other reports' runs.csv (the growth proxy's datasets).
+
+    A (dataset, protocol) the experiment itself has is never taken from a related folder."""
+
+    def __init__(self, runset: RunSet, related: pd.DataFrame):
+        self.runset = runset
+        own = set(zip(runset.runs.dataset, runset.runs.protocol))
+        keep = [(d, p) not in own for d, p in zip(related.dataset, related.protocol)] if len(related) else []
+        self.frame = pd.concat([runset.runs, related[keep]], ignore_index=True) if any(keep) else runset.runs
+
+    def pairs(self, dataset: str, protocol: str, metric: str, other: str = "cnn") -> tuple[Pairs | None, str]:
+        return frame_pairs(self.frame, dataset, protocol, metric, other)
+
+    def correct(self, run_id: str) -> np.ndarray | None:
+        return self.runset.correct(run_id) if run_id in set(self.runset.runs.run_id) else None
+
+
+def frame_pairs(frame: pd.DataFrame, dataset: str, protocol: str, metric: str,
+                other: str = "cnn") -> tuple[Pairs | None, str]:
+    """Per-seed values of ``metric`` for hybrid and ``other`` on the seeds both have in ``frame`` (one row
+    per dataset, protocol, arm, seed), or why there are none."""
+    group = frame[(frame.dataset == dataset) & (frame.protocol == protocol)]
+    label = f"{DATASET_LABELS.get(dataset, dataset)} under {protocol}"
+    if group.empty:
+        if protocol == "paper" and dataset not in PAPER_DATASETS:
+            return None, "the paper protocol exists for MNIST, CIFAR-100 and STL-10 only"
+        return None, f"no {protocol}-protocol runs on {DATASET_LABELS.get(dataset, dataset)}"
+    if metric not in group.columns or group[metric].notna().sum() == 0:
+        return None, f"{metric} was not logged for {label}"
+    if other not in set(group.arm):
+        return None, f"no {other} runs for {label}"
+    sub = group[group.arm.isin(["hybrid", other])].dropna(subset=[metric])
+    wide = sub.pivot(index="seed", columns="arm", values=metric)
+    ids = sub.pivot(index="seed", columns="arm", values="run_id")
+    if "hybrid" not in wide or other not in wide:
+        return None, f"no hybrid and {other} runs with {metric} for {label}"
+    both = wide.dropna(subset=["hybrid", other]).sort_index()
+    if both.empty:
+        return None, f"no seed has both hybrid and {other} with {metric} for {label}"
+    run_ids = [rid for seed in both.index for rid in (ids.loc[seed, "hybrid"], ids.loc[seed, other])]
+    return Pairs([int(s) for s in both.index], [float(v) for v in both["hybrid"]],
+                 [float(v) for v in both[other]], [str(r) for r in run_ids]), ""
 
 
 def dataset_rank(dataset: str) -> int:
@@ -145,7 +185,9 @@ def load_runs(experiment: str) -> RunSet:
     children["note"] = tag_col(children, names.TAG_NOTE)
     excluded = _failed(children)
     ok = children.status == "FINISHED"
-    kept = children[ok].dropna(subset=["dataset", "protocol", "arm", "seed"]).copy()
+    untagged = ok & children[["dataset", "protocol", "arm", "seed"]].isna().any(axis=1)
+    excluded += [(rid, "no dataset, protocol, arm or seed tag") for rid in children[untagged].run_id]
+    kept = children[ok & ~untagged].copy()
     kept["seed"] = kept.seed.astype(int)
     kept = kept.sort_values("start_time")
     dup = kept.duplicated(subset=["dataset", "protocol", "arm", "seed"], keep="last")
@@ -154,8 +196,12 @@ def load_runs(experiment: str) -> RunSet:
     kept = kept[~dup].copy()
     for name in [c for c in kept.columns if c.startswith("metrics.")]:
         kept[name[len("metrics."):]] = kept[name]
-    runset = RunSet(exp.experiment_id, exp.name, kept.reset_index(drop=True), parents, excluded)
+    why = dict(excluded)
+    children[LEFT_OUT] = [why.get(rid, "") for rid in children.run_id]
+    runset = RunSet(exp.experiment_id, exp.name, kept.reset_index(drop=True), parents, excluded,
+                    children=children.reset_index(drop=True))
     _load_histories(runset)
+    runset.contended = annotate(runset.runs, runset.histories)
     return runset
 
 
@@ -170,14 +216,15 @@ def _failed(children: pd.DataFrame) -> list[tuple[str, str]]:
 
 
 def _load_histories(runset: RunSet) -> None:
-    """Per-epoch curves for the plots, and the epoch means of the published resource measurements."""
+    """Every per-epoch metric (plots, contention, history.csv), the robustness curves, and the epoch means
+    of the published resource measurements. Only metrics a run logged are asked for (one query each)."""
     client = mlflow.MlflowClient()
     runs = runset.runs
-    curve_keys = [c for c in runs.columns if c.startswith(CURVE_PREFIX)]
+    keys = [k for k in (*EPOCH_METRICS, *(c for c in runs.columns if c.startswith(CURVE_PREFIX)))
+            if k in runs.columns]
     for idx, row in runs.iterrows():
-        keys = ["val_acc", "train_loss", *curve_keys, *[k for k in EPOCH_MEAN_METRICS if k in runs.columns]]
         for key in keys:
-            if key in runs.columns and pd.isna(row.get(key)):
+            if pd.isna(row.get(key)):
                 continue
             history = client.get_metric_history(row.run_id, key)
             if history:
@@ -186,4 +233,3 @@ def _load_histories(runset: RunSet) -> None:
             series = runset.histories.get((row.run_id, key))
             if series:
                 runs.loc[idx, key] = float(np.mean(list(series.values())))
-

@@ -3,7 +3,8 @@ the tracking store, the machine and the library versions the runs recorded.
 
 Why a module of its own: a report is only worth reading if it can be rebuilt, so the facts needed to
 rebuild it are gathered in one place, from the runs' own tags and params (never from the machine
-that happens to write the report, except for its git commit).
+that happens to write the report, except for its git commit). Every path is printed relative to the
+report folder (formatting.relative_paths): a committed report names no machine's absolute path.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import mlflow
 from hqcbench import names
 from hqcbench.config import FIELD_DEFAULTS
 from hqcbench.report.document import Inline
-from hqcbench.report.formatting import redact_uri
+from hqcbench.report.formatting import relative_path, relative_paths, store_text
 from hqcbench.report.load import RunSet, col
 
 VERSION_COLUMN_PREFIX = f"tags.{names.VERSION_TAG_PREFIX}"
@@ -39,8 +40,9 @@ def git_commit() -> str:
     return head + ("-dirty" if dirty else "")
 
 
-def run_commands(runset: RunSet) -> list[str]:
-    """Equivalent commands of the main jobs behind the runs (non-default parameters only)."""
+def run_commands(runset: RunSet, out_dir: str = ".") -> list[str]:
+    """Equivalent commands of the main jobs behind the runs (non-default parameters only; paths relative
+    to the report folder ``out_dir``)."""
     parent_ids = set(col(runset.runs, "tags.mlflow.parentRunId").dropna())
     parents = runset.parents[runset.parents.run_id.isin(parent_ids)] if len(runset.parents) else runset.parents
     commands = []
@@ -52,7 +54,8 @@ def run_commands(runset: RunSet) -> list[str]:
                 args.append(f"--{name} {shlex.quote(value)}")
         prefix = f"MLFLOW_EXPERIMENT_NAME={shlex.quote(runset.experiment_name)} "
         via = " (launched via `mlflow run`)" if isinstance(row.get("tags.mlflow.project.entryPoint"), str) else ""
-        commands.append(f"{prefix}python -m hqcbench run {' '.join(args)}".rstrip() + f"   # parent run {row.run_id}{via}")
+        command = relative_paths(f"{prefix}python -m hqcbench run {' '.join(args)}".rstrip(), out_dir)
+        commands.append(f"{command}   # parent run {row.run_id}{via}")
     return commands
 
 
@@ -66,22 +69,28 @@ def _unique(runset: RunSet, column: str) -> list[str]:
 
 
 def provenance(runset: RunSet, report_command: str, report_run_id: str | None, rebuild: str = "",
-               note: str = "") -> list[Inline]:
-    """The report's opening list: when, by which command and commit, from which store, machine and libraries."""
+               note: str = "", out_dir: str = ".", related: list[str] | None = None) -> list[Inline]:
+    """When, by which command and commit, from which store (and related report folders), machine and
+    libraries; paths relative to the report folder ``out_dir``."""
     versions = sorted(c for c in runset.runs.columns if c.startswith(VERSION_COLUMN_PREFIX))
     version_text = ", ".join(f"{c[len(VERSION_COLUMN_PREFIX):]} {'/'.join(_unique(runset, c))}" for c in versions)
     machine = "; ".join(" / ".join(_unique(runset, f"tags.{tag}")) or "?" for tag in MACHINE_TAGS)
     python = "/".join(_unique(runset, f"tags.{names.TAG_PYTHON}")) or "?"
     items: list[Inline] = [
-        f"Report written {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by `{report_command}` "
-        f"at hqcbench commit {git_commit()}" + (f"; logged as MLflow run {report_run_id}" if report_run_id else ""),
-        f"Experiment {runset.experiment_name!r} (id {runset.experiment_id}) in {redact_uri(mlflow.get_tracking_uri())}",
+        f"Report written {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by "
+        f"`{relative_paths(report_command, out_dir)}` at hqcbench commit {git_commit()}"
+        + (f"; logged as MLflow run {report_run_id}" if report_run_id else ""),
+        f"Experiment {runset.experiment_name!r} (id {runset.experiment_id}) in "
+        f"{store_text(mlflow.get_tracking_uri(), out_dir)}",
         "Runs' source commit(s): " + (", ".join(_unique(runset, "tags.mlflow.source.git.commit")) or "not recorded"),
         f"Machine (from the runs' tags: CPU model; cores; device): {machine}",
         f"Python {python}; libraries: {version_text or 'not recorded'}",
     ]
+    if related:
+        items.append("The growth proxy also reads the runs.csv of these report folders (relative to this one): "
+                     + ", ".join(relative_path(f, out_dir) for f in related))
     if rebuild:
-        items.insert(0, f"Rebuild runs and report with: `{rebuild}`")
+        items.insert(0, f"Rebuild runs and report with: `{relative_paths(rebuild, out_dir)}`")
     if note:
-        items.append(note)
+        items.append(relative_paths(note, out_dir))
     return items

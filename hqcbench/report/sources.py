@@ -2,7 +2,8 @@
 
 Why a module of its own: traceability is the report's promise (a reader can open the exact runs
 behind any cell in the MLflow UI), and the numbering of those lists must be shared by every table,
-so one object hands out the numbers and writes the lists at the end.
+so one object hands out the numbers and writes the lists at the end. Runs read from another report's
+runs.csv (``--related``) live in another store: they are listed by name and folder, without a link.
 """
 from __future__ import annotations
 
@@ -19,6 +20,11 @@ class Sources:
     def __init__(self, runset: RunSet, ui_url: str):
         self.runset, self.ui_url = runset, ui_url.rstrip("/")
         self.ids: dict[tuple[str, ...], str] = {}
+        self.external: dict[str, str] = {}  # run id -> label, for runs of other reports (no UI link)
+
+    def add_external(self, labels: dict[str, str]) -> None:
+        """Runs from other reports' runs.csv: listed as text (they are not in this experiment)."""
+        self.external.update(labels)
 
     def ref(self, run_ids: Iterable) -> str:
         """The anchor (s1, s2, ...) of a set of runs; the same set always gets the same anchor."""
@@ -42,6 +48,10 @@ class Sources:
         for key, ref in self.ids.items():
             links: list[Inline] = []
             for k, rid in enumerate(key):
-                links += [", " if k else "", Link(f"{labels.get(rid, '')} {rid[:8]}".strip(), self.run_url(rid))]
+                links.append(", " if k else "")
+                if rid in self.external:
+                    links.append(f"{self.external[rid]} {rid}")  # whole id: it is looked up in that runs.csv
+                else:
+                    links.append(Link(f"{labels.get(rid, '')} {rid[:8]}".strip(), self.run_url(rid)))
             out.append(Anchor(ref, [f"{ref}: ", *links]))
         return out

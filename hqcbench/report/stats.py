@@ -9,7 +9,10 @@ Rules (also in docs/report.md):
 - one run: a bootstrap interval over test examples (percentile, seeded numpy generator);
 - a verdict needs at least ``MIN_SEEDS`` paired seeds and data; a directional claim *holds* when the
   whole interval lies on the claimed side of the threshold, *does not hold* when it lies wholly on
-  the other side, and is *inconclusive* otherwise.
+  the other side, and is *inconclusive* otherwise;
+- a claim with a published lower bound (5-12x faster) holds only when the whole interval lies above
+  that bound; above the neutral threshold (1x) but not above the bound it gets a partial verdict
+  ("faster, but not 5-12x"), so a modest speed-up is not read as the published one.
 """
 from __future__ import annotations
 
@@ -126,8 +129,13 @@ def welch_interval(a: Sequence[float], b: Sequence[float], confidence: float = C
 
 @dataclass(frozen=True)
 class Verdict:
-    status: str  # HOLDS | DOES_NOT_HOLD | INCONCLUSIVE | NO_VERDICT | NO_DATA
+    status: str  # HOLDS | DOES_NOT_HOLD | INCONCLUSIVE | NO_VERDICT | NO_DATA, or a joint/partial wording
     reason: str
+    summary: str = ""  # the short form for the at-a-glance table (default: the status)
+
+    @property
+    def short(self) -> str:
+        return self.summary or self.status
 
 
 def seeds_of(interval: Interval) -> int:
@@ -160,6 +168,19 @@ def directional_verdict(interval: Interval | None, direction: str, threshold: fl
     if other:
         return Verdict(DOES_NOT_HOLD, f"the whole 95 % interval is on the other side of {threshold:g}")
     return Verdict(INCONCLUSIVE, f"the 95 % interval contains {threshold:g}")
+
+
+def floor_verdict(interval: Interval | None, threshold: float, floor: float, partial: str,
+                  min_seeds: int = MIN_SEEDS, missing: str = "") -> Verdict:
+    """A 'greater' claim with a published lower bound ``floor`` (e.g. 5x of "5-12x faster"): holds when the
+    whole interval is above ``floor``; ``partial`` when it is above ``threshold`` (1x) but not above
+    ``floor``; otherwise as :func:`directional_verdict` at ``threshold``."""
+    verdict = directional_verdict(interval, "greater", threshold, min_seeds, missing)
+    if verdict.status != HOLDS:
+        return verdict
+    if interval.low > floor:
+        return Verdict(HOLDS, f"the whole 95 % interval is > {floor:g}")
+    return Verdict(partial, f"the whole 95 % interval is > {threshold:g} but not > {floor:g}")
 
 
 def equivalence_verdict(interval: Interval | None, margin: float, min_seeds: int = MIN_SEEDS,

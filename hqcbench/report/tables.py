@@ -1,10 +1,16 @@
-"""The report's tables: runs, claims, results in the paper's shape, paired comparisons, the hybrid's
-hardware bill, and every further metric.
+"""The report's tables: runs, results in the paper's shape, paired comparisons, the hybrid's hardware
+bill, and every further metric (the claims tables are in claim_tables.py).
 
 Why a module of its own: each builder turns a RunSet into (header, rows) of cells that link to their
 sources, and nothing else; the document decides where they go (build.py). Which metrics the results
 table shows is decided here too, from what the runs actually logged: the robustness columns are one
 per (attack, eps) found among the ``robust_acc_{attack}_eps_{eps}`` metrics, not a fixed eps.
+
+A mean and its interval hide the spread a reader may want to judge, so the results table has a
+"per seed" row under each arm (when an arm has more than one run) and the paired table lists each
+seed's difference; an interval that leaves the metric's possible values (an accuracy above 100 %)
+is flagged in its cell. Seconds per epoch leave out contended epochs (epochs.py); the results table
+counts them per arm.
 """
 from __future__ import annotations
 
@@ -14,12 +20,13 @@ from typing import Iterable
 
 import pandas as pd
 
-from hqcbench import names
 from hqcbench.config import ATTACKS, PAPER_BATCH_SIZE
-from hqcbench.report.claims import DATASET_LABELS, FLAWS, ClaimResult, claims_for, evaluate_claim, paired_interval
-from hqcbench.report.document import Inline, Link
-from hqcbench.report.formatting import DIFF_UNITS, NO_DATA_CELL, fmt_claim_interval, fmt_interval
-from hqcbench.report.load import CURVE_PREFIX, EPOCH_MEAN_METRICS, PROTOCOL_ORDER, RunSet, col, dataset_rank
+from hqcbench.report.claims import DATASET_LABELS, TIME_METRIC
+from hqcbench.report.document import Inline
+from hqcbench.report.epochs import EPOCHS_COLUMN, SHORT_COLUMN, budget_text, contended_cell
+from hqcbench.report.formatting import DIFF_UNITS, NO_DATA_CELL, fmt_interval, fmt_seed_values, range_flag
+from hqcbench.report.judge import paired_interval
+from hqcbench.report.load import CURVE_PREFIX, EPOCH_MEAN_METRICS, EPOCH_METRICS, RunSet, col
 from hqcbench.report.sources import Sources
 from hqcbench.report.stats import Interval, bootstrap_interval, t_interval
 
@@ -37,7 +44,7 @@ class Metric:
 HEAD_METRICS = (
     Metric("best_val_acc", "best val acc (%)", "pct"),
     Metric("test_acc", "test acc (%)", "pct"),
-    Metric("epoch_time_s_median", "s / epoch (median)", "sec"),
+    Metric(TIME_METRIC, "s / epoch (median, uncontended epochs)", "sec"),
     Metric("params_total", "parameters", "int"),
 )
 TAIL_METRICS = (
@@ -53,10 +60,11 @@ ATTACK_LABELS = {"fgsm": "FGSM", "pgd": "PGD", "square": "Square", "pgd_paper": 
 # names.robust_metric(attack, eps) read backwards: robust_acc_<attack>_eps_<eps:g>
 ROBUST_METRIC = re.compile(r"^robust_acc_(.+)_eps_([0-9.eE+-]+)$")
 SHOTS_PREFIX = "test_acc_shots_"  # names.sweep_metric(shots) = prefix + shots
-# Metrics logged per epoch: their "latest value" is not a run summary, so they are left out of the
-# further-metrics table (paper_* are summarised as their mean over epochs instead).
-PER_EPOCH = set(names.PER_EPOCH_METRICS) | {"cuda_alloc_peak_mb", "cuda_reserved_peak_mb", "nvml_proc_mem_peak_mb",
-                                            "nvml_dev_mem_peak_mb", "nvml_gpu_util_mean"}
+# Left out of the further-metrics table: metrics logged per epoch (their "latest value" is not a run
+# summary; paper_* are summarised as their mean over epochs instead), and the logged median over every
+# epoch, which the results table replaces by the median over uncontended epochs.
+PER_EPOCH = set(EPOCH_METRICS) | {"epoch_time_s_median"}
+CONTENDED_LABEL = "contended epochs (left out of timings)"
 HARDWARE_METRICS = (
     Metric("hw_circuit_executions_train", "circuit executions, training", "int"),
     Metric("hw_circuit_executions", "circuit executions, whole run", "int"),
@@ -119,7 +127,10 @@ def run_rows(runset: RunSet) -> list[list[Inline]]:
         def values(name: str) -> str:
             return "/".join(sorted({str(v) for v in col(group, name).dropna()})) or "?"
 
-        caveats = sorted({str(v) for v in group.shortened.dropna()} | {str(v) for v in group.note.dropna()})
+        short = group[group[SHORT_COLUMN].astype(bool)]
+        caveats = sorted({str(v) for v in group.shortened.dropna()} | {str(v) for v in group.note.dropna()}
+                         | ({f"{len(short)} of {len(group)} runs {budget_text(short[EPOCHS_COLUMN])}"}
+                            if len(short) else set()))
         for name in ("params.epochs", "params.train_limit", "params.n_train"):
             if len({str(v) for v in col(group, name).dropna()}) > 1:
                 caveats.append(f"mixed {name[len('params.'):]} across runs")
@@ -131,29 +142,43 @@ def run_rows(runset: RunSet) -> list[list[Inline]]:
     return rows
 
 
+def _per_seed_cell(runs: pd.DataFrame, metric: Metric) -> str:
+    values = [None if metric.name not in runs or pd.isna(v) else float(v)
+              for v in (runs[metric.name] if metric.name in runs else [None] * len(runs))]
+    return fmt_seed_values(values, metric.fmt)
+
+
 def results_table(runset: RunSet, sources: Sources, dataset: str,
                   protocol: str) -> tuple[list[Inline], list[list[Inline]], list[Metric]]:
-    """Per arm: mean ± interval of each metric with data in this group; also the metrics without data."""
+    """Per arm: mean ± interval of each metric with data in this group (a "per seed" row under it when an
+    arm has several runs), contended epochs per arm; also the metrics without data."""
     group = runset.group(dataset, protocol)
     candidates = table_metrics(runset)
     metrics = [m for m in candidates if m.name in group.columns and group[m.name].notna().any()]
     missing = [m for m in candidates if m not in metrics]
-    header: list[Inline] = ["arm", "seeds", *[m.label for m in metrics]]
+    timed = any(m.name == TIME_METRIC for m in metrics)
+    header: list[Inline] = ["arm", "seeds", *[m.label for m in metrics], *([CONTENDED_LABEL] if timed else [])]
+    arms = runset.arms(dataset, protocol)
+    several = any(len(runset.arm_runs(dataset, protocol, arm)) > 1 for arm in arms)
     rows = []
-    for arm in runset.arms(dataset, protocol):
+    for arm in arms:
         runs = runset.arm_runs(dataset, protocol, arm)
         row: list[Inline] = [arm, ", ".join(str(s) for s in runs.seed)]
         for m in metrics:
             iv = arm_interval(runset, runs, m.name)
             used = runs.dropna(subset=[m.name]).run_id if m.name in runs else []
-            row.append(sources.link(fmt_interval(iv, m.fmt), used))
+            row.append([sources.link(fmt_interval(iv, m.fmt), used), range_flag(iv, m.fmt)])
+        if timed:
+            row.append(contended_cell(runs))
         rows.append(row)
+        if several:
+            rows.append([f"{arm}, per seed", "", *[_per_seed_cell(runs, m) for m in metrics],
+                         *([""] if timed else [])])
     return header, rows, missing
-
-
 def paired_table(runset: RunSet, sources: Sources, dataset: str,
                  protocol: str) -> tuple[list[Inline], list[list[Inline]]]:
-    """hybrid - cnn and hybrid - control over the seeds both arms have, per metric with data."""
+    """hybrid - cnn and hybrid - control over the seeds both arms have, per metric with data, with each
+    seed's difference."""
     header: list[Inline] = ["metric", "hybrid - cnn", "hybrid - control"]
     rows = []
     for m in table_metrics(runset):
@@ -169,7 +194,12 @@ def paired_table(runset: RunSet, sources: Sources, dataset: str,
             text = fmt_interval(iv, m.fmt, signed=True, unit=DIFF_UNITS[m.fmt])
             if iv is not None and iv.method == "t":
                 text += f" (n={len(pairs.seeds)})"
-            cells.append(sources.link(text, pairs.run_ids))
+            cell: list[Inline] = [sources.link(text, pairs.run_ids)]
+            if len(pairs.seeds) > 1:
+                diffs = [h - c for h, c in zip(pairs.hybrid, pairs.other)]
+                cell.append(f"; per seed ({', '.join(map(str, pairs.seeds))}): "
+                            f"{fmt_seed_values(diffs, m.fmt, signed=True)}")
+            cells.append(cell)
         if any_data:
             rows.append(cells)
     return header, rows
@@ -214,41 +244,3 @@ def hardware_table(runset: RunSet, sources: Sources, dataset: str,
         rows.append([metric.label, sources.link(fmt_interval(t_interval(present[metric.name].tolist()), metric.fmt),
                                                 present.run_id)])
     return (["hybrid", "value"], rows) if rows else ([], [])
-
-
-# ---------------------------------------------------------------------------------------------- claims table
-def claim_rows(runset: RunSet, sources: Sources) -> tuple[list[Inline], list[list[Inline]], list[dict]]:
-    """Each published claim -> ours under paper -> verdict -> ours under fair -> verdict; also as records."""
-    datasets = sorted(set(runset.runs.dataset), key=dataset_rank)
-    header: list[Inline] = ["claim", "published", "known flaw of the published number", "measure (paper / fair)",
-                            "ours, paper protocol", "verdict (paper)", "ours, fair protocol", "verdict (fair)",
-                            "published magnitude in our interval (paper / fair)"]
-    rows, records = [], []
-    for claim in claims_for(datasets):
-        results = {p: evaluate_claim(claim, p, runset) for p in PROTOCOL_ORDER}
-        flaw = Link(FLAWS[claim.flaw][0], f"#flaw-{claim.flaw}") if claim.flaw else "-"
-        row: list[Inline] = [claim.claim, claim.published, flaw,
-                             f"{claim.metric_paper or '-'} / {claim.metric_fair or '-'}"]
-        for p in PROTOCOL_ORDER:
-            res = results[p]
-            row.append([sources.link(fmt_claim_interval(res.interval, claim.unit), res.run_ids), _caveat(runset, res)])
-            row.append(f"{res.verdict.status} ({res.verdict.reason})")
-        row.append(f"{results['paper'].magnitude} / {results['fair'].magnitude}")
-        rows.append(row)
-        records.append({"claim": claim.key, **{f"{p}_{k}": v for p in PROTOCOL_ORDER
-                                               for k, v in _record(results[p]).items()}})
-    return header, rows, records
-
-
-def _caveat(runset: RunSet, res: ClaimResult) -> str:
-    """' [shortened: …]' when any run behind a claim number ran fewer epochs than published."""
-    if not res.run_ids:
-        return ""
-    notes = set(runset.runs[runset.runs.run_id.isin(res.run_ids)].shortened.dropna())
-    return (" [shortened: " + "; ".join(sorted(notes)) + "]") if notes else ""
-
-
-def _record(res: ClaimResult) -> dict:
-    iv = res.interval
-    return {"mean": None if iv is None else iv.mean, "low": None if iv is None else iv.low,
-            "high": None if iv is None else iv.high, "verdict": res.verdict.status}

@@ -1,0 +1,255 @@
+"""Judging a published claim: its quantity over paired seeds against each classical arm, and one verdict.
+
+Why a module of its own: the published claims say the *circuit* helps. The CNN is the published
+baseline, but the control arm (the same network with the circuit replaced by Linear+tanh) is the one
+that isolates the circuit; so every claim is judged twice, hybrid vs cnn and hybrid vs control, and
+holds only when it holds against both. The rule that joins the two verdicts, and its wording, live
+here, apart from the claims as data (claims.py) and the interval rules (stats.py).
+
+Joining the two verdicts:
+- both the same: that verdict, "against cnn and control";
+- holds against one only: "holds against cnn only: the Linear+tanh control does as well" (or does
+  better, or too few seeds), and the mirror case;
+- neither holds: the weakest of the two (does not hold, then no verdict, then inconclusive, then a
+  partial verdict such as "faster, but not 5-12x");
+- one arm has no data (e.g. no control runs): the other's verdict, "not checked against the control".
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from hqcbench.report.claims import DATASET_LABELS, Claim
+from hqcbench.report.stats import (DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, MIN_SEEDS, NO_DATA, NO_VERDICT, Interval,
+                                   Verdict, bootstrap_interval, directional_verdict, equivalence_verdict,
+                                   floor_verdict, magnitude_inside, t_interval, welch_interval)
+
+COMPARED = ("cnn", "control")  # the classical arms every claim is judged against, published baseline first
+ARM_LABELS = {"cnn": "cnn", "control": "the Linear+tanh control"}
+# When neither comparison holds, the joint verdict is the first of these that either comparison has.
+WEAKEST_FIRST = (DOES_NOT_HOLD, NO_VERDICT, INCONCLUSIVE)
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """Per-seed values of one metric for hybrid and the arm it is compared with (same seeds only)."""
+
+    seeds: list[int]
+    hybrid: list[float]
+    other: list[float]
+    run_ids: list[str]
+
+
+class PairSource(Protocol):
+    def pairs(self, dataset: str, protocol: str, metric: str, other: str = "cnn") -> tuple[Pairs | None, str]:
+        """(pairs, '') or (None, why there is no data)."""
+
+    def correct(self, run_id: str) -> np.ndarray | None:
+        """Per-test-example 0/1 correctness of a run (test_correct.txt), if logged."""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The claim's quantity for hybrid vs one classical arm, in the claim's display unit."""
+
+    other: str
+    interval: Interval | None
+    verdict: Verdict
+    per_seed: list[float] = field(default_factory=list)  # per seed, in seed order (growth: per dataset)
+    labels: list[str] = field(default_factory=list)  # the seed (or dataset) of each per_seed value
+    run_ids: list[str] = field(default_factory=list)
+    magnitude: str = "n/a"  # is the published magnitude inside our interval (vs cnn only: the published baseline)
+    note: str = ""  # e.g. which proxy datasets are missing
+
+    @property
+    def n(self) -> int:
+        """Paired seeds behind the interval (a bootstrap over test examples is one run)."""
+        if self.interval is None:
+            return 0
+        return 1 if self.interval.method == "bootstrap" else self.interval.n
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    claim: Claim
+    protocol: str
+    metric: str | None
+    comparisons: dict[str, Comparison]  # COMPARED arm -> comparison
+    verdict: Verdict  # the joint verdict
+
+    @property
+    def run_ids(self) -> list[str]:
+        return list(dict.fromkeys(r for c in self.comparisons.values() for r in c.run_ids))
+
+    @property
+    def has_data(self) -> bool:
+        return any(c.interval is not None for c in self.comparisons.values())
+
+    @property
+    def shown(self) -> bool:
+        """Worth a line of its own: it has data, or some of the data it needs (the proxy with one dataset)."""
+        return self.has_data or any(c.note for c in self.comparisons.values())
+
+    @property
+    def interval(self) -> Interval | None:
+        """hybrid vs cnn (the published comparison)."""
+        return self.comparisons["cnn"].interval
+
+
+def paired_interval(quantity: str, pairs: Pairs, metric: str, source: PairSource | None) -> Interval | None:
+    """The claim's quantity over the paired seeds, in the metric's unit (before ``Claim.scale``).
+
+    One seed: a bootstrap over test examples where per-example results exist (test accuracy), else the
+    single value without an interval."""
+    h, c = np.asarray(pairs.hybrid, float), np.asarray(pairs.other, float)
+    if quantity == "diff":
+        if len(h) == 1 and metric == "test_acc" and source is not None:
+            a, b = source.correct(pairs.run_ids[0]), source.correct(pairs.run_ids[1])
+            if a is not None and b is not None and len(a) == len(b):
+                return bootstrap_interval(a.astype(float) - b.astype(float))
+        return t_interval(h - c)
+    if quantity == "speedup":  # geometric mean of c / h: the t-interval is taken on the log scale
+        ok = (h > 0) & (c > 0)
+        iv = t_interval(np.log(c[ok] / h[ok]))
+        return None if iv is None else iv.mapped(math.exp)
+    if quantity == "reduction":
+        ok = c != 0
+        return t_interval((c[ok] - h[ok]) / c[ok] * 100.0)
+    raise ValueError(f"unknown quantity {quantity!r}")
+
+
+def per_seed_values(quantity: str, pairs: Pairs, scale: float) -> list[float]:
+    """The quantity of each paired seed, in display units (what the interval summarises)."""
+    out = []
+    for h, c in zip(pairs.hybrid, pairs.other):
+        if quantity == "diff":
+            out.append((h - c) * scale)
+        elif quantity == "speedup":
+            out.append(c / h if h > 0 else math.nan)
+        else:  # reduction
+            out.append((c - h) / c * 100.0 if c else math.nan)
+    return out
+
+
+def _label(dataset: str) -> str:
+    return DATASET_LABELS.get(dataset, dataset)
+
+
+def _gains(claim: Claim, protocol: str, metric: str, source: PairSource,
+           other: str) -> tuple[dict[str, np.ndarray], dict[str, str], list[str]]:
+    """hybrid - other per seed on each dataset of a growth claim that has pairs; why the others have none."""
+    gains, whys, run_ids = {}, {}, []
+    for dataset in claim.datasets:
+        pairs, why = source.pairs(dataset, protocol, metric, other)
+        if pairs is None:
+            whys[dataset] = why
+            continue
+        gains[dataset] = np.asarray(pairs.hybrid, float) - np.asarray(pairs.other, float)
+        run_ids += pairs.run_ids
+    return gains, whys, run_ids
+
+
+def compare(claim: Claim, protocol: str, metric: str, source: PairSource, other: str,
+            min_seeds: int = MIN_SEEDS) -> Comparison:
+    """The claim's quantity for hybrid vs ``other`` under ``protocol``, with its own verdict."""
+    note, labels, per_seed = "", [], []
+    if claim.quantity in ("growth", "trend"):
+        gains, whys, run_ids = _gains(claim, protocol, metric, source, other)
+        if claim.quantity == "growth":
+            missing = [d for d in claim.datasets if d not in gains]
+            if missing:
+                return Comparison(other, None, Verdict(NO_DATA, whys[missing[0]]))
+            hard, easy = claim.datasets
+        else:
+            present = [d for d in claim.datasets if d in gains]
+            missing = [d for d in claim.datasets if d not in gains]
+            if not present:
+                first = whys[claim.datasets[0]]
+                return Comparison(other, None, Verdict(NO_DATA, f"no hybrid - {other} pairs on "
+                                                       f"{', '.join(map(_label, missing))} ({first})"))
+            if missing:
+                note = f"only {', '.join(map(_label, present))} available; missing {', '.join(map(_label, missing))}"
+        labels = [_label(d) for d in claim.datasets if d in gains]
+        per_seed = [float(np.mean(gains[d])) * claim.scale for d in claim.datasets if d in gains]
+        if claim.quantity == "trend":
+            if len(present) < 2:
+                return Comparison(other, None, Verdict(NO_DATA, note + " (add report folders with --related)"),
+                                  per_seed, labels, run_ids, note=note)
+            hard, easy = present[-1], present[0]
+        raw = welch_interval(gains[hard], gains[easy])
+    else:
+        pairs, why = source.pairs(claim.datasets[0], protocol, metric, other)
+        if pairs is None:
+            return Comparison(other, None, Verdict(NO_DATA, why))
+        run_ids, labels = pairs.run_ids, [str(s) for s in pairs.seeds]
+        per_seed = per_seed_values(claim.quantity, pairs, claim.scale)
+        raw = paired_interval(claim.quantity, pairs, metric, source)
+    interval = None if raw is None else raw.scaled(claim.scale)
+    if claim.direction == "equivalent":
+        verdict = equivalence_verdict(interval, claim.margin, min_seeds)
+    elif claim.floor is not None:
+        verdict = floor_verdict(interval, claim.threshold, claim.floor, claim.partial, min_seeds)
+    else:
+        verdict = directional_verdict(interval, claim.direction, claim.threshold, min_seeds)
+    magnitude = "n/a"
+    if other == "cnn" and claim.magnitude is not None:
+        magnitude = ("n/a: " + claim.magnitude_note if claim.magnitude_note
+                     else magnitude_inside(interval, *claim.magnitude))
+    return Comparison(other, interval, verdict, per_seed, labels, run_ids, magnitude, note)
+
+
+def _one_sided(claim: Claim, holds: str, rest: Verdict) -> Verdict:
+    """Holds against ``holds`` only: say what the other arm does."""
+    other = "control" if holds == "cnn" else "cnn"
+    name = ARM_LABELS[other]
+    if claim.direction == "equivalent":
+        what = f"against {name}: {rest.status}"
+    elif rest.status == DOES_NOT_HOLD:
+        what = f"{name} does better"
+    elif rest.status == INCONCLUSIVE:
+        what = f"{name} does as well"
+    elif rest.status == NO_VERDICT:
+        what = f"too few seeds against {name}"
+    else:
+        what = f"against {name}: {rest.status}"
+    status = f"holds against {holds} only"
+    return Verdict(status, f"{what}; hybrid - {other}: {rest.reason}", f"{status}: {what}")
+
+
+def join_verdicts(claim: Claim, comparisons: dict[str, Comparison]) -> Verdict:
+    """One verdict from the verdicts against cnn and against control (rules in the module docstring)."""
+    cnn, control = comparisons["cnn"].verdict, comparisons["control"].verdict
+    if cnn.status == NO_DATA and control.status == NO_DATA:
+        return cnn
+    if control.status == NO_DATA:
+        return Verdict(cnn.status, f"{cnn.reason}; not checked against the control ({control.reason})",
+                       f"{cnn.status}; not checked against the control")
+    if cnn.status == NO_DATA:
+        return Verdict(control.status, f"{control.reason}; not checked against cnn ({cnn.reason})",
+                       f"{control.status} against the control; not checked against cnn")
+    if cnn.status == control.status:
+        same = cnn.reason if cnn.reason == control.reason else f"vs cnn: {cnn.reason}; vs control: {control.reason}"
+        return Verdict(cnn.status, f"against cnn and control: {same}", f"{cnn.status} against cnn and control")
+    if cnn.status == HOLDS:
+        return _one_sided(claim, "cnn", control)
+    if control.status == HOLDS:
+        return _one_sided(claim, "control", cnn)
+    both = f"vs cnn: {cnn.status} ({cnn.reason}); vs control: {control.status} ({control.reason})"
+    summary = f"vs cnn: {cnn.status}; vs control: {control.status}"
+    for status in WEAKEST_FIRST:
+        if status in (cnn.status, control.status):
+            return Verdict(status, both, f"{status} ({summary})")
+    return Verdict(cnn.status, both, f"{cnn.status} ({summary})")  # two partial verdicts: the published baseline's
+
+
+def evaluate_claim(claim: Claim, protocol: str, source: PairSource, min_seeds: int = MIN_SEEDS) -> ClaimResult:
+    """The claim under ``protocol`` against every arm of COMPARED, and the joint verdict."""
+    metric = claim.metric_paper if protocol == "paper" else claim.metric_fair
+    if metric is None:
+        none = {other: Comparison(other, None, Verdict(NO_DATA, claim.no_protocol_why)) for other in COMPARED}
+        return ClaimResult(claim, protocol, None, none, Verdict(NO_DATA, claim.no_protocol_why))
+    comparisons = {other: compare(claim, protocol, metric, source, other, min_seeds) for other in COMPARED}
+    return ClaimResult(claim, protocol, metric, comparisons, join_verdicts(claim, comparisons))
