@@ -1,8 +1,10 @@
-"""``python -m hqcbench run | tune | report`` -- the MLproject entry points call exactly these.
+"""``python -m hqcbench run | tune | campaign | evaluate | report`` -- the MLproject entry points call these.
 
 Flags are ``--name value`` with the MLproject parameter names. Bad input exits with code 2 and one
-line naming the parameter and its allowed values. This module is the top of the package: it
-imports the jobs and the report, and nothing imports it.
+line naming the parameter and its allowed values. SIGTERM and Ctrl-C stop a job cleanly: its open
+runs end KILLED, one line says so, and the exit code is the shell's (143, 130); see
+``tracking.stopping``. This module is the top of the package: it imports the jobs and the report, and
+nothing imports it.
 """
 from __future__ import annotations
 
@@ -14,11 +16,20 @@ import sys
 import warnings
 
 from hqcbench.config import FIELD_META, TUNE_META, RunConfig, TuneConfig
+from hqcbench.data.datasets import DATA_DIR_ENV
 from hqcbench.errors import DataUnavailableError, UserInputError
+from hqcbench.jobs.campaign import run_campaign, write_campaign_report
+from hqcbench.jobs.evaluate import evaluate_experiment
 from hqcbench.jobs.run import run_main
 from hqcbench.jobs.tune import run_tune
 from hqcbench.report import build as report_build
-from hqcbench.tracking.runs import mark_failed
+from hqcbench.tracking.runs import mark_failed, mark_killed
+from hqcbench.tracking.stopping import (Stopped, end_launcher, follow_launcher, mlflow_run_launcher,
+                                       stop_on_signals)
+
+
+EVALUATE_FIELDS = ("device", "attacks", "eps", "attack_samples", "pgd_steps", "pgd_step_size", "pgd_restarts",
+                   "shots_sweep", "shot_rate_hz")
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls=RunConfig) -> None:
@@ -65,6 +76,42 @@ def _tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _flag(value: str, name: str) -> bool:
+    if value not in ("true", "false"):
+        raise UserInputError(name, f"got {value!r}", "true|false")
+    return value == "true"
+
+
+def _data_dir(value: str) -> None:
+    """--data_dir for campaign/evaluate: exported as HQCBENCH_DATA_DIR, never logged (machine-specific)."""
+    if value:
+        if not os.path.isdir(value):
+            raise UserInputError("data_dir", f"{value!r} is not a readable directory", "a readable directory")
+        os.environ[DATA_DIR_ENV] = os.path.abspath(value)
+
+
+def _campaign(args: argparse.Namespace) -> int:
+    args.spec = args.spec or args.spec_file
+    if not args.spec:
+        raise UserInputError("spec", "a campaign spec is required", "a campaign TOML file, e.g. reports/mnist/campaign.toml")
+    _data_dir(args.data_dir)
+    dry_run, report = _flag(args.dry_run, "dry_run"), _flag(args.report, "report")
+    run_campaign(args.spec, only=args.only, dry_run=dry_run, device_choice=args.device,
+                 progress=_flag(args.progress, "progress"))
+    if report and not dry_run:
+        print(f"hqcbench campaign: report written to {write_campaign_report(args.spec)}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    _data_dir(args.data_dir)
+    values = {k: v for k, v in vars(args).items() if k in EVALUATE_FIELDS and v is not None}
+    settings = RunConfig.from_strings(values).validate()
+    done = evaluate_experiment(args.experiment, settings, missing_only=_flag(args.missing_only, "missing_only"))
+    print(f"hqcbench evaluate: {done} group(s) of child runs evaluated in experiment {args.experiment!r}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m hqcbench",
                                      description="Hybrid quantum-classical vs classical image classifiers.")
@@ -76,17 +123,35 @@ def build_parser() -> argparse.ArgumentParser:
                                        "(the MLproject 'tune' entry point)")
     add_config_arguments(tune, TuneConfig)
     tune.set_defaults(handler=_tune)
+    campaign = sub.add_parser("campaign", help="run what a campaign spec asks for and its store lacks; resumable "
+                                               "(the MLproject 'campaign' entry point)")
+    campaign.add_argument("spec_file", nargs="?", metavar="SPEC",
+                          help="campaign TOML file; its folder holds the store (mlflow.db, artifacts/)")
+    campaign.add_argument("--spec", default=None, help="the same, as a flag (MLproject passes it so)")
+    campaign.add_argument("--only", default="", help="a part: space-separated key=v1,v2 terms over block, dataset, "
+                                                     "protocol, arm, seed (e.g. 'block=paper seed=0,1')")
+    campaign.add_argument("--dry_run", "--dry-run", default="false", nargs="?", const="true",
+                          help="list what is missing and its estimated time; run nothing (true|false)")
+    campaign.add_argument("--data_dir", default="", help="dataset folder (else $HQCBENCH_DATA_DIR; never logged)")
+    campaign.add_argument("--device", default="auto", help="auto|cpu|cuda")
+    campaign.add_argument("--progress", default="true", help="one progress bar over the campaign (true|false)")
+    campaign.add_argument("--report", default="false", help="then build the report from the store into the spec's "
+                                                            "folder (true|false)")
+    campaign.set_defaults(handler=_campaign)
+    evaluate = sub.add_parser("evaluate", help="add evaluations (attacks, shot sweeps) to finished child runs "
+                                               "from their logged weights, without retraining")
+    evaluate.add_argument("--experiment", required=True, help="MLflow experiment holding the child runs")
+    evaluate.add_argument("--missing_only", default="true",
+                          help="true: only runs lacking these settings' evaluation; false: every run (true|false)")
+    evaluate.add_argument("--data_dir", default="", help="dataset folder (else $HQCBENCH_DATA_DIR)")
+    for name in EVALUATE_FIELDS:
+        meta = FIELD_META[name]
+        evaluate.add_argument(f"--{name}", default=None, help=f"{meta['help']} (allowed: {meta['allowed']})")
+    evaluate.set_defaults(handler=_evaluate)
     report = sub.add_parser("report", help="MLflow runs of one experiment -> report.md, report.html, plots")
     report_build.add_arguments(report)
     report.set_defaults(handler=report_build.handle)
     return parser
-
-
-def _fail_active_run(reason: str) -> None:
-    """Mark the `mlflow run` parent run FAILED with the reason (nothing half-logged looks successful)."""
-    run_id = os.environ.get("MLFLOW_RUN_ID")
-    if run_id:
-        mark_failed(run_id, reason)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,10 +159,26 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Under `mlflow run`, the project's run; read now: MLflow removes the variable once a job resumes it.
+    project_run = os.environ.get("MLFLOW_RUN_ID")
+    launcher = mlflow_run_launcher() if project_run else None
+
+    def settle(stop: Stopped) -> None:
+        """Still inside the stopping context: a second signal cannot cut this short."""
+        if project_run:  # a stop before the job opened it, or one a plain start_run recorded as FAILED
+            mark_killed(project_run, stop.reason)
+        end_launcher(launcher)  # or `mlflow run` would turn the KILLED run FAILED once this process exits
+
     try:
-        return int(args.handler(args) or 0)
+        with stop_on_signals(on_stop=settle):
+            follow_launcher(launcher)
+            return int(args.handler(args) or 0)
     except (UserInputError, DataUnavailableError) as exc:
         message = f"hqcbench: error: {exc}"
         print(message, file=sys.stderr)
-        _fail_active_run(str(exc))
+        if project_run:  # nothing half-logged looks successful
+            mark_failed(project_run, str(exc))
         return 2
+    except Stopped as stop:
+        print(f"hqcbench: stopped by {stop.label}; open runs marked KILLED", file=sys.stderr)
+        return stop.exit_code

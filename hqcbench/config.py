@@ -60,6 +60,8 @@ class RunConfig:
     protocol: str = _param("fair", "fair (shared recipe) or paper (published recipe)", "|".join(PROTOCOLS))
     arms: str = _param("cnn,hybrid,control", "comma-separated arms", ",".join(ARMS))
     epochs: int = _param(15, "training epochs per arm", ">= 1")
+    patience: int = _param(0, "stop once validation loss has not improved for this many epochs (0: run every epoch)",
+                           ">= 0")
     batch_size: int = _param(32, "mini-batch size", ">= 1")
     lr: float = _param(3e-3, "learning rate (fair protocol; paper uses the published ones)", "> 0")
     seeds: str = _param("0", "comma-separated seeds; one child run per arm and seed", "integers >= 0, e.g. 0,1,2")
@@ -69,10 +71,11 @@ class RunConfig:
     encoding: str = _param("angle", "how features enter the circuit", "|".join(ENCODINGS))
     ansatz: str = _param("strong", "trainable circuit layers", "|".join(ANSATZES))
     engine: str = _param("fused", "circuit simulator: fused (fast) or torchquantum (reference)", "|".join(ENGINES))
-    data_dir: str = _param("", "folder with already-downloaded dataset files (empty: download to ./data)", "a readable directory")
+    data_dir: str = _param("", "folder with already-downloaded dataset files (empty: $HQCBENCH_DATA_DIR, else download to ./data)", "a readable directory")
     val_fraction: float = _param(0.2, "fraction of the training split held out for validation", "0 < v < 1")
     train_limit: int = _param(0, "use only this many training images (0: all)", ">= 0")
     device: str = _param("auto", "where to train", "|".join(DEVICES))
+    threads: int = _param(0, "torch intra-op threads (0: torch's default); logged per epoch", ">= 0")
     attacks: str = _param("fgsm,pgd", "adversarial attacks run after training (none: skip)", ",".join(ATTACKS) + " or none")
     eps: str = _param("0.1", "L-inf attack budgets in pixel units", "comma-separated floats in (0, 1]")
     attack_samples: str = _param("1000", "test images attacked (fixed subset, same for all arms and seeds)", "integer >= 1 or all")
@@ -140,6 +143,7 @@ class RunConfig:
         require(bool(arms) and all(a in ARMS for a in arms), "arms", f"bad arms {self.arms!r}")
         require(len(set(arms)) == len(arms), "arms", f"repeated arm in {self.arms!r}")
         require(isinstance(self.epochs, int) and self.epochs >= 1, "epochs", f"got {self.epochs}")
+        require(isinstance(self.patience, int) and self.patience >= 0, "patience", f"got {self.patience}")
         require(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size", f"got {self.batch_size}")
         require(self.lr > 0, "lr", f"got {self.lr}")
         try:
@@ -160,6 +164,7 @@ class RunConfig:
         require(0.0 < self.val_fraction < 1.0, "val_fraction", f"got {self.val_fraction}")
         require(self.train_limit >= 0, "train_limit", f"got {self.train_limit}")
         require(self.device in DEVICES, "device", f"unknown device {self.device!r}")
+        require(isinstance(self.threads, int) and self.threads >= 0, "threads", f"got {self.threads}")
         require(all(a in ATTACKS for a in self.attack_list), "attacks", f"bad attacks {self.attacks!r}")
         try:
             eps = self.eps_list

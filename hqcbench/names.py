@@ -45,6 +45,8 @@ TAG_CUDA_RUNTIME = "hqcbench.cuda_runtime"
 TAG_NVML = "hqcbench.nvml"
 TAG_NVML_PROC = "hqcbench.nvml_proc_mem"
 TAG_RSS_METHOD = "hqcbench.rss_peak_method"
+MLFLOW_SOURCE_NAME = "mlflow.source.name"  # MLflow's own tag: by default the absolute path of the script
+SOURCE_COMMAND = "python -m hqcbench"  # what committed stores record there instead
 VERSION_TAG_PREFIX = "version."  # + distribution name, e.g. version.torch
 
 # ----------------------------------------------------------------------------- tuning

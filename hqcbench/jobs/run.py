@@ -2,41 +2,28 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from typing import Callable
 
 import mlflow
-import mlflow.pytorch
 import pandas as pd
 import torch
 
 from hqcbench import names
 from hqcbench.config import RunConfig
-from hqcbench.data.datasets import Splits, load_splits, to_float
+from hqcbench.data.datasets import Splits, to_float
 from hqcbench.errors import UserInputError
-from hqcbench.evaluation import hardware_cost, robustness, shots_sweep
+from hqcbench.evaluation import hardware_cost
 from hqcbench.evaluation.paper_attack import make_epoch_hook
+from hqcbench.jobs.checkpoints import log_weights
+from hqcbench.jobs.evaluate import TrainedArm, evaluate_group, splits_for
 from hqcbench.resources import ResourceMonitor, hardware_tags, run_summary
 from hqcbench.models.arms import build_model, count_parameters
-from hqcbench.models.blocks import Classifier
 from hqcbench.models.quantum import configure_readout
 from hqcbench.tracking import figures as plots
 from hqcbench.tracking import runs as tracking
 from hqcbench.training import seeding
 from hqcbench.training.loop import evaluate, fit
-from hqcbench.training.recipes import effective_batch_size, effective_val_fraction, make_recipe, protocol_tags
-
-# Pinned requirements for logged models: letting MLflow infer them costs ~6 s per model.
-MODEL_PIP_REQUIREMENTS = ["torch==2.14.1", "torchquantum==0.1.8", "mlflow==3.17.2"]
-
-
-@dataclass
-class TrainedArm:
-    arm: str
-    seed: int
-    run_id: str
-    model: Classifier
-    metrics: dict[str, float] = field(default_factory=dict)
-
+from hqcbench.training.recipes import effective_batch_size, make_recipe, protocol_tags
 
 def resolve_device(choice: str) -> torch.device:
     if choice == "cuda":
@@ -54,8 +41,15 @@ def machine_tags(device: torch.device) -> dict[str, str]:
 
 
 def train_arm(arm: str, seed: int, splits: Splits, cfg: RunConfig, device: torch.device,
-              monitor: ResourceMonitor, epoch_hook=None, progress: bool = True) -> TrainedArm:
-    """Train one arm in the active child run and log everything the design names."""
+              monitor: ResourceMonitor, epoch_hook=None, progress: bool = True,
+              on_epoch: Callable[[int], None] | None = None) -> TrainedArm:
+    """Train one arm in the active child run and log everything the design names.
+
+    ``epoch_hook(epoch, model)`` adds per-epoch evaluations (the paper attack; default: the one the
+    config asks for); ``on_epoch(epoch)`` is told each finished epoch (campaigns: heartbeat, progress).
+    """
+    if epoch_hook is None:
+        epoch_hook = _epoch_hook(cfg, splits, device)
     seeding.seed_model_init(seed)
     model = build_model(arm, splits.spec, cfg).to(device)
     configure_readout(model, cfg.eval_shots, cfg.train_shot_count, seed)  # None, None: exact <Z>
@@ -66,22 +60,24 @@ def train_arm(arm: str, seed: int, splits: Splits, cfg: RunConfig, device: torch
     recipe = make_recipe(cfg.protocol, arm, model, cfg.lr, cfg.epochs, steps, cfg.dataset, splits.spec.mean)
     mlflow.set_tag(names.TAG_RECIPE, recipe.description)
 
-    def on_epoch(epoch: int, metrics: dict[str, float], model_now) -> None:
+    def log_epoch(epoch: int, metrics: dict[str, float], model_now) -> None:
         mlflow.log_metrics(metrics, step=epoch)
-        if epoch_hook is not None:
-            epoch_hook(epoch, model_now).log()
+        epoch_hook(epoch, model_now).log()
+        if on_epoch is not None:
+            on_epoch(epoch)
 
     result = fit(model, splits.train, splits.val, recipe, cfg.epochs, batch_size, device, seed, monitor,
-                 on_epoch=on_epoch, progress=progress, desc=f"{arm} seed {seed}")
+                 on_epoch=log_epoch, progress=progress, desc=f"{arm} seed {seed}", patience=cfg.patience)
     with monitor.window("eval") as test_res:
         test = evaluate(model, splits.test, batch_size, device)
     history = result.history
     final = {"best_val_acc": result.best_val_acc, "best_epoch": result.best_epoch,
              "test_acc": test.acc, "test_loss": test.loss, "test_eval_time_s": test_res["wall_s"],
+             names.METRIC_EPOCHS_RUN: result.epochs_run, names.METRIC_STOPPED_EARLY: float(result.stopped_early),
              **run_summary(history)}  # epoch_time_s_median, cpu_util_cores_mean, rss_peak_mb_max, cuda_*/nvml_* peaks
     mlflow.log_metrics(final)
     mlflow.set_tags(monitor.tags())  # why NVML metrics are absent, how the RSS peak was taken
-    mlflow.log_text("\n".join(str(int(c)) for c in test.correct.tolist()), "test_correct.txt")
+    mlflow.log_text("\n".join(str(int(c)) for c in test.correct.tolist()), names.TEST_CORRECT_ARTIFACT)
     fig = plots.learning_curves(history, f"{cfg.dataset} / {arm} / seed {seed} ({cfg.protocol})")
     mlflow.log_figure(fig, "learning_curves.png")
     plots.close(fig)
@@ -89,11 +85,7 @@ def train_arm(arm: str, seed: int, splits: Splits, cfg: RunConfig, device: torch
                                  f"{arm} seed {seed}: test acc {test.acc:.3f}")
     mlflow.log_figure(fig, "confusion_matrix.png")
     plots.close(fig)
-    example = splits.test.images[:2]
-    mlflow.pytorch.log_model(model.cpu(), name="model", serialization_format="pickle",
-                             pip_requirements=MODEL_PIP_REQUIREMENTS,
-                             input_example=to_float(example).numpy())
-    model.to(device)
+    log_weights(model, cfg, arm, seed, to_float(splits.test.images[:2]).numpy())
     metrics = {**counts, **final}
     return TrainedArm(arm, seed, mlflow.active_run().info.run_id, model, metrics)
 
@@ -114,24 +106,23 @@ def comparison_table(trained: list[TrainedArm]) -> pd.DataFrame:
 def run_main(cfg: RunConfig, progress: bool = True) -> list[TrainedArm]:
     """Validate, then train every arm for every seed under one parent run (``progress``: tqdm bars)."""
     cfg.validate()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     t_start = time.perf_counter()
     params = cfg.to_dict()
     run_name = f"{cfg.dataset}-{cfg.protocol}"
     trained: list[TrainedArm] = []
-    with tracking.parent_run(params, run_name) as parent:
-        try:
-            mlflow.set_tags({**machine_tags(device), names.TAG_DATASET: cfg.dataset,
-                             names.TAG_PROTOCOL: cfg.protocol, **protocol_tags(cfg)})
-            mlflow.log_text(cfg.to_json(), "config.json")
-            trained = train_arms(cfg, device, progress=progress)
-            table = comparison_table(trained)
-            mlflow.log_text(table.to_csv(index=False), "comparison.csv")
-            mlflow.log_text(table.to_markdown(index=False, floatfmt=".4f"), "comparison.md")
-            mlflow.log_metric("wall_time_s", time.perf_counter() - t_start)
-        except BaseException as exc:
-            tracking.mark_failed(parent.info.run_id, f"{type(exc).__name__}: {exc}")
-            raise
+    # parent_run ends the parent itself: FAILED with hqcbench.error on an exception, KILLED on a stop
+    with tracking.parent_run(params, run_name):
+        mlflow.set_tags({**machine_tags(device), names.TAG_DATASET: cfg.dataset,
+                         names.TAG_PROTOCOL: cfg.protocol, **protocol_tags(cfg)})
+        mlflow.log_text(cfg.to_json(), "config.json")
+        trained = train_arms(cfg, device, progress=progress)
+        table = comparison_table(trained)
+        mlflow.log_text(table.to_csv(index=False), "comparison.csv")
+        mlflow.log_text(table.to_markdown(index=False, floatfmt=".4f"), "comparison.md")
+        mlflow.log_metric("wall_time_s", time.perf_counter() - t_start)
     return trained
 
 
@@ -148,23 +139,21 @@ def train_arms(cfg: RunConfig, device: torch.device,
     system = machine_tags(device)  # versions, CPU, GPU: read once, tagged on every child
     with ResourceMonitor(device, paper_metrics=(cfg.protocol == "paper")) as monitor:
         for seed in cfg.seed_list:
-            splits = load_splits(cfg.dataset, cfg.data_dir or None, seed, effective_val_fraction(cfg),
-                                 cfg.train_limit,
-                                 test_as_val=(cfg.protocol == "paper" and cfg.dataset == "stl10"), cache=cache)
+            splits = splits_for(cfg, seed, cache)
             if splits.note:
                 mlflow.set_tag(names.TAG_NOTE, splits.note)
             seed_arms = []
             for arm in cfg.arm_list:
                 arm_cfg = (arm_configs or {}).get(arm, cfg)
-                with mlflow.start_run(run_name=names.child_run_name(arm, seed), nested=True,
-                                      tags={**names.child_tags(arm, cfg.protocol, cfg.dataset, seed),
-                                            **protocol_tags(cfg), **system}):
+                with tracking.open_run(run_name=names.child_run_name(arm, seed), nested=True,
+                                       tags={**names.child_tags(arm, cfg.protocol, cfg.dataset, seed),
+                                             **protocol_tags(cfg), **system}):
                     mlflow.log_params({k: str(v) for k, v in arm_cfg.to_dict().items()})
                     mlflow.log_params({"n_train": len(splits.train), "n_val": len(splits.val),
                                        "n_test": len(splits.test)})
                     seed_arms.append(train_arm(arm, seed, splits, arm_cfg, device, monitor,
-                                               epoch_hook=_epoch_hook(arm_cfg, splits, device), progress=progress))
-            _post_training(seed_arms, splits, cfg, device)
+                                               progress=progress))
+            evaluate_group(seed_arms, splits, cfg, device)
             trained.extend(seed_arms)
     return trained
 
@@ -173,19 +162,3 @@ def _epoch_hook(cfg: RunConfig, splits: Splits, device: torch.device):
     """Per-epoch extras (the paper attack every 5 epochs under the paper protocol)."""
     # the circuit queries of these attacks are counted for the hardware cost estimate
     return hardware_cost.counting_epoch_hook(make_epoch_hook(cfg, splits, device))
-
-
-def _post_training(seed_arms: list[TrainedArm], splits: Splits, cfg: RunConfig, device: torch.device) -> None:
-    """Attacks, finite-shot readout and hardware cost, logged back into each arm's child run."""
-    with hardware_cost.count_queries(item.model for item in seed_arms):  # attack circuit queries
-        findings = robustness.run_all(seed_arms, splits, cfg, device)
-    for extra in (shots_sweep.run_all(seed_arms, splits, cfg, device),
-                  hardware_cost.run_all(seed_arms, splits, cfg, device)):
-        for arm, result in extra.items():
-            findings[arm] = findings[arm].merge(result) if arm in findings else result
-    for item in seed_arms:
-        with mlflow.start_run(run_id=item.run_id, nested=True):
-            result = findings.get(item.arm)
-            if result is not None:
-                result.log()
-                item.metrics.update(result.metrics)

@@ -40,6 +40,7 @@ from hqcbench import names
 from hqcbench.config import RunConfig, TuneConfig
 from hqcbench.data.datasets import Splits, load_splits
 from hqcbench.jobs import run as runner
+from hqcbench.jobs.evaluate import TrainedArm
 from hqcbench.jobs.tune_space import make_pruner, make_sampler, suggest
 from hqcbench.jobs.tune_storage import (StorageLock, check_storage, count_trials, fail_stale, open_storage,
                                         open_studies, worker_id)
@@ -81,7 +82,7 @@ class Objective:
         if retried is not None:
             tags[names.TAG_RETRY_OF_TRIAL] = str(retried)
         pruned: optuna.TrialPruned | None = None
-        with mlflow.start_run(run_name=f"{self.arm}-trial{trial.number}", nested=True, tags=tags) as run:
+        with tracking.open_run(run_name=f"{self.arm}-trial{trial.number}", nested=True, tags=tags) as run:
             trial.set_user_attr("mlflow_run_id", run.info.run_id)
             trial.set_user_attr("worker", worker_id())
             mlflow.log_params({k: str(v) for k, v in cfg.to_dict().items()})
@@ -89,10 +90,9 @@ class Objective:
                 value = self._train(trial, cfg, seed)
             except optuna.TrialPruned as exc:
                 pruned = exc
-            except Exception as exc:
-                mlflow.set_tags({names.TAG_TRIAL_STATE: "failed",
-                                 names.TAG_ERROR: f"{type(exc).__name__}: {exc}"[:5000]})
-                raise  # MLflow ends the run FAILED, Optuna records FAIL
+            except Exception:
+                mlflow.set_tag(names.TAG_TRIAL_STATE, "failed")
+                raise  # open_run ends the run FAILED with hqcbench.error, Optuna records FAIL
             finally:
                 mlflow.set_tags(self.monitor.tags())  # why NVML metrics are absent, how the RSS peak was taken
             mlflow.set_tag(names.TAG_TRIAL_STATE, "pruned" if pruned else "complete")
@@ -244,7 +244,7 @@ def _log_plots(arm: str, study: optuna.Study) -> None:
 class TuneResult:
     best: dict[str, dict[str, Any]]  # arm -> best trial summary
     ran_here: dict[str, list[int]]  # arm -> trial numbers this worker ran
-    retrained: list[runner.TrainedArm]  # empty when another worker retrains
+    retrained: list[TrainedArm]  # empty when another worker retrains
     retrain_note: str
     parent_run_id: str
 
@@ -261,6 +261,7 @@ def run_tune(tcfg: TuneConfig, pruner: optuna.pruners.BasePruner | None = None) 
         studies = open_studies(storage, tcfg, pruner or make_pruner())
     deadline = time.monotonic() + tcfg.timeout if tcfg.timeout else None
     params = tcfg.to_dict()
+    # parent_run ends the parent itself (FAILED with hqcbench.error, or KILLED on a stop)
     with tracking.parent_run(params, f"tune-{tcfg.dataset}-{'-'.join(tcfg.arm_list)}", kind="tune") as parent:
         try:
             system = runner.machine_tags(device)  # versions, CPU, GPU: read once, tagged on every trial
@@ -288,7 +289,7 @@ def run_tune(tcfg: TuneConfig, pruner: optuna.pruners.BasePruner | None = None) 
                                    f"{names.TAG_ERROR} tag")
             do_retrain, note = claim_retrain(studies, lock, tcfg.retrain, parent.info.run_id)
             mlflow.set_tag(names.TAG_RETRAIN, note)
-            retrained: list[runner.TrainedArm] = []
+            retrained: list[TrainedArm] = []
             if do_retrain:
                 # Optuna's param names are RunConfig's field names (see tune_space.suggest)
                 arm_configs = {arm: base.replace(**b["params"]) for arm, b in best.items()}
@@ -297,8 +298,6 @@ def run_tune(tcfg: TuneConfig, pruner: optuna.pruners.BasePruner | None = None) 
                 mlflow.log_text(table.to_csv(index=False), "comparison.csv")
                 mlflow.log_text(table.to_markdown(index=False, floatfmt=".4f"), "comparison.md")
             mlflow.log_metric("wall_time_s", time.perf_counter() - t_start)
-        except BaseException as exc:
-            lock.release()
-            tracking.mark_failed(parent.info.run_id, f"{type(exc).__name__}: {exc}")
-            raise
+        finally:
+            lock.release()  # never left held for the other workers, however this one ends
     return TuneResult(best, ran_here, retrained, note, parent.info.run_id)

@@ -27,6 +27,7 @@ import mlflow
 import pandas as pd
 
 from hqcbench import names
+from hqcbench.tracking import runs as tracking
 from hqcbench.errors import UserInputError
 from hqcbench.report.claim_tables import claim_tables, no_data_line
 from hqcbench.report.claims import DATASET_LABELS, FLAWS
@@ -198,7 +199,7 @@ def write_report(experiment: str, out: str = "", ui_url: str = "", log_run: bool
         return build_report(runset, out_dir, ui_url, report_command, None, rebuild, note, related)
     resumed = bool(os.environ.get("MLFLOW_RUN_ID"))  # `mlflow run . -e report`: reuse the project run
     start = {} if resumed else {"experiment_id": runset.experiment_id, "run_name": f"report-{experiment}"}
-    with mlflow.start_run(**start) as run:
+    with tracking.open_run(**start) as run:
         mlflow.set_tags({names.TAG_KIND: "report", names.TAG_REPORT_OF: runset.experiment_name})
         report = build_report(runset, out_dir, ui_url, report_command, run.info.run_id, rebuild, note, related)
         for path in report.files:

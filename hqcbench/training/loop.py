@@ -29,6 +29,16 @@ class FitResult:
     best_val_acc: float
     best_epoch: int
     history: list[dict[str, float]] = field(default_factory=list)
+    stopped_early: bool = False  # validation loss plateaued before the epoch budget ran out
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history)
+
+
+# A validation loss counts as improved when it falls below the best so far by more than this
+# (relative): float noise between equal-quality epochs must not reset the patience counter.
+PLATEAU_REL_TOL = 1e-4
 
 
 def batch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -115,21 +125,27 @@ EpochCallback = Callable[[int, dict[str, float], nn.Module], None]
 
 def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe, epochs: int, batch_size: int,
         device: torch.device, seed: int, monitor: ResourceMonitor | None = None,
-        on_epoch: EpochCallback | None = None, progress: bool = True, desc: str = "") -> FitResult:
+        on_epoch: EpochCallback | None = None, progress: bool = True, desc: str = "",
+        patience: int = 0) -> FitResult:
     """Train for ``epochs``; keep (and load back at the end) the weights of the best validation epoch.
 
+    ``patience`` > 0 stops early once the validation loss has not improved (``PLATEAU_REL_TOL``) for
+    that many epochs: "trained to a plateau" with ``epochs`` as the cap. Selection is unchanged (best
+    validation accuracy), and the schedule stays the one built for ``epochs``.
     ``on_epoch(epoch, metrics, model)`` receives the design's per-epoch metric names; the caller logs.
     """
     with contextlib.ExitStack() as stack:
         if monitor is None:  # a caller that measures nothing else: a monitor for this fit only
             monitor = stack.enter_context(ResourceMonitor(device))
-        return _fit(model, train, val, recipe, epochs, batch_size, device, seed, monitor, on_epoch, progress, desc)
+        return _fit(model, train, val, recipe, epochs, batch_size, device, seed, monitor, on_epoch, progress, desc,
+                    patience)
 
 
 def _fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe, epochs: int, batch_size: int,
          device: torch.device, seed: int, monitor: ResourceMonitor, on_epoch: EpochCallback | None,
-         progress: bool, desc: str) -> FitResult:
+         progress: bool, desc: str, patience: int) -> FitResult:
     best_acc, best_epoch, best_state = -1.0, 0, None
+    best_loss, since_improved, stopped_early = float("inf"), 0, False
     history: list[dict[str, float]] = []
     epoch_bar = tqdm(range(1, epochs + 1), desc=desc or "epochs", leave=False, disable=not progress)
     for epoch in epoch_bar:
@@ -143,7 +159,7 @@ def _fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe, epoch
         metrics = {"train_loss": train_loss, "train_acc": train_acc, "val_loss": val_res.loss, "val_acc": val_res.acc,
                    "epoch_time_s": train_res["wall_s"], "eval_time_s": eval_res["wall_s"],
                    "samples_per_s": len(train) / train_res["wall_s"] if train_res["wall_s"] > 0 else 0.0,
-                   "lr": recipe.optimizer.param_groups[0]["lr"]}
+                   "lr": recipe.optimizer.param_groups[0]["lr"], "torch_threads": float(torch.get_num_threads())}
         metrics.update({k: v for k, v in train_res.items() if k != "wall_s"})
         history.append(metrics)
         if val_res.acc > best_acc:
@@ -152,6 +168,13 @@ def _fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe, epoch
         epoch_bar.set_postfix(val_acc=f"{val_res.acc:.3f}", best=f"{best_acc:.3f}")
         if on_epoch is not None:
             on_epoch(epoch, metrics, model)
+        if val_res.loss < best_loss * (1.0 - PLATEAU_REL_TOL):  # cross-entropy is >= 0; inf at the start
+            best_loss, since_improved = val_res.loss, 0
+        else:
+            since_improved += 1
+        if patience and since_improved >= patience and epoch < epochs:
+            stopped_early = True
+            break
     if best_state is not None:
         model.load_state_dict(best_state)
-    return FitResult(best_acc, best_epoch, history)
+    return FitResult(best_acc, best_epoch, history, stopped_early)

@@ -1,0 +1,291 @@
+"""Campaigns: run what a committed spec asks for and the store lacks; survive kills; continue later.
+
+``python -m hqcbench campaign reports/mnist/campaign.toml`` reads the spec (``jobs.campaign_spec``),
+opens the store in the spec's folder (``mlflow.db`` + ``artifacts/``, relative artifact locations so
+the folder works from any clone), and then:
+
+1. finds child runs left RUNNING whose process is gone -- same host: no such pid, or the pid now
+   belongs to a process started later; another host: no heartbeat for ``STALE_AFTER_S`` -- and
+   marks them KILLED (they are redone); a live worker's run is never touched;
+2. trains every (block, dataset, protocol, arm, seed) whose training fingerprint has no FINISHED run
+   (and no live one), one child run each, weights kept as artifacts;
+3. evaluates every group (the arms of one seed) whose runs lack the current evaluation fingerprint,
+   reloading weights where the model is not in memory.
+
+``--only`` restricts it to a part (e.g. ``seed=0,1``), so a long campaign runs in parts, each part
+committed; ``--dry-run`` lists what is missing with the time it should take, estimated from the
+store's own seconds per epoch. One progress bar covers the whole campaign.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+import psutil
+import torch
+from tqdm.auto import tqdm
+
+from hqcbench import names
+from hqcbench.jobs import store as campaign_store
+from hqcbench.jobs.campaign_spec import CampaignSpec, Training, parse_spec, select
+from hqcbench.jobs.evaluate import TrainedArm, evaluate_group, evaluate_runs, evaluation_tags, splits_for
+from hqcbench.jobs.run import machine_tags, resolve_device, train_arm
+from hqcbench.report.build import write_report
+from hqcbench.resources import ResourceMonitor
+from hqcbench.tracking import runs as tracking
+from hqcbench.training.recipes import protocol_tags
+
+log = logging.getLogger(__name__)
+
+STALE_AFTER_S = 1800  # a RUNNING run on another host whose heartbeat is older than this is dead
+FALLBACK_SAMPLES_PER_S = 4000.0  # estimate before the store holds any measured epoch (2-core CPU, MNIST)
+FALLBACK_EVAL_S = 60.0  # per arm and seed, before the store holds any measured evaluation
+
+
+@dataclass
+class Plan:
+    """What the store lacks for the selected part of a spec."""
+
+    trainings: list[Training] = field(default_factory=list)
+    evaluations: list[tuple[tuple, list[Training]]] = field(default_factory=list)  # (group, its trainings)
+    running_elsewhere: list[str] = field(default_factory=list)
+    killed: list[str] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not self.trainings and not self.evaluations
+
+
+# ---------------------------------------------------------------------------------------------- liveness
+def process_alive(tags: dict[str, Any]) -> bool | None:
+    """True/False for a run recorded on this host; None when it ran elsewhere (heartbeat decides)."""
+    if tags.get(names.TAG_HOST) != socket.gethostname():
+        return None
+    try:
+        proc = psutil.Process(int(tags.get(names.TAG_PID, "-1")))
+        started = float(tags.get(names.TAG_PID_START, "nan"))
+        return abs(proc.create_time() - started) < 1.0
+    except (psutil.Error, ValueError):
+        return False
+
+
+def is_dead(row: pd.Series, now: float) -> bool:
+    tags = {k[len("tags."):]: v for k, v in row.items() if isinstance(k, str) and k.startswith("tags.")}
+    alive = process_alive(tags)
+    if alive is not None:
+        return not alive
+    heartbeat = pd.to_numeric(tags.get(names.TAG_HEARTBEAT), errors="coerce")
+    last = heartbeat if pd.notna(heartbeat) else row["start_time"].timestamp()
+    return now - float(last) > STALE_AFTER_S
+
+
+def reap(runs: pd.DataFrame) -> list[str]:
+    """Mark RUNNING runs whose process is gone KILLED, with the reason; their ids."""
+    now = time.time()
+    killed = []
+    for _, row in runs[runs.status == "RUNNING"].iterrows():
+        if is_dead(row, now):
+            tracking.mark_killed(row.run_id, "its process is gone (found by a later campaign call)")
+            killed.append(row.run_id)
+    return killed
+
+
+# ---------------------------------------------------------------------------------------------- planning
+def plan(spec: CampaignSpec, runs: pd.DataFrame, only: str = "") -> Plan:
+    """Missing trainings and evaluations of the selected part, given the store's child runs."""
+    out = Plan()
+    chosen = select(spec.trainings, only)
+    children = runs[runs.get(f"tags.{names.TAG_KIND}", pd.Series(dtype=str)) == "child"] if len(runs) else runs
+    fp_col = f"tags.{names.TAG_FINGERPRINT}"
+    by_fp = {fp: group for fp, group in children.groupby(fp_col)} if fp_col in children else {}
+    finished: dict[str, pd.Series] = {}
+    for t in chosen:
+        rows = by_fp.get(t.fingerprint)
+        done = rows[rows.status == "FINISHED"] if rows is not None else None
+        if done is not None and len(done):
+            finished[t.fingerprint] = done.sort_values("start_time").iloc[-1]
+        elif rows is not None and (rows.status == "RUNNING").any():
+            out.running_elsewhere.append(t.label())
+        else:
+            out.trainings.append(t)
+    groups: dict[tuple, list[Training]] = {}
+    for t in chosen:
+        groups.setdefault(t.group, []).append(t)
+    for key, members in groups.items():
+        wanted = evaluation_tags(members[0].cfg)
+        stale = False
+        for t in members:
+            row = finished.get(t.fingerprint)
+            if row is None:
+                stale = True
+                continue
+            if any(row.get(f"tags.{tag}") != value for tag, value in wanted.items()):
+                stale = True
+        if stale and not any(t.label() in out.running_elsewhere for t in members):
+            out.evaluations.append((key, members))
+    return out
+
+
+def finished_run_ids(runs: pd.DataFrame, members: list[Training]) -> dict[str, str]:
+    """fingerprint -> run id of its latest FINISHED child run."""
+    out = {}
+    col = f"tags.{names.TAG_FINGERPRINT}"
+    if col not in runs:
+        return out
+    for t in members:
+        rows = runs[(runs[col] == t.fingerprint) & (runs.status == "FINISHED")]
+        if len(rows):
+            out[t.fingerprint] = rows.sort_values("start_time").iloc[-1].run_id
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- estimates
+def estimate_seconds(runs: pd.DataFrame, t: Training, n_train: int) -> tuple[float, float]:
+    """(seconds per epoch, seconds of evaluation) for ``t`` from the store's measurements."""
+    rate = campaign_store.median_metric(runs, t, "samples_per_s")
+    per_epoch = n_train / rate if rate else n_train / FALLBACK_SAMPLES_PER_S
+    evaluation = campaign_store.median_metric(runs, t, "robustness_time_s") or FALLBACK_EVAL_S
+    return per_epoch, evaluation
+
+
+def describe(plan_: Plan, runs: pd.DataFrame, sizes: dict[str, int]) -> tuple[list[str], float]:
+    """Lines for --dry-run and the estimated seconds of the missing work."""
+    lines, total = [], 0.0
+    for t in plan_.trainings:
+        per_epoch, evaluation = estimate_seconds(runs, t, sizes.get(t.cfg.dataset, 48_000))
+        seconds = per_epoch * t.cfg.epochs
+        total += seconds
+        lines.append(f"train    {t.label():48s} {t.cfg.epochs:3d} epochs  ~{seconds / 60:6.1f} min")
+    for key, members in plan_.evaluations:
+        seconds = sum(estimate_seconds(runs, t, sizes.get(t.cfg.dataset, 48_000))[1] for t in members)
+        total += seconds
+        block, dataset, protocol, seed = key
+        lines.append(f"evaluate {block}/{dataset}/{protocol}/seed{seed} ({len(members)} arms)"
+                     f"{'':12s}~{seconds / 60:6.1f} min")
+    return lines, total
+
+
+# ---------------------------------------------------------------------------------------------- execution
+def train_one(t: Training, spec: CampaignSpec, splits, device: torch.device, monitor: ResourceMonitor,
+              system: dict[str, str], on_epoch) -> TrainedArm:
+    """One training as a child run of the active campaign run."""
+    tags = {**names.child_tags(t.arm, t.cfg.protocol, t.cfg.dataset, t.seed), **protocol_tags(t.cfg), **system,
+            names.TAG_FINGERPRINT: t.fingerprint, names.TAG_TRAINING_FIELDS: json.dumps(t.fields, sort_keys=True),
+            names.TAG_CAMPAIGN: spec.name, names.TAG_BLOCK: t.block, **campaign_store.source_tags()}
+    with tracking.open_run(run_name=names.child_run_name(t.arm, t.seed), nested=True, tags=tags):
+        mlflow.log_params({k: str(v) for k, v in t.cfg.to_dict().items()})
+        mlflow.log_params({"n_train": len(splits.train), "n_val": len(splits.val), "n_test": len(splits.test)})
+        return train_arm(t.arm, t.seed, splits, t.cfg, device, monitor, progress=False, on_epoch=on_epoch)
+
+
+def run_campaign(spec_path: str, only: str = "", dry_run: bool = False, device_choice: str = "auto",
+                 progress: bool = True) -> Plan:
+    """The ``campaign`` entry point; returns the plan it found (and, unless ``dry_run``, carried out)."""
+    spec = parse_spec(spec_path)
+    store = campaign_store.open_store(spec.store, spec.name)
+    with store.inside():
+        runs = campaign_store.child_runs(store.experiment_id)
+        killed = [] if dry_run else reap(runs)
+        if killed:
+            runs = campaign_store.child_runs(store.experiment_id)
+        todo = plan(spec, runs, only)
+        todo.killed = killed
+        lines, seconds = describe(todo, runs, campaign_store.train_sizes(spec))
+        for line in lines:
+            print(line)
+        for label in todo.running_elsewhere:
+            print(f"running  {label} (a live process holds it: left alone)")
+        if todo.empty:
+            print("nothing missing")
+            return todo
+        print(f"missing: {len(todo.trainings)} trainings, {len(todo.evaluations)} evaluations, "
+              f"about {seconds / 3600:.1f} h at the store's measured speed")
+        if dry_run:
+            return todo
+        execute(spec, store, todo, runs, resolve_device(device_choice), seconds, progress, only)
+    return todo
+
+
+def execute(spec: CampaignSpec, store: campaign_store.Store, todo: Plan, runs: pd.DataFrame, device: torch.device,
+            seconds: float, progress: bool, only: str = "") -> None:
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    system = machine_tags(device)
+    sizes = campaign_store.train_sizes(spec)
+    bar = tqdm(total=max(1, int(seconds)), unit="s", desc=f"campaign {spec.name}", disable=not progress,
+               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} est. s [{elapsed}<{remaining}]")
+    cache: dict = {}
+    in_memory: dict[str, TrainedArm] = {}
+    params = {"spec": campaign_store.relative(spec.path), "threads": spec.threads, "only": only}
+    with tracking.parent_run(params, f"campaign-{spec.name}", kind="campaign",
+                             tags=campaign_store.source_tags()), \
+            ResourceMonitor(device, paper_metrics=any(t.cfg.protocol == "paper" for t in todo.trainings)) as monitor:
+        mlflow.set_tags({**system, names.TAG_CAMPAIGN: spec.name})
+        pending_groups = dict(todo.evaluations)
+        for t in todo.trainings:
+            per_epoch, _ = estimate_seconds(runs, t, sizes.get(t.cfg.dataset, 48_000))
+            splits = splits_for(t.cfg, t.seed, cache)
+            bar.set_postfix_str(t.label())
+
+            def on_epoch(epoch: int, _per_epoch: float = per_epoch) -> None:
+                mlflow.set_tag(names.TAG_HEARTBEAT, f"{time.time():.0f}")
+                bar.update(int(_per_epoch))
+
+            item = train_one(t, spec, splits, device, monitor, system, on_epoch)
+            in_memory[t.fingerprint] = item
+            group = t.group
+            if group in pending_groups and all(m.fingerprint in in_memory or m.fingerprint in
+                                               finished_run_ids(runs, [m]) for m in pending_groups[group]):
+                evaluate_pending(group, pending_groups.pop(group), runs, in_memory, device, cache, bar)
+        for group, members in list(pending_groups.items()):
+            evaluate_pending(group, members, campaign_store.child_runs(store.experiment_id), in_memory, device,
+                             cache, bar)
+    bar.close()
+
+
+def evaluate_pending(group: tuple, members: list[Training], runs: pd.DataFrame, in_memory: dict[str, TrainedArm],
+                     device: torch.device, cache: dict, bar) -> None:
+    """Evaluate one group whose trainings have all finished (in this call or an earlier one)."""
+    stored = finished_run_ids(runs, members)
+    present = [m for m in members if m.fingerprint in in_memory or m.fingerprint in stored]
+    if len(present) < len(members):
+        log.info("campaign: %s not evaluated, %d of its %d trainings are missing", group, len(members) - len(present),
+                 len(members))
+        return
+    bar.set_postfix_str(f"evaluate {'/'.join(map(str, group))}")
+    t0 = time.perf_counter()
+    settings = members[0].cfg
+    if all(m.fingerprint in in_memory for m in members):
+        items = [in_memory[m.fingerprint] for m in members]
+        cfg = settings.replace(arms=",".join(m.arm for m in members))
+        evaluate_group(items, splits_for(cfg, members[0].seed, cache), cfg, device)
+    else:
+        evaluate_runs([in_memory[m.fingerprint].run_id if m.fingerprint in in_memory else stored[m.fingerprint]
+                       for m in members], settings, device, cache)
+    bar.update(int(time.perf_counter() - t0))
+
+
+def write_campaign_report(spec_path: str) -> Path:
+    """Build the report from the campaign's store into its folder (beside the spec); return report.md.
+
+    Not logged as a run of the store (the folder holds the files), and run from inside the folder,
+    so every path the report prints is relative to it.
+    """
+    spec = parse_spec(spec_path)
+    store = campaign_store.open_store(spec.store, spec.name)
+    with store.inside():
+        related = [r for r in spec.related if (Path(r) / "runs.csv").is_file()]
+        missing = sorted(set(spec.related) - set(related))
+        if missing:
+            log.info("report: related folders without runs.csv yet (their rows stay empty): %s", ", ".join(missing))
+        command = f"python -m hqcbench campaign {campaign_store.relative(spec.path)} --report true"
+        report = write_report(spec.name, out=".", log_run=False, report_command=command,
+                              note=spec.description, related=related or None)
+        return spec.store / report.files[0].name

@@ -1,0 +1,81 @@
+"""Trained weights kept as each child run's MLflow model: a state_dict plus what rebuilds the model.
+
+Why not MLflow's pytorch flavour: its pickle format runs code on load and breaks when a class moves,
+so it does not belong in a store committed beside a report; its pt2 (torch.export) format is an
+inference graph, while a later evaluation (attacks need input gradients, finite-shot readout needs
+the layer's sampler) needs the real ``nn.Module``. Here the model is an MLflow pyfunc "model from
+code" (``jobs/pyfunc_model.py``) whose artifacts are ``state_dict.pt`` (tensors only, read with
+``torch.load(weights_only=True)``) and ``build.json`` (the resolved config from which
+``models.arms.build_model`` rebuilds the same architecture). It appears in MLflow's model list,
+loads back with ``mlflow.pyfunc.load_model`` in any process where hqcbench is installed, and
+``load_weights`` gives evaluations the ``nn.Module`` itself.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import torch
+
+from hqcbench import names
+from hqcbench.config import RunConfig
+from hqcbench.data.datasets import REGISTRY
+from hqcbench.models.arms import build_model
+from hqcbench.models.blocks import Classifier
+from hqcbench.models.quantum import configure_readout
+
+MODEL_NAME = "model"
+FORMAT = "hqcbench-state-dict-1"
+MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
+# Pinned requirements for logged models: letting MLflow infer them costs ~6 s per model.
+MODEL_PIP_REQUIREMENTS = ["torch==2.14.1", "torchquantum==0.1.8", "mlflow==3.17.2"]
+
+
+
+def log_weights(model: Classifier, cfg: RunConfig, arm: str, seed: int, example: np.ndarray) -> str:
+    """Log ``model`` as the active run's MLflow model; returns its model URI."""
+    build = {"format": FORMAT, "arm": arm, "seed": int(seed), "config": cfg.to_dict()}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, folder / "state_dict.pt")
+        (folder / "build.json").write_text(json.dumps(build, indent=2))
+        info = mlflow.pyfunc.log_model(name=MODEL_NAME, python_model=str(MODEL_CODE),
+                                       artifacts={"state_dict": str(folder / "state_dict.pt"),
+                                                  "build": str(folder / "build.json")},
+                                       pip_requirements=MODEL_PIP_REQUIREMENTS, input_example=example,
+                                       tags={names.MLFLOW_SOURCE_NAME: names.SOURCE_COMMAND})
+    return info.model_uri
+
+
+def rebuild(build_file: str | Path, state_file: str | Path) -> tuple[Classifier, dict[str, Any]]:
+    """The model described by ``build.json`` with the weights of ``state_dict.pt``, in eval mode."""
+    build = json.loads(Path(build_file).read_text())
+    if build.get("format") != FORMAT:
+        raise ValueError(f"weights in format {build.get('format')!r}, expected {FORMAT!r}")
+    known = set(RunConfig.__dataclass_fields__)
+    cfg = RunConfig(**{k: v for k, v in build["config"].items() if k in known})
+    model = build_model(build["arm"], REGISTRY[cfg.dataset], cfg)
+    model.load_state_dict(torch.load(state_file, map_location="cpu", weights_only=True))
+    configure_readout(model, cfg.eval_shots, cfg.train_shot_count, int(build["seed"]))
+    return model.eval(), build
+
+
+def model_uri(run_id: str) -> str:
+    """The URI of the model a child run logged (MLflow 3 keeps models apart from runs)."""
+    models = mlflow.search_logged_models(filter_string=f"source_run_id = '{run_id}'", output_format="list")
+    if not models:
+        raise ValueError(f"run {run_id} logged no model")
+    return f"models:/{models[-1].model_id}"
+
+
+def load_weights(run_id: str, device: torch.device | str = "cpu") -> tuple[Classifier, RunConfig, dict[str, Any]]:
+    """Rebuild a child run's model from its logged weights: (model in eval mode, its config, build info)."""
+    wrapper = mlflow.pyfunc.load_model(model_uri(run_id)).unwrap_python_model()
+    model, build = wrapper.model, wrapper.build
+    known = set(RunConfig.__dataclass_fields__)
+    cfg = RunConfig(**{k: v for k, v in build["config"].items() if k in known})
+    return model.to(device), cfg, build

@@ -1,0 +1,131 @@
+"""Evaluate trained models and log the results into their child runs: now, or later from the store.
+
+The main job calls ``evaluate_group`` right after training a seed's arms. A campaign (or a user who
+adds an attack to finished work) calls ``evaluate_runs``: it rebuilds each model from its logged
+weights (``jobs.checkpoints``) and adds the evaluation to the existing child run, so a new attack
+never requires retraining. Each evaluation kind records the fingerprint of the settings it ran
+with (tag ``hqcbench.evaluation.<kind>``), which is how a campaign knows what is missing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import mlflow
+import pandas as pd
+import torch
+
+from hqcbench import names
+from hqcbench.config import RunConfig
+from hqcbench.data.datasets import Splits, load_splits
+from hqcbench.errors import UserInputError
+from hqcbench.evaluation import hardware_cost, robustness, shots_sweep
+from hqcbench.jobs.checkpoints import load_weights
+from hqcbench.jobs.fingerprint import EVALUATION_FIELDS, evaluation_fingerprint
+from hqcbench.models.blocks import Classifier
+from hqcbench.tracking import runs as tracking
+from hqcbench.tracking.findings import Findings
+from hqcbench.training.recipes import effective_val_fraction
+
+
+@dataclass
+class TrainedArm:
+    """A trained model and the child run it belongs to."""
+
+    arm: str
+    seed: int
+    run_id: str
+    model: Classifier
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def evaluation_tags(cfg: RunConfig) -> dict[str, str]:
+    """``hqcbench.evaluation.<kind>`` -> fingerprint, for every evaluation kind ``evaluate_group`` runs."""
+    return {names.evaluation_tag(kind): evaluation_fingerprint(kind, cfg) for kind in EVALUATION_FIELDS}
+
+
+def evaluate_group(items: list[TrainedArm], splits: Splits, cfg: RunConfig, device: torch.device) -> None:
+    """Attacks (with transfer between the arms of one seed), finite-shot readout and hardware cost of
+    ``items`` (the arms of one seed), logged back into each arm's child run with the evaluation tags."""
+    with hardware_cost.count_queries(item.model for item in items):  # attack circuit queries
+        findings: dict[str, Findings] = robustness.run_all(items, splits, cfg, device)
+    for extra in (shots_sweep.run_all(items, splits, cfg, device), hardware_cost.run_all(items, splits, cfg, device)):
+        for arm, result in extra.items():
+            findings[arm] = findings[arm].merge(result) if arm in findings else result
+    done = evaluation_tags(cfg)
+    for item in items:
+        with tracking.open_run(run_id=item.run_id, nested=True):  # FINISHED already: it stays FINISHED
+            result = findings.get(item.arm)
+            if result is not None:
+                result.log()
+                item.metrics.update(result.metrics)
+            mlflow.set_tags(done)
+
+
+def splits_for(cfg: RunConfig, seed: int, cache: dict | None = None) -> Splits:
+    """The exact splits a run of ``cfg`` with ``seed`` trained and was tested on."""
+    return load_splits(cfg.dataset, cfg.data_dir or None, seed, effective_val_fraction(cfg), cfg.train_limit,
+                       test_as_val=(cfg.protocol == "paper" and cfg.dataset == "stl10"), cache=cache)
+
+
+def reload(run_ids: Iterable[str], device: torch.device) -> list[tuple[TrainedArm, RunConfig]]:
+    """Rebuild the models of finished child runs from their logged weights."""
+    out = []
+    for run_id in run_ids:
+        model, cfg, build = load_weights(run_id, device)
+        out.append((TrainedArm(build["arm"], int(build["seed"]), run_id, model), cfg))
+    return out
+
+
+def evaluate_runs(run_ids: list[str], settings: RunConfig, device: torch.device, cache: dict | None = None) -> None:
+    """Evaluate finished child runs of one (dataset, protocol, seed) with ``settings``' evaluation
+    fields (attacks, eps, shots sweep, ...); training fields come from each run's own weights."""
+    loaded = reload(run_ids, device)
+    if not loaded:
+        return
+    seeds = {item.seed for item, _ in loaded}
+    if len(seeds) != 1:
+        raise ValueError(f"evaluate_runs: one seed per group, got {sorted(seeds)}")
+    base = loaded[0][1]
+    fields = {name: getattr(settings, name) for kind in EVALUATION_FIELDS for name in EVALUATION_FIELDS[kind]
+              if name != "shots"}  # the readout the model trained with stays
+    cfg = base.replace(**fields, arms=",".join(item.arm for item, _ in loaded))
+    if settings.data_dir:
+        cfg = cfg.replace(data_dir=settings.data_dir)
+    evaluate_group([item for item, _ in loaded], splits_for(cfg, seeds.pop(), cache), cfg, device)
+
+
+def evaluate_experiment(experiment: str, settings: RunConfig, missing_only: bool = True) -> int:
+    """``python -m hqcbench evaluate``: evaluate the finished child runs of ``experiment`` (in the
+    active tracking store) with ``settings``' evaluation fields; returns the number of groups evaluated.
+
+    Runs are grouped as they were trained together: same dataset, protocol and seed, and the same
+    campaign block (or the same parent run), so transfer attacks pair the arms of one seed.
+    """
+    exp = mlflow.get_experiment_by_name(experiment)
+    if exp is None:
+        raise UserInputError("experiment", f"no MLflow experiment named {experiment!r}", "an existing experiment")
+    runs = mlflow.search_runs([exp.experiment_id], filter_string=f"tags.`{names.TAG_KIND}` = 'child' and "
+                              "attributes.status = 'FINISHED'", output_format="pandas", max_results=50_000)
+    if not len(runs):
+        return 0
+    block = runs.get(f"tags.{names.TAG_BLOCK}", pd.Series(index=runs.index, dtype=object))
+    parent = runs.get("tags.mlflow.parentRunId", pd.Series(index=runs.index, dtype=object))
+    runs = runs.assign(_group=block.fillna(parent).fillna(""))
+    device = torch.device("cuda" if settings.device == "cuda" else "cpu")
+    cache: dict = {}
+    done = 0
+    keys = [f"tags.{names.TAG_DATASET}", f"tags.{names.TAG_PROTOCOL}", f"tags.{names.TAG_SEED}", "_group"]
+    for _, group in runs.groupby(keys, dropna=False):
+        if missing_only and _evaluated(group, settings):
+            continue
+        evaluate_runs(list(group.run_id), settings, device, cache)
+        done += 1
+    return done
+
+
+def _evaluated(group: pd.DataFrame, settings: RunConfig) -> bool:
+    """Every run of ``group`` carries the robustness fingerprint ``settings`` would give it."""
+    wanted = evaluation_fingerprint("robustness", settings)
+    column = f"tags.{names.evaluation_tag('robustness')}"
+    return column in group and bool((group[column] == wanted).all())

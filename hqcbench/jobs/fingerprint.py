@@ -1,0 +1,91 @@
+"""Fingerprints: what identifies a trained model, and what identifies an evaluation of it.
+
+A campaign runs only what its store lacks, so it must tell "this training already exists" from "this
+is a different training". Two runs with the same fingerprint trained the same model (same data,
+split, recipe, architecture, seed, selection); anything else may differ (attacks, shot sweeps, the
+thread count, the host). Rules that keep finished work valid as the code grows:
+
+* Only fields that change training count. Evaluation fields (attacks, eps, ...) have their own
+  fingerprint per evaluation kind, so adding an attack never invalidates a training.
+* A field counts only when it differs from its *baseline* below, a value frozen when the field
+  joined the table. A field added later with its default as baseline leaves every earlier
+  fingerprint unchanged; a later change of a default does not alias two trainings either.
+* Values the protocol or arm ignores are dropped: the paper protocol fixes batch size, split and
+  architecture, a cnn has no circuit, so e.g. ``lr`` cannot make two paper trainings differ.
+* ``TRAINING_VERSION`` changes when the code changes what a configuration trains (a bug fix in a
+  recipe, a new initialisation): every stored training is then missing and retrained.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from hqcbench.config import RunConfig
+
+TRAINING_VERSION = 1
+EVALUATION_VERSION = 1
+
+ALWAYS = ("dataset", "protocol", "arm", "seed")
+# field -> baseline: counts in the fingerprint only when the run's value differs from it.
+TRAINING_BASELINE: dict[str, Any] = {
+    "epochs": 15, "batch_size": 32, "lr": 3e-3, "width": 16, "n_qubits": 4, "depth": 2, "encoding": "angle",
+    "ansatz": "strong", "engine": "fused", "val_fraction": 0.2, "train_limit": 0, "shots": "exact",
+    "train_shots": "none", "patience": 0,
+}
+PAPER_FIXED = ("batch_size", "val_fraction", "lr", "width", "n_qubits", "depth", "encoding", "ansatz")
+CIRCUIT_FIELDS = ("depth", "ansatz", "engine", "shots", "train_shots")  # the control keeps n_qubits, encoding
+NO_MIDDLE = ("n_qubits", "encoding")  # the fair cnn has no middle at all
+
+# evaluation kind -> (fields, baseline of fields added after the kind was introduced)
+EVALUATION_FIELDS: dict[str, tuple[str, ...]] = {
+    "robustness": ("attacks", "eps", "attack_samples", "pgd_steps", "pgd_step_size", "pgd_restarts"),
+    "readout": ("shots", "shots_sweep", "shot_rate_hz"),
+}
+
+
+def _digest(payload: dict[str, Any]) -> str:
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _normalise(value: Any) -> Any:
+    """Floats in one spelling (3e-3 == 0.003), strings trimmed: equal values hash equally."""
+    if isinstance(value, float):
+        return float(f"{value:.12g}")
+    if isinstance(value, str):
+        return value.strip()
+    return value
+
+
+def training_fields(cfg: RunConfig, arm: str, seed: int) -> dict[str, Any]:
+    """The fields that identify the training of ``arm`` with ``seed`` under ``cfg`` (see module doc)."""
+    values = {**{name: getattr(cfg, name) for name in TRAINING_BASELINE}, "dataset": cfg.dataset,
+              "protocol": cfg.protocol, "arm": arm, "seed": int(seed)}
+    dropped: set[str] = set()
+    if cfg.protocol == "paper":
+        dropped |= set(PAPER_FIXED)
+    if arm == "cnn":
+        dropped |= set(CIRCUIT_FIELDS) | (set(NO_MIDDLE) if cfg.protocol == "fair" else set())
+    elif arm == "control":
+        dropped |= set(CIRCUIT_FIELDS)
+    out = {name: _normalise(values[name]) for name in ALWAYS}
+    for name, baseline in TRAINING_BASELINE.items():
+        if name in dropped:
+            continue
+        value = _normalise(values[name])
+        if value != _normalise(baseline):
+            out[name] = value
+    return out
+
+
+def training_fingerprint(cfg: RunConfig, arm: str, seed: int) -> tuple[str, dict[str, Any]]:
+    """(16 hex digits, the fields hashed) for one (arm, seed) training."""
+    fields = training_fields(cfg, arm, seed)
+    return _digest({"training_version": TRAINING_VERSION, **fields}), fields
+
+
+def evaluation_fingerprint(kind: str, cfg: RunConfig) -> str:
+    """16 hex digits over the fields of one evaluation kind (``EVALUATION_FIELDS``)."""
+    fields = {name: _normalise(getattr(cfg, name)) for name in EVALUATION_FIELDS[kind]}
+    return _digest({"evaluation_version": EVALUATION_VERSION, "kind": kind, **fields})

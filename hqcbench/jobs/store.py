@@ -1,0 +1,151 @@
+"""A campaign's MLflow store, kept in its report folder and committed with it.
+
+MLflow writes absolute artifact locations by default (``file:///home/.../mlruns``), which break in
+any other clone. Here the experiment's artifact location is the relative path ``artifacts``, and
+every campaign call works from inside the store's folder, so run artifact URIs read
+``artifacts/<run id>/artifacts`` and resolve wherever the folder is. One command opens the UI on
+exactly these runs: ``cd reports/mnist && mlflow ui --backend-store-uri sqlite:///mlflow.db``.
+Nothing else absolute goes in either: the source tag names the command, not the script's path, and
+the data folder comes from ``HQCBENCH_DATA_DIR`` (never a logged parameter).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import mlflow
+import pandas as pd
+
+from hqcbench import names
+from hqcbench.data.datasets import DATA_DIR_ENV
+
+_RUN_ENV = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
+DB_FILE = "mlflow.db"
+ARTIFACTS = "artifacts"
+# Training images per dataset after the default 80/20 split (for estimates before anything ran)
+DEFAULT_TRAIN_SIZES = {"digits": 1149, "mnist": 48_000, "fashion_mnist": 48_000, "cifar100": 40_000, "stl10": 4_000}
+
+
+@dataclass
+class Store:
+    folder: Path
+    experiment_id: str
+
+    @property
+    def uri(self) -> str:
+        """Absolute, for this process's connection only (MLflow caches stores by URI); the store
+        itself records no absolute path."""
+        return f"sqlite:///{self.folder / DB_FILE}"
+
+    @contextlib.contextmanager
+    def inside(self) -> Iterator[None]:
+        """Work from the store's folder, with its tracking URI and experiment; restore all afterwards.
+
+        Under `mlflow run` the project's run (MLFLOW_RUN_ID) lives in another store: inside, the
+        campaign opens a parent run of its own in this store instead.
+        """
+        saved = {key: os.environ.get(key) for key in (DATA_DIR_ENV, *_RUN_ENV)}
+        previous_uri, previous_cwd = mlflow.get_tracking_uri(), Path.cwd()
+        if saved[DATA_DIR_ENV]:  # relative to where the user stood, not to the store
+            os.environ[DATA_DIR_ENV] = str(Path(saved[DATA_DIR_ENV]).resolve())
+        for key in _RUN_ENV:
+            os.environ.pop(key, None)
+        if self.experiment_id:
+            os.environ["MLFLOW_EXPERIMENT_ID"] = self.experiment_id
+        os.chdir(self.folder)
+        mlflow.set_tracking_uri(self.uri)
+        try:
+            yield
+        finally:
+            os.chdir(previous_cwd)
+            mlflow.set_tracking_uri(previous_uri)
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+def open_store(folder: Path, experiment: str) -> Store:
+    """Create or open ``folder/mlflow.db`` and its experiment, with a relative artifact location."""
+    folder.mkdir(parents=True, exist_ok=True)
+    store = Store(folder.resolve(), "")
+    with store.inside():
+        exp = mlflow.get_experiment_by_name(experiment)
+        experiment_id = exp.experiment_id if exp else mlflow.create_experiment(experiment)
+        if exp is None or exp.artifact_location != ARTIFACTS:
+            _set_artifact_location(experiment_id, ARTIFACTS)
+            _set_artifact_location("0", f"{ARTIFACTS}/default")  # MLflow's "Default" experiment, unused
+    store.experiment_id = experiment_id
+    return store
+
+
+def _set_artifact_location(experiment_id: str, location: str) -> None:
+    """MLflow's API resolves a relative location to an absolute one; the store keeps it relative."""
+    with contextlib.closing(sqlite3.connect(Path.cwd() / DB_FILE)) as db, db:
+        db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?",
+                   (location, int(experiment_id)))
+
+
+def child_runs(experiment_id: str) -> pd.DataFrame:
+    """Every run of the experiment (all statuses), one row each, MLflow's search_runs columns."""
+    frame = mlflow.search_runs(experiment_ids=[experiment_id], output_format="pandas", max_results=50_000)
+    return frame if isinstance(frame, pd.DataFrame) else pd.DataFrame()
+
+
+def source_tags() -> dict[str, str]:
+    """MLflow's source tag names the command, not the absolute path of the script."""
+    return {names.MLFLOW_SOURCE_NAME: names.SOURCE_COMMAND}
+
+
+def median_metric(runs: pd.DataFrame, training, metric: str) -> float | None:
+    """Median of ``metric`` over FINISHED runs of the same dataset, protocol and arm (else protocol)."""
+    col = f"metrics.{metric}"
+    if col not in runs or not len(runs):
+        return None
+    done = runs[(runs.status == "FINISHED") & runs[col].notna()]
+    for keys in ((names.TAG_DATASET, names.TAG_PROTOCOL, names.TAG_ARM), (names.TAG_DATASET, names.TAG_PROTOCOL)):
+        rows = done
+        for key in keys:
+            value = {names.TAG_DATASET: training.cfg.dataset, names.TAG_PROTOCOL: training.cfg.protocol,
+                     names.TAG_ARM: training.arm}[key]
+            rows = rows[rows.get(f"tags.{key}") == value] if f"tags.{key}" in rows else rows.iloc[0:0]
+        if len(rows):
+            return float(rows[col].median())
+    return None
+
+
+def train_sizes(spec) -> dict[str, int]:
+    """Training images per dataset of the spec (after the validation split), for time estimates."""
+    sizes = {}
+    for t in spec.trainings:
+        full = DEFAULT_TRAIN_SIZES.get(t.cfg.dataset, 48_000)
+        limited = int(t.cfg.train_limit * (1 - t.cfg.val_fraction)) if t.cfg.train_limit else full
+        sizes[t.cfg.dataset] = min(full, limited)
+    return sizes
+
+
+def relative(path: Path) -> str:
+    """``path`` relative to the working directory when below it, else its name: never absolute."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return path.name
+
+
+def absolute_paths(db_file: Path, roots: tuple[str, ...] = ("/home", "/root", "/tmp", "/work", "/Users")) -> list[str]:
+    """Strings in the store's tables that look like absolute paths of some machine (for the hygiene check)."""
+    found = []
+    with contextlib.closing(sqlite3.connect(db_file)) as db:
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        for table in tables:
+            columns = [r[1] for r in db.execute(f"PRAGMA table_info({table})")]
+            for column in columns:
+                for (value,) in db.execute(f'SELECT "{column}" FROM "{table}" WHERE typeof("{column}") = \'text\''):
+                    if any(root in value for root in roots) or value.startswith("file:///"):
+                        found.append(f"{table}.{column}: {value[:120]}")
+    return found
