@@ -26,8 +26,9 @@ peak is exact however short the spike. Children (e.g. DataLoader workers) are sa
 is not allowed, the process is sampled as well (a spike shorter than ``interval_s`` can then be missed).
 No library offers per-window peaks of a process tree plus NVML per-process memory, hence this module.
 
-Size: about 440 lines, one monitor and the probes its sampling thread reads (process, children,
-NVML); split apart, the NVML probe would be a module used by nothing else.
+Size: about 470 lines, one monitor and the probes its sampling thread reads (process, children,
+NVML), and the timing lock that keeps timed jobs from sharing a core; split apart, the NVML probe
+would be a module used by nothing else.
 """
 from __future__ import annotations
 
@@ -38,8 +39,10 @@ import statistics
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator
 
+import filelock
 import psutil
 import torch
 
@@ -442,3 +445,30 @@ def hardware_tags(device: Any) -> dict[str, str]:
     with contextlib.suppress(Exception):
         tags[names.TAG_TORCH_THREADS] = str(torch.get_num_threads())
     return tags
+
+
+TIMING_LOCK_ENV = "HQCBENCH_TIMING_LOCK"  # base path of the timing locks; default under the user's cache
+
+
+def timing_lock_base() -> Path:
+    default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hqcbench" / "timing.lock"
+    return Path(os.environ.get(TIMING_LOCK_ENV) or default)
+
+
+@contextlib.contextmanager
+def timing_lock(announce=print) -> Iterator[list[int]]:
+    """Hold one lock per CPU this process may run on (``<base>.cpu<N>``), so timed jobs that share a
+    core wait for each other, while jobs pinned to different cores (``taskset``) run side by side.
+    Locks are taken in CPU order (no deadlock) and released by the OS if the process dies."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    base = timing_lock_base()
+    base.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        for cpu in cpus:
+            lock = filelock.FileLock(f"{base}.cpu{cpu}")
+            try:
+                stack.enter_context(lock.acquire(timeout=0))
+            except filelock.Timeout:
+                announce(f"waiting for the timing lock of CPU {cpu} ({lock.lock_file}): another timed job runs there")
+                stack.enter_context(lock.acquire())
+        yield cpus

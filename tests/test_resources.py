@@ -14,7 +14,7 @@ import psutil
 import pytest
 import torch
 
-from hqcbench import names
+from hqcbench import names, resources
 from hqcbench.resources import MB, ResourceMonitor, run_summary
 
 # --------------------------------------------------------------------------------------- fake pynvml
@@ -419,3 +419,26 @@ def test_main_run_logs_resource_metrics_and_tags(mlflow_store):
         assert tag in tags, tag
     if tags["hqcbench.nvml"] != "sampled":
         assert not any(k.startswith("nvml_") for k in metrics)
+
+
+def test_timing_lock_is_per_cpu_and_waits_for_a_holder(tmp_path, monkeypatch):
+    import threading
+
+    monkeypatch.setenv("HQCBENCH_TIMING_LOCK", str(tmp_path / "timing.lock"))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {1, 0})
+    said: list[str] = []
+    with resources.timing_lock(announce=said.append) as cpus:
+        assert cpus == [0, 1] and sorted(p.name for p in tmp_path.iterdir()) == ["timing.lock.cpu0", "timing.lock.cpu1"]
+        done = threading.Event()
+
+        def other() -> None:  # a second job on CPU 1 only: it must wait until the first releases
+            monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {1})
+            with resources.timing_lock(announce=said.append):
+                done.set()
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join(timeout=0.5)
+        assert not done.is_set() and any("CPU 1" in line for line in said)
+    thread.join(timeout=5)
+    assert done.is_set()

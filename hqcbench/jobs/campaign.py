@@ -38,7 +38,7 @@ from hqcbench.jobs.campaign_spec import CampaignSpec, Training, parse_spec, sele
 from hqcbench.jobs.evaluate import TrainedArm, evaluate_group, evaluate_runs, evaluation_tags, splits_for
 from hqcbench.jobs.run import machine_tags, resolve_device, train_arm
 from hqcbench.report.build import write_report
-from hqcbench.resources import ResourceMonitor
+from hqcbench.resources import ResourceMonitor, timing_lock
 from hqcbench.tracking import runs as tracking
 from hqcbench.training.recipes import protocol_tags
 
@@ -224,8 +224,8 @@ def execute(spec: CampaignSpec, store: campaign_store.Store, todo: Plan, runs: p
     cache: dict = {}
     in_memory: dict[str, TrainedArm] = {}
     params = {"spec": campaign_store.relative(spec.path), "threads": spec.threads, "only": only}
-    with tracking.parent_run(params, f"campaign-{spec.name}", kind="campaign",
-                             tags=campaign_store.source_tags()), \
+    with timing_lock(), tracking.parent_run(params, f"campaign-{spec.name}", kind="campaign",
+                                            tags=campaign_store.source_tags()), \
             ResourceMonitor(device, paper_metrics=any(t.cfg.protocol == "paper" for t in todo.trainings)) as monitor:
         mlflow.set_tags({**system, names.TAG_CAMPAIGN: spec.name})
         pending_groups = dict(todo.evaluations)
