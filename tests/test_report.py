@@ -417,6 +417,43 @@ def test_claims_are_judged_against_cnn_and_control(built_report):
     assert {"paper_cnn_n", "paper_control_run_ids", "fair_epochs", "fair_metric"} <= set(claims_csv)
 
 
+def test_statistics_beside_the_verdict(built_report):
+    """Rank test, Holm, Hodges-Lehmann and seeds needed: in claims.csv and in the detailed claims table.
+
+    By hand: accuracy vs cnn, diffs 1.0, 0.9, 1.2, 1.1, 0.8 pp all positive -> exact signed-rank p = 1/32, and
+    the Walsh averages are symmetric about 1.0. Vs control, -0.1, 0.2, -0.1, 0.3, -0.1 pp: midranks 2, 2, 2, 4,
+    5, T+ = 9, reached or passed by 13 of the 32 sign patterns (negative ranks summing to <= 6). The cnn family
+    (paper, >= 5 seeds): accuracy, generalization, parameters, published memory (1/32 each), robustness (13/32),
+    speed against 5x (1): Holm gives 1/32 x 6 = 6/32 to the four smallest and 13/32 x 2 to robustness."""
+    report, out, _ = built_report
+    header = set((out / "claims.csv").read_text().splitlines()[0].split(","))
+    assert {f"{p}_{o}_{k}" for p in ("paper", "fair") for o in ("cnn", "control")
+            for k in ("rank_test", "wilcoxon_p", "holm_p", "hl_shift", "seeds_needed")} <= header
+    acc = _claim(report, "accuracy_mnist")
+    assert acc["paper_cnn_rank_test"] == "signed-rank" and acc["paper_cnn_wilcoxon_p"] == pytest.approx(1 / 32)
+    assert acc["paper_cnn_hl_shift"] == pytest.approx(1.0) and acc["paper_cnn_holm_p"] == pytest.approx(6 / 32)
+    assert acc["paper_cnn_seeds_needed"] == ""  # holds: nothing to ask
+    assert acc["paper_control_wilcoxon_p"] == pytest.approx(13 / 32)
+    assert acc["paper_control_seeds_needed"] == str(stats.seeds_needed(0.04, math.sqrt(0.038)))  # mean, sd of diffs
+    assert acc["fair_cnn_holm_p"] is None and acc["fair_cnn_seeds_needed"] == ">1000"  # 3 seeds, mean on the other side
+    assert _claim(report, "robust_mnist")["paper_cnn_holm_p"] == pytest.approx(26 / 32)
+    speed = _claim(report, "speed_mnist")  # tested against the published 5x, on the log scale
+    assert speed["paper_cnn_wilcoxon_p"] == pytest.approx(1.0) and speed["paper_cnn_holm_p"] == pytest.approx(1.0)
+    logs = np.log([1.0 / 2.0, 1.1 / 2.2, 1.0 / 2.1, 1.05 / 2.0, 1.0 / 2.1])  # cnn / hybrid seconds per epoch
+    walsh = [(a + b) / 2 for i, a in enumerate(logs) for b in logs[i:]]
+    assert speed["paper_cnn_hl_shift"] == pytest.approx(np.exp(np.median(walsh)))  # shown as a factor again
+    params = _claim(report, "params_mnist")  # the same 6.08 % every seed: five ties, exact permutation p = 1/32
+    assert params["paper_cnn_wilcoxon_p"] == pytest.approx(1 / 32)
+    assert params["paper_control_holm_p"] == pytest.approx(5 / 32)  # the control family has no memory row: 5 members
+    tables = _md_tables((out / "report.md").read_text())
+    claims = next(t for t in tables if t[0][:2] == ["claim", "published"])
+    row = next(r for r in claims if r[0] == "hybrid more accurate than classical on MNIST")
+    cnn, control = row[claims[0].index("paper: hybrid - cnn")], row[claims[0].index("paper: hybrid - control")]
+    assert "; signed-rank p = 0.031 (Holm 0.188); Hodges-Lehmann +1.00 pp; per seed" in cnn
+    assert f"would need {acc['paper_control_seeds_needed']} seeds (80 % power)" in control
+    assert "(no Holm: under 5 seeds)" in row[claims[0].index("fair: hybrid - cnn")]
+
+
 def test_verdicts_at_a_glance_come_first_and_provenance_last(built_report):
     _, out, _ = built_report
     md = (out / "report.md").read_text()
@@ -615,5 +652,9 @@ def test_growth_proxy_reads_related_report_folders(timing_reports):
     assert "missing" not in row[3]  # vs cnn: digits (here), MNIST (main report), Fashion-MNIST (folder)
     assert "only digits, Fashion-MNIST available; missing MNIST" in row[4]  # the main report has no fair control
     assert "runs.csv of ../fashion" in md and str(tmp) not in md
+    # growth: independent samples, the rank-sum test; every Fashion-MNIST gain (1-3 pp) is below every digits gain
+    # (7-10 pp): p = 1, and the 25 differences f - d have -9 x3, -8 x7, -7 x8, ...: median (13th) -7 pp
+    assert proxy["fair_cnn_rank_test"] == "rank-sum" and proxy["fair_cnn_wilcoxon_p"] == pytest.approx(1.0)
+    assert proxy["fair_cnn_hl_shift"] == pytest.approx(-7.0)
     # the related runs feed only the proxy: the digits accuracy claim is this experiment's alone
     assert _claim(related, "accuracy_digits")["fair_cnn_run_ids"] == _claim(alone, "accuracy_digits")["fair_cnn_run_ids"]

@@ -74,6 +74,10 @@ def _how_to_read() -> list:
         "when it lies wholly on the other side, and is inconclusive otherwise; no verdict from fewer than "
         f"{MIN_SEEDS} seeds. The claim holds only when it holds against both; otherwise the verdict says against "
         "which arm it holds.",
+        "Beside each interval, for a reader who does not trust normality: the one-sided Wilcoxon signed-rank "
+        "p-value of the per-seed differences (Holm-adjusted over the report's claims, one family per classical "
+        "arm), the Hodges-Lehmann shift, and for an unsettled verdict the seeds a paired t-test would need for "
+        "80 % power at the observed effect and spread. They inform; the verdict stays the interval rule above.",
         "Speed: the claim holds only when the interval of the cnn / hybrid time ratio lies above 5x (the lower end "
         "of the published 5-12x); above 1x but not above 5x reads 'faster, but not 5-12x'.",
         f"Timing: an epoch in which the process got less CPU than {CONTENDED_SHARE:g} x its threads shared the "

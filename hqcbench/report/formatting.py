@@ -17,7 +17,7 @@ import re
 from typing import Sequence
 from urllib.parse import urlsplit, urlunsplit
 
-from hqcbench.report.stats import Interval
+from hqcbench.report.stats import MIN_SEEDS, POWER, SEEDS_CAP, Interval, RankEvidence
 
 NO_DATA_CELL = "no data"
 # A metric's format code -> the unit of a difference of two such values (pct: percentage points).
@@ -84,6 +84,44 @@ def fmt_claim_interval(iv: Interval | None, unit: str) -> str:
         return f"{mean} (no interval, {n})"
     tail = " bootstrap" if iv.method == "bootstrap" else ""
     return f"{mean} [{f(iv.low)}, {f(iv.high)}] ({n}{tail})"
+
+
+def fmt_p(p: float) -> str:
+    """A p-value to three decimals ('0.031'), '< 0.001' below that: more digits would claim a precision
+    that five seeds do not have."""
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def fmt_claim_value(value: float, unit: str) -> str:
+    """One value in a claim's display unit: '+1.00 pp', '0.49x', '6.08 %'."""
+    if unit == "x":
+        return f"{value:.2f}x"
+    sign = "+" if unit in SIGNED_CLAIM_UNITS else ""
+    return f"{value:{sign}.2f} {unit}"
+
+
+def fmt_seeds_needed(evidence: RankEvidence) -> str:
+    """'12' seeds, '>1000' past the cap, '' where the verdict is settled (nothing asked): claims.csv's cell."""
+    if not evidence.needed_asked:
+        return ""
+    return str(evidence.seeds_needed) if evidence.seeds_needed is not None else f">{SEEDS_CAP}"
+
+
+def fmt_evidence(evidence: RankEvidence, holm_p: float | None, unit: str) -> str:
+    """What stands beside a comparison's interval in the detailed claims table: 'signed-rank p = 0.031
+    (Holm 0.500); Hodges-Lehmann +1.00 pp; would need 12 seeds (80 % power)'. Empty without a test."""
+    if not evidence.test:
+        return ""
+    parts = []
+    if evidence.p is not None:
+        holm = f"Holm {fmt_p(holm_p)}" if holm_p is not None else f"no Holm: under {MIN_SEEDS} seeds"
+        parts.append(f"{evidence.test} p = {fmt_p(evidence.p)} ({holm})")
+    if evidence.shift is not None:
+        parts.append(f"Hodges-Lehmann {fmt_claim_value(evidence.shift, unit)}")
+    if evidence.needed_asked:
+        needed = fmt_seeds_needed(evidence).replace(">", "more than ")
+        parts.append(f"would need {needed} seeds ({POWER * 100:.0f} % power)")
+    return "; ".join(parts)
 
 
 def redact_uri(uri: str) -> str:

@@ -13,6 +13,12 @@ Joining the two verdicts:
 - neither holds: the weakest of the two (does not hold, then no verdict, then inconclusive, then a
   partial verdict such as "faster, but not 5-12x");
 - one arm has no data (e.g. no control runs): the other's verdict, "not checked against the control".
+
+Beside each comparison's interval (never changing its verdict) stands its rank evidence (stats.py): the
+one-sided signed-rank p-value of the per-seed values against the value the claim must clear (the 5x floor
+for speed, on the log scale; the margins for an equivalence), the Hodges-Lehmann shift, and for an
+unsettled verdict the seeds it would need; the growth rows, whose gains are independent samples, get the
+rank-sum test instead.
 """
 from __future__ import annotations
 
@@ -24,8 +30,10 @@ import numpy as np
 
 from hqcbench.report.claims import DATASET_LABELS, Claim
 from hqcbench.report.stats import (DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, MIN_SEEDS, NO_DATA, NO_VERDICT, Interval,
-                                   Verdict, bootstrap_interval, directional_verdict, equivalence_verdict,
-                                   floor_verdict, magnitude_inside, t_interval, welch_interval)
+                                   RankEvidence, Verdict, bootstrap_interval, directional_verdict,
+                                   equivalence_rank_p, equivalence_verdict, floor_verdict, hodges_lehmann,
+                                   magnitude_inside, rank_sum_p, seeds_needed, signed_rank_p, t_interval,
+                                   two_sample_shift, welch_interval)
 
 COMPARED = ("cnn", "control")  # the classical arms every claim is judged against, published baseline first
 ARM_LABELS = {"cnn": "cnn", "control": "the Linear+tanh control"}
@@ -63,6 +71,7 @@ class Comparison:
     run_ids: list[str] = field(default_factory=list)
     magnitude: str = "n/a"  # is the published magnitude inside our interval (vs cnn only: the published baseline)
     note: str = ""  # e.g. which proxy datasets are missing
+    evidence: RankEvidence = RankEvidence()  # rank test, Hodges-Lehmann shift, seeds needed (beside the verdict)
 
     @property
     def n(self) -> int:
@@ -138,6 +147,47 @@ def _label(dataset: str) -> str:
     return DATASET_LABELS.get(dataset, dataset)
 
 
+def _unsettled(claim: Claim, verdict: Verdict) -> bool:
+    """More seeds could still make it hold: inconclusive, too few seeds, or faster but not above 5x."""
+    return verdict.status in (INCONCLUSIVE, NO_VERDICT) or bool(claim.partial and verdict.status == claim.partial)
+
+
+def paired_evidence(claim: Claim, per_seed: list[float], verdict: Verdict) -> RankEvidence:
+    """Rank test, Hodges-Lehmann shift and seeds needed of a paired comparison, from its per-seed values in
+    display units. Speed is tested on the log of the factor (where its t-interval lives) against the
+    published floor (5x: what "holds" requires), and its shift is shown as a factor again."""
+    values = np.asarray(per_seed, float)
+    values = values[np.isfinite(values)]
+    log_scale = claim.quantity == "speedup"
+    if log_scale:
+        values = np.log(values[values > 0])
+    if len(values) < 2:
+        return RankEvidence()
+    reference = claim.floor if claim.floor is not None else claim.threshold
+    if log_scale:
+        reference = math.log(reference)
+    shift = hodges_lehmann(values)
+    if log_scale and shift is not None:
+        shift = math.exp(shift)
+    mean, sd = float(values.mean()), float(values.std(ddof=1))
+    if claim.direction == "equivalent":
+        test, p, effect = "signed-rank TOST", equivalence_rank_p(values, claim.margin), claim.margin - abs(mean)
+    else:
+        sign = 1.0 if claim.direction == "greater" else -1.0
+        test, p, effect = "signed-rank", signed_rank_p(values - reference, claim.direction), sign * (mean - reference)
+    asked = _unsettled(claim, verdict)
+    return RankEvidence(test, p, shift, seeds_needed(effect, sd) if asked else None, asked)
+
+
+def growth_evidence(claim: Claim, hard: np.ndarray, easy: np.ndarray) -> RankEvidence:
+    """The growth rows compare two datasets' gains, independent samples: the rank-sum test and the two-sample
+    shift, in display units (no seeds-needed estimate: that would be a two-sample power question). Nothing
+    with fewer than 2 seeds on either dataset: no test, and a shift without one would stand alone."""
+    a, b = np.asarray(hard, float) * claim.scale, np.asarray(easy, float) * claim.scale
+    p = rank_sum_p(a, b, claim.direction)
+    return RankEvidence() if p is None else RankEvidence("rank-sum", p, two_sample_shift(a, b))
+
+
 def _gains(claim: Claim, protocol: str, metric: str, source: PairSource,
            other: str) -> tuple[dict[str, np.ndarray], dict[str, str], list[str]]:
     """hybrid - other per seed on each dataset of a growth claim that has pairs; why the others have none."""
@@ -180,6 +230,7 @@ def compare(claim: Claim, protocol: str, metric: str, source: PairSource, other:
                                   per_seed, labels, run_ids, note=note)
             hard, easy = present[-1], present[0]
         raw = welch_interval(gains[hard], gains[easy])
+        evidence = growth_evidence(claim, gains[hard], gains[easy])
     else:
         pairs, why = source.pairs(claim.datasets[0], protocol, metric, other)
         if pairs is None:
@@ -187,6 +238,7 @@ def compare(claim: Claim, protocol: str, metric: str, source: PairSource, other:
         run_ids, labels = pairs.run_ids, [str(s) for s in pairs.seeds]
         per_seed = per_seed_values(claim.quantity, pairs, claim.scale)
         raw = paired_interval(claim.quantity, pairs, metric, source)
+        evidence = None
     interval = None if raw is None else raw.scaled(claim.scale)
     if claim.direction == "equivalent":
         verdict = equivalence_verdict(interval, claim.margin, min_seeds)
@@ -198,7 +250,9 @@ def compare(claim: Claim, protocol: str, metric: str, source: PairSource, other:
     if other == "cnn" and claim.magnitude is not None:
         magnitude = ("n/a: " + claim.magnitude_note if claim.magnitude_note
                      else magnitude_inside(interval, *claim.magnitude))
-    return Comparison(other, interval, verdict, per_seed, labels, run_ids, magnitude, note)
+    if evidence is None:
+        evidence = paired_evidence(claim, per_seed, verdict)
+    return Comparison(other, interval, verdict, per_seed, labels, run_ids, magnitude, note, evidence)
 
 
 def _one_sided(claim: Claim, holds: str, rest: Verdict) -> Verdict:

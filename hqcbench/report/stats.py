@@ -13,11 +13,17 @@ Rules (also in docs/report.md):
 - a claim with a published lower bound (5-12x faster) holds only when the whole interval lies above
   that bound; above the neutral threshold (1x) but not above the bound it gets a partial verdict
   ("faster, but not 5-12x"), so a modest speed-up is not read as the published one.
+
+Beside the verdict (never changing it), what a skeptical reader asks for: a rank test that does not lean
+on normality (Wilcoxon signed-rank on paired differences, rank-sum on independent samples), the
+Hodges-Lehmann shift that goes with it, Holm-adjusted p-values across the report's claims, and how many
+seeds an unsettled claim would need (t-test power at the verdict's own level).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from itertools import combinations_with_replacement
 from typing import Sequence
 
 import numpy as np
@@ -33,6 +39,15 @@ DOES_NOT_HOLD = "does not hold"
 INCONCLUSIVE = "inconclusive"
 NO_VERDICT = "no verdict"
 NO_DATA = "not measured here: no data"
+
+# The verdict's rule (the whole two-sided 95 % interval on the claimed side) is a one-sided t-test at 2.5 %:
+# seeds needed are computed at that level, so "n seeds" means "n seeds for this report to say holds".
+ONE_SIDED_ALPHA = (1 - CONFIDENCE) / 2
+POWER = 0.8
+SEEDS_CAP = 1000  # beyond this, "more than 1000 seeds": the effect is ~0 at the observed spread
+DECIMALS = 10  # differences are rounded before ranking, so 0.991 - 0.990 and 0.992 - 0.991 tie as on paper
+EXACT_SIGNS_MAX = 16  # with ties or zeros, all 2^n sign flips are enumerated up to this n (65,536)
+EXACT_SPLITS_MAX = 200_000  # rank-sum with ties: all C(n1 + n2, n1) splits enumerated up to this count
 
 
 @dataclass(frozen=True)
@@ -208,3 +223,156 @@ def magnitude_inside(interval: Interval | None, low: float | None, high: float |
     if interval.low <= high and low <= interval.high:
         return "overlaps"
     return "no"
+
+
+# ------------------------------------------------------------------------------------ beside the verdict
+@dataclass(frozen=True)
+class RankEvidence:
+    """The rank test, effect size and seeds needed shown beside one comparison's t-interval.
+
+    ``test``: "signed-rank" (paired seeds), "signed-rank TOST" (equivalence: two one-sided tests at the
+    margins, p the larger), "rank-sum" (independent samples: the growth rows) or "" (not computed: one
+    seed, or no data). ``shift``: Hodges-Lehmann estimate in the claim's display unit (a factor for speed).
+    ``needed_asked``: the verdict is unsettled (inconclusive, too few seeds, or the partial speed verdict),
+    so ``seeds_needed`` was computed; None there means more than ``SEEDS_CAP``.
+    """
+
+    test: str = ""
+    p: float | None = None
+    shift: float | None = None
+    seeds_needed: int | None = None
+    needed_asked: bool = False
+
+
+def _tidy(values: Sequence[float]) -> np.ndarray:
+    """Finite values, rounded to ``DECIMALS``: floating-point noise must not break a tie or hide a zero."""
+    return np.round(_clean(values), DECIMALS)
+
+
+def signed_rank_p(differences: Sequence[float], direction: str) -> float | None:
+    """One-sided Wilcoxon signed-rank p-value of paired differences (scipy.stats.wilcoxon), H1: the
+    differences lean to ``direction`` ('greater' or 'less') of 0.
+
+    Why a rank test beside the t-interval: with 5 seeds the t-interval leans on normality that no one can
+    check; the signed-rank test needs only symmetry. Zeros (a seed where both arms are equal): Pratt's
+    method, ``zero_method='pratt'`` (Pratt 1959): the zero stays in the ranking, so every nonzero
+    difference is ranked among all the seeds that ran, not only among those that differed, and the zero's
+    own rank counts for neither side; dropping zeros ('wilcox') would judge the remaining seeds as if the
+    tied ones never ran ('zsplit' gives Pratt's p under the permutation distribution: it only adds a
+    constant to the statistic). Zeros are rare here (continuous metrics) and come from equal discrete
+    counts, e.g. the same robust accuracy for both arms. Without ties or zeros the
+    exact null distribution is used (5 positive differences: p = 1/32); with ties or zeros, the exact
+    permutation distribution of the signed ranks (every sign flip, up to ``EXACT_SIGNS_MAX`` values),
+    beyond that the normal approximation. Every difference zero: p = 1 (no evidence either way). None
+    with fewer than 2 values."""
+    d = _tidy(differences)
+    if len(d) < 2:
+        return None
+    if not np.any(d):
+        return 1.0
+    ties = len(np.unique(np.abs(d))) < len(d) or not np.all(d)
+    if not ties:
+        method: object = "exact"
+    elif len(d) <= EXACT_SIGNS_MAX:
+        method = sps.PermutationMethod(n_resamples=np.inf)
+    else:
+        method = "asymptotic"
+    return float(sps.wilcoxon(d, zero_method="pratt", alternative=direction, method=method).pvalue)
+
+
+def equivalence_rank_p(differences: Sequence[float], margin: float) -> float | None:
+    """An equivalence claim (|difference| < margin) as two one-sided signed-rank tests (TOST): d + margin
+    > 0 and d - margin < 0; the p-value is the larger of the two, since both must reject."""
+    d = _tidy(differences)
+    low, high = signed_rank_p(d + margin, "greater"), signed_rank_p(d - margin, "less")
+    return None if low is None or high is None else max(low, high)
+
+
+def rank_sum_p(a: Sequence[float], b: Sequence[float], direction: str) -> float | None:
+    """One-sided Wilcoxon rank-sum (Mann-Whitney U) p-value of two independent samples, H1: ``a`` lies to
+    ``direction`` of ``b``. For the growth rows, whose two gains come from different datasets (no pairing):
+    the rank counterpart of their Welch interval. Exact without ties; with ties, every split of the pooled
+    values enumerated (up to ``EXACT_SPLITS_MAX``), beyond that the normal approximation."""
+    xa, xb = _tidy(a), _tidy(b)
+    if len(xa) < 2 or len(xb) < 2:
+        return None
+    pooled = np.concatenate([xa, xb])
+    if len(np.unique(pooled)) == len(pooled):
+        method: object = "exact"
+    elif math.comb(len(pooled), len(xa)) <= EXACT_SPLITS_MAX:
+        method = sps.PermutationMethod(n_resamples=np.inf)
+    else:
+        method = "asymptotic"
+    return float(sps.mannwhitneyu(xa, xb, alternative=direction, method=method).pvalue)
+
+
+def walsh_averages(differences: Sequence[float]) -> np.ndarray:
+    """Every (d_i + d_j) / 2 with i <= j (n (n + 1) / 2 values): the averages the signed-rank test ranks
+    implicitly, and whose median is the Hodges-Lehmann estimate."""
+    d = _clean(differences)
+    return np.asarray([(a + b) / 2 for a, b in combinations_with_replacement(d, 2)], dtype=float)
+
+
+def hodges_lehmann(differences: Sequence[float]) -> float | None:
+    """Paired Hodges-Lehmann shift: the median of the Walsh averages, in the differences' unit.
+
+    Why beside the mean: it is the effect size the signed-rank test estimates, and one wild seed moves it
+    far less than it moves the mean (5 seeds: a mean can be one seed's story)."""
+    walsh = walsh_averages(differences)
+    return None if len(walsh) == 0 else float(np.median(walsh))
+
+
+def two_sample_shift(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Two-sample Hodges-Lehmann shift: the median of every a_i - b_j (the rank-sum test's estimate)."""
+    xa, xb = _clean(a), _clean(b)
+    if len(xa) == 0 or len(xb) == 0:
+        return None
+    return float(np.median(np.subtract.outer(xa, xb)))
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment, in the input's order: the k-th smallest p (k = 1..m) times m - k + 1,
+    made non-decreasing, capped at 1.
+
+    Why Holm: a report shows dozens of claims, and a reader scans them for one that holds; Holm controls
+    the chance of any false "holds" among them (family-wise error) under any dependence between the claims
+    (they share runs), and is uniformly more powerful than Bonferroni."""
+    p = np.asarray(pvalues, dtype=float)
+    m = len(p)
+    order = np.argsort(p, kind="stable")
+    stepped = np.minimum(1.0, np.maximum.accumulate(p[order] * (m - np.arange(m))))
+    out = np.empty(m)
+    out[order] = stepped
+    return out.tolist()
+
+
+def t_power(effect: float, sd: float, n: int, alpha: float = ONE_SIDED_ALPHA) -> float:
+    """Power of the one-sided one-sample (paired) t-test at level ``alpha`` with ``n`` seeds, for a true
+    mean difference ``effect`` (in the claimed direction) and spread ``sd``: P(T > t(1 - alpha, n - 1))
+    with T noncentral t, df = n - 1, noncentrality effect / sd * sqrt(n) (scipy.stats.nct)."""
+    df = n - 1
+    critical = float(sps.t.ppf(1 - alpha, df))
+    return float(sps.nct.sf(critical, df, effect / sd * math.sqrt(n)))
+
+
+def seeds_needed(effect: float, sd: float, alpha: float = ONE_SIDED_ALPHA, power: float = POWER,
+                 cap: int = SEEDS_CAP, min_n: int = MIN_SEEDS) -> int | None:
+    """Seeds for the claim to hold with probability ``power`` if the observed mean difference ``effect``
+    (in the claimed direction: positive supports the claim) and spread ``sd`` were the truth; None when
+    more than ``cap`` would be needed (an effect of ~0, or on the other side).
+
+    Why this level: at ``alpha`` = 2.5 % one-sided, a rejecting t-test is exactly a 95 % interval wholly on
+    the claimed side, the report's "holds". At least ``min_n``: no verdict comes from fewer seeds. The
+    search starts at the normal-approximation n, (z_alpha + z_power)^2 (sd / effect)^2, which the t-test
+    never beats, and steps up until the noncentral-t power is reached."""
+    if effect <= 0 or not math.isfinite(effect) or not math.isfinite(sd):
+        return None
+    if sd == 0:
+        return min_n
+    z = float(sps.norm.ppf(1 - alpha) + sps.norm.ppf(power))
+    n = max(2, math.ceil((z * sd / effect) ** 2))
+    while n <= cap:
+        if t_power(effect, sd, n, alpha) >= power:
+            return max(n, min_n)
+        n += 1
+    return None
