@@ -1,4 +1,4 @@
-"""Forward+backward time of the quantum layer per engine, all timed in one process (issue 3).
+"""Forward+backward time of the quantum layer per engine, all timed in one process.
 
 Engines, all running the same circuit from the same weights and inputs:
 
@@ -19,7 +19,7 @@ peak memory per engine at 12 qubits / batch 256 (each engine in a fresh subproce
 process's peak RSS, VmHWM after resetting it, during one forward + backward over the RSS just
 before; CUDA: torch.cuda.max_memory_allocated).
 
-Targets for ``fused`` (issue 3): >= 5x faster than tq_dynamic at 4 qubits / depth 2 / batch 64;
+Targets for ``fused``: >= 5x faster than tq_dynamic at 4 qubits / depth 2 / batch 64;
 >= 2x at 8 qubits / depth 4 / batch 256; never slower than TorchQuantum at 10 qubits.
 
     python benchmarks/quantum_layer.py                       # full table, saved under benchmarks/results/

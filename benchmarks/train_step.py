@@ -1,4 +1,4 @@
-"""One training step of the hybrid arm vs the control arm (and cnn), all timed in one process (issue 3).
+"""One training step of the hybrid arm vs the control arm (and cnn), all timed in one process.
 
 A step is what ``hqcbench.training.loop.train_one_epoch`` does per batch: ``prepare_batch`` (uint8 -> float,
 channels-last), zero_grad, forward, cross-entropy, backward, optimiser step -- on models from
@@ -7,7 +7,7 @@ MNIST shapes (batch 64 of 1x28x28 uint8 images, 10 classes; pixel values do not 
 the batch is synthetic and fixed), a 4-qubit / depth-2 circuit. Rows: cnn, control, hybrid with the
 default ``fused`` engine, and hybrid with the ``torchquantum`` engine for context.
 
-Target (issue 3): hybrid step <= 1.5x the control arm's step.
+Target: hybrid step <= 1.5x the control arm's step.
 
     python benchmarks/train_step.py                  # prints the table, saves it under benchmarks/results/
     python benchmarks/train_step.py --threads 1 --no-save

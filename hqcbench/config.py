@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
@@ -24,13 +25,17 @@ T = TypeVar("T")
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar100", "stl10")
 PAPER_DATASETS = ("mnist", "cifar100", "stl10")
-ARMS = ("cnn", "hybrid", "control")
+# hybrid_noent / hybrid_frozen: ablations of the hybrid, one change each (docs/quantum_layer.md): no
+# entangling gate; circuit weights frozen at their seeded initialisation
+ARMS = ("cnn", "hybrid", "control", "hybrid_noent", "hybrid_frozen")
+CIRCUIT_ARMS = ("hybrid", "hybrid_noent", "hybrid_frozen")  # the arms whose middle is a QuantumLayer
 PROTOCOLS = ("fair", "paper")
 ENCODINGS = ("angle", "amplitude")
 ANSATZES = ("strong", "basic")
 ENGINES = ("fused", "torchquantum")
 DEVICES = ("auto", "cpu", "cuda")
-ATTACKS = ("fgsm", "pgd", "square", "pgd_paper")
+ATTACKS = ("fgsm", "pgd", "square", "pgd_paper", "autoattack", "bpda", "pgd_convergence")
+DEFAULT_ENCODING_SCALE = math.pi  # angle encoding RY(pi * tanh x): the circuit as it always was
 MAX_QUBITS = 12  # a dense state vector needs 2**n complex amplitudes per sample
 MAX_WIDTH = 256  # backbone width (channels of the first conv layer)
 TUNE_PROTOCOLS = ("fair",)  # paper fixes architecture and learning rates: nothing to tune
@@ -69,6 +74,8 @@ class RunConfig:
     n_qubits: int = _param(4, "qubits of the circuit (control: width of its middle)", f"1..{MAX_QUBITS}")
     depth: int = _param(2, "ansatz layers", ">= 1")
     encoding: str = _param("angle", "how features enter the circuit", "|".join(ENCODINGS))
+    encoding_scale: float = _param(DEFAULT_ENCODING_SCALE, "angle encoding's RY(encoding_scale * tanh x); "
+                                   "default pi (an ablation knob)", "finite > 0; angle encoding only")
     ansatz: str = _param("strong", "trainable circuit layers", "|".join(ANSATZES))
     engine: str = _param("fused", "circuit simulator: fused (fast) or torchquantum (reference)", "|".join(ENGINES))
     data_dir: str = _param("", "folder with already-downloaded dataset files (empty: $HQCBENCH_DATA_DIR, else download to ./data)", "a readable directory")
@@ -156,6 +163,11 @@ class RunConfig:
         require(1 <= self.n_qubits <= MAX_QUBITS, "n_qubits", f"{self.n_qubits} is outside what the simulator supports")
         require(self.depth >= 1, "depth", f"got {self.depth}")
         require(self.encoding in ENCODINGS, "encoding", f"unknown encoding {self.encoding!r}")
+        require(math.isfinite(self.encoding_scale) and self.encoding_scale > 0, "encoding_scale",
+                f"got {self.encoding_scale}")
+        if self.encoding_scale != DEFAULT_ENCODING_SCALE and (self.encoding == "amplitude" or self.protocol == "paper"):
+            used = "the paper architecture uses amplitude encoding" if self.protocol == "paper" else "encoding=amplitude"
+            require(False, "encoding_scale", f"{self.encoding_scale:g} has no angle to scale: {used}")
         require(self.ansatz in ANSATZES, "ansatz", f"unknown ansatz {self.ansatz!r}")
         require(self.engine in ENGINES, "engine", f"unknown engine {self.engine!r}")
         if self.data_dir:

@@ -135,3 +135,13 @@ def child_run_name(arm: str, seed: int) -> str:
 
 def child_tags(arm: str, protocol: str, dataset: str, seed: int) -> dict[str, str]:
     return {TAG_ARM: arm, TAG_PROTOCOL: protocol, TAG_DATASET: dataset, TAG_SEED: str(seed), TAG_KIND: "child"}
+
+
+# ----------------------------------------------------------------------------- worst case
+WORST = "worst"  # robust_metric(WORST, eps): accuracy on the images that survive every attack run
+TAG_ATTACK_EOT = "hqcbench.attack_eot"  # finite-shot model: readout samples averaged per attack gradient
+TAG_BPDA_SURROGATES = "hqcbench.bpda_surrogates"  # which saturating maps BPDA replaced (or none)
+ROBUST_CORRECT_ARTIFACT = "robust_correct.csv"  # per attacked image: 1 if still correct after each attack
+METRIC_ZERO_GRAD_FRACTION = "check_zero_grad_fraction"  # correctly classified images with a vanishing gradient
+CONVERGENCE_STEPS_CURVE = "robust_curve_pgd_steps"  # step = PGD iterations
+CONVERGENCE_RESTARTS_CURVE = "robust_curve_pgd_restarts"  # step = random restarts

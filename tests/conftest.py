@@ -11,6 +11,13 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 warnings.filterwarnings("ignore", message=r".*pkg_resources is deprecated.*")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_timing_lock(tmp_path_factory):
+    """Tests never wait for (or block) the machine's real timed jobs: their timing lock is their own."""
+    os.environ["HQCBENCH_TIMING_LOCK"] = str(tmp_path_factory.mktemp("timing") / "timing.lock")
+    yield
+
+
 @pytest.fixture()
 def mlflow_store(tmp_path, monkeypatch):
     """A fresh SQLite tracking store (and artifact root) in a temp dir; returns its URI."""

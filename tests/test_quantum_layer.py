@@ -1,4 +1,4 @@
-"""The quantum layer against independent references (issue 3).
+"""The quantum layer against independent references.
 
 The reference is a dense float64 state-vector simulator written here with numpy from textbook gate
 definitions: it shares no code with hqcbench.models.quantum, so a wrong convention in the layer
@@ -354,3 +354,21 @@ def test_pickle_round_trip_keeps_outputs(tmp_path):
     torch.save(layer, tmp_path / "layer.pt")
     loaded = torch.load(tmp_path / "layer.pt", weights_only=False)
     torch.testing.assert_close(loaded(x), layer(x), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_explicit_default_ablation_arguments_give_the_same_layer_bit_for_bit(method):
+    """entangle=True and encoding_scale=pi are the circuit above, not a nearby one."""
+    x = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
+    plain = make(4, 3, "angle", "strong", method=method)
+    explicit = QuantumLayer(4, 3, "angle", "strong", seed=0, method=method, entangle=True, encoding_scale=math.pi)
+    torch.testing.assert_close(explicit(x), plain(x), atol=0, rtol=0)
+    assert repr(explicit) == repr(plain)
+
+
+def test_without_entanglement_nothing_is_folded_into_the_sign_table():
+    layer = QuantumLayer(4, 2, entangle=False)
+    assert torch.equal(layer.zsigns2_folded, layer.zsigns2)
+    assert not torch.equal(QuantumLayer(4, 2).zsigns2_folded, layer.zsigns2)
+    with pytest.raises(ValueError, match="encoding_scale"):
+        QuantumLayer(3, 1, encoding_scale=0.0)

@@ -8,13 +8,20 @@ A robust accuracy is only trustworthy if the attack worked, so every attacked mo
   transfer    examples crafted on the cnn arm, applied to the others (and the reverse), must not beat
               the target's own white-box PGD
   square      the gradient-free SquareAttack (when run) must not beat white-box PGD
-A failed pgd_le_fgsm, high_eps, transfer or square check means gradients mislead the attack
-(Athalye et al. 2018; Carlini et al. 2019): the run is tagged ``possible_gradient_masking=true``
-with the reason. A failed bounds check means the attack itself is broken (its numbers are invalid).
+  zero_grad   the input gradient (of the logit margin) must not vanish on more than the tolerance's
+              share of the correctly classified images, at the clean image or at PGD's random start
+  bpda        PGD through a smooth surrogate of the saturating maps (``evaluation.bpda``) must not
+              beat PGD through the model's own gradient
+  converged   (``pgd_convergence``) PGD's robust accuracy must not keep falling when the steps
+              (100 -> 200) or the random restarts (5 -> 10) double
+A failed pgd_le_fgsm, high_eps, transfer, square, zero_grad, bpda or converged check means gradients
+mislead the attack (Athalye et al. 2018; Carlini et al. 2019): the run is tagged
+``possible_gradient_masking=true`` with the reason. A failed bounds check means the attack itself is
+broken (its numbers are invalid).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
 import numpy as np
@@ -61,6 +68,41 @@ def tolerance(n: int) -> float:
 
 
 @dataclass
+class ZeroGrad:
+    """The gradient diagnostic on one model: correctly classified images whose input gradient vanishes."""
+
+    vanishing: int
+    checked: int  # correctly classified images of the attacked subset
+    eps: float  # the ball PGD's random start was drawn from
+
+    @property
+    def fraction(self) -> float:
+        return self.vanishing / self.checked if self.checked else 0.0
+
+
+@dataclass
+class Convergence:
+    """PGD's robust accuracy against its budget on the first ``n`` images of the attacked subset."""
+
+    eps: float
+    n: int
+    steps: dict[int, float] = field(default_factory=dict)  # PGD iterations -> robust acc (1 restart)
+    restarts: dict[int, float] = field(default_factory=dict)  # restarts -> robust acc (cumulative, pgd_steps)
+    seconds: float = 0.0
+
+
+def _doubling_drops(curve: dict[int, float], tol: float) -> list[str]:
+    """The largest budget b of ``curve`` whose double 2b is in it too, if the robust accuracy falls by
+    more than ``tol`` from b to 2b. Only the top of the grid counts: falling from 10 to 20 steps is
+    how PGD works; still falling from 100 to 200 is an attack stopped too early."""
+    pairs = [b for b in sorted(curve) if 2 * b in curve]
+    if not pairs:
+        return []
+    b = pairs[-1]
+    return [f"{b} -> {2 * b}: {curve[b]:.4f} -> {curve[2 * b]:.4f}"] if curve[2 * b] < curve[b] - tol else []
+
+
+@dataclass
 class Check:
     name: str
     status: str  # pass | fail | skipped
@@ -81,6 +123,9 @@ class AttackOutcome(Protocol):
     curves: dict[str, dict[float, float]]
     transfer: dict[tuple[str, float], float]
     bounds: BoundCheck
+    zero_grad: ZeroGrad | None
+    bpda_surrogates: list[str] | None  # None: BPDA not requested; []: nothing in the model to replace
+    convergence: Convergence | None
 
 
 def run_checks(result: AttackOutcome) -> list[Check]:
@@ -124,7 +169,54 @@ def run_checks(result: AttackOutcome) -> list[Check]:
                             masking=True))
     else:
         checks.append(Check("square", "skipped", "needs square and pgd in attacks"))
+    checks.append(_zero_grad_check(result))
+    checks.append(_bpda_check(result, pgd, tol))
+    checks.append(_converged_check(result))
     return checks
+
+
+def _zero_grad_check(result: AttackOutcome) -> Check:
+    """Fails when more than the tolerance's share of the correctly classified images has a gradient
+    that is numerically zero (see ``worst_case.gradient_diagnostic``)."""
+    zero = getattr(result, "zero_grad", None)
+    if zero is None or not zero.checked:
+        return Check("zero_grad", "skipped", "needs a gradient attack and a correctly classified image")
+    limit = tolerance(zero.checked)
+    return Check("zero_grad", "fail" if zero.fraction > limit else "pass",
+                 f"{zero.vanishing} of {zero.checked} correctly classified images ({zero.fraction:.4f}) have a "
+                 f"vanishing input gradient at the image or at a random start in eps {zero.eps:g} "
+                 f"(limit {limit:.4f})", masking=True)
+
+
+def _bpda_check(result: AttackOutcome, pgd: dict[float, float], tol: float) -> Check:
+    surrogates = getattr(result, "bpda_surrogates", None)
+    bpda = result.robust.get("bpda", {})
+    if surrogates is None:
+        return Check("bpda", "skipped", "needs bpda or autoattack in attacks")
+    if not surrogates:
+        return Check("bpda", "skipped", "no saturating map (Softmax, tanh, angle encoding) to replace")
+    if not (bpda and pgd):
+        return Check("bpda", "skipped", "needs pgd in attacks")
+    beaten = [e for e in bpda if e in pgd and bpda[e] < pgd[e] - tol]
+    detail = ", ".join(f"eps {e:g}: bpda {bpda[e]:.4f} vs pgd {pgd[e]:.4f}" for e in sorted(bpda) if e in pgd)
+    return Check("bpda", "fail" if beaten else "pass", f"{detail} (tolerance {tol:.4f})", masking=True)
+
+
+def _converged_check(result: AttackOutcome) -> Check:
+    """PGD has converged when doubling its steps or restarts no longer lowers robust accuracy by more
+    than the tolerance (1 pp or 2 images of the convergence subset): the default budget's number is
+    then not an artefact of stopping early."""
+    conv = getattr(result, "convergence", None)
+    if conv is None:
+        return Check("converged", "skipped", "needs pgd_convergence in attacks")
+    tol = tolerance(conv.n)
+    drops = [f"steps {d}" for d in _doubling_drops(conv.steps, tol)]
+    drops += [f"restarts {d}" for d in _doubling_drops(conv.restarts, tol)]
+    curves = (", ".join(f"{k}: {v:.4f}" for k, v in sorted(conv.steps.items())) + "; restarts "
+              + ", ".join(f"{k}: {v:.4f}" for k, v in sorted(conv.restarts.items())))
+    detail = (f"eps {conv.eps:g}, {conv.n} images, steps {curves}"
+              + (f"; still falling at {', '.join(drops)}" if drops else "") + f" (tolerance {tol:.4f})")
+    return Check("converged", "fail" if drops else "pass", detail, masking=True)
 
 
 def masking_reasons(checks: Sequence[Check]) -> list[str]:

@@ -2,7 +2,9 @@
 
 Every model is attacked in pixel space (``evaluation.attacks``), its numbers are checked against
 fake robustness (``evaluation.masking``), and the published attack runs as the named ``pgd_paper``
-mode (``evaluation.paper_attack``) so its number can be put beside the honest one.
+mode (``evaluation.paper_attack``) so its number can be put beside the honest one. Each attack keeps
+its per-example fooled mask, so the worst case over all of them is per example
+(``evaluation.worst_case``, with the gradient diagnostic, BPDA and the PGD convergence runs).
 
 Everything returns ``tracking.findings.Findings``; the MLflow calls stay in ``jobs``.
 """
@@ -20,10 +22,13 @@ from torch import nn
 from hqcbench import names
 from hqcbench.config import RunConfig
 from hqcbench.data.datasets import Splits
+from hqcbench.evaluation import worst_case
 from hqcbench.evaluation.attacks import (ATTACK_RNG_SEED, SQUARE_MAX_ITER, SQUARE_P_INIT, AttackSet,
-                                         art_classifier, attack_batch_size, attack_subset, make_attack,
-                                         predict_labels, seeded_numpy)
-from hqcbench.evaluation.masking import HIGH_EPS, BoundCheck, Check, masking_reasons, run_checks
+                                         art_classifier, attack_batch_size, attack_subset, autoattack_settings,
+                                         eot_samples_for, inputs_only, make_attack, predict_labels,
+                                         sampled_shots, seeded_numpy, square_queries)
+from hqcbench.evaluation.masking import (HIGH_EPS, BoundCheck, Check, Convergence, ZeroGrad, masking_reasons,
+                                         run_checks)
 from hqcbench.evaluation.paper_attack import (PAPER_EPS, PAPER_STEP, PAPER_STEPS, PaperResult, paper_attack,
                                               paper_findings)
 from hqcbench.tracking.figures import plt
@@ -32,20 +37,33 @@ from hqcbench.tracking.findings import Findings
 log = logging.getLogger(__name__)
 
 WHITE_BOX = ("fgsm", "pgd")
+STANDALONE = ("fgsm", "pgd", "square", "autoattack")  # run on every subset image at every eps
+GRADIENT = ("fgsm", "pgd", "autoattack", "bpda", "pgd_convergence")  # any of them: the gradient diagnostic runs
 # The robustness curve over eps 0..0.3 (plus the user's eps and the eps-0.5 check). FGSM costs one
 # gradient per point, so it gets a fine grid. PGD's cost is dominated by points below the user's eps
 # (almost every image is still unbroken there; above it, only the few survivors are attacked, see
 # robustness_sweep), so PGD gets a coarse grid: on digits a 0.05 point alone doubled the attack time.
 CURVE_GRID = {"fgsm": (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3), "pgd": (0.0, 0.1, 0.2, 0.3)}
 SUMMARY_FILE = "robustness_summary.txt"
+SQUARE_DEFAULT_QUERIES = SQUARE_MAX_ITER  # Square's budget without autoattack (attacks.square_queries)
 CURVE_FILE = "robustness_curve.png"
 
 
 def attack_settings(cfg: RunConfig) -> str:
     step = f"{cfg.pgd_step_size:g}" if cfg.pgd_step_size else "eps/10"
-    return (f"L-inf, pixel units; fgsm: one step of eps; pgd: {cfg.pgd_steps} steps of {step}, "
-            f"{cfg.pgd_restarts} random start(s); square: {SQUARE_MAX_ITER} queries, p_init {SQUARE_P_INIT}; "
+    text = (f"L-inf, pixel units; fgsm: one step of eps; pgd: {cfg.pgd_steps} steps of {step}, "
+            f"{cfg.pgd_restarts} random start(s); square: {square_queries(cfg)} queries, p_init {SQUARE_P_INIT}; "
             f"pgd_paper: {PAPER_STEPS} steps of {PAPER_STEP:g} at eps {PAPER_EPS:g} in normalised space")
+    attacks = cfg.attack_list
+    if "autoattack" in attacks:
+        text += f"; {autoattack_settings()}"
+    if "bpda" in attacks or "autoattack" in attacks:
+        text += "; bpda: pgd's settings, backward through identity surrogates of Softmax / tanh"
+    if "pgd_convergence" in attacks:
+        text += (f"; pgd_convergence: {worst_case.CONVERGENCE_IMAGES} images, steps "
+                 f"{','.join(map(str, worst_case.CONVERGENCE_STEPS))}, restarts "
+                 f"{','.join(map(str, worst_case.CONVERGENCE_RESTARTS))}")
+    return text
 
 
 @dataclass
@@ -65,6 +83,23 @@ class ModelResult:
     bounds: BoundCheck = field(default_factory=BoundCheck)
     paper: PaperResult | None = None
     seconds: float = 0.0
+    # per example (True = fooled) for the worst case: attack (or "transfer_from_{arm}", "{attack}_curve",
+    # "pgd_convergence") -> eps -> mask over the subset
+    fooled: dict[str, dict[float, np.ndarray]] = field(default_factory=dict)
+    clean_wrong: np.ndarray | None = None
+    zero_grad: ZeroGrad | None = None
+    bpda_surrogates: list[str] | None = None  # None: bpda not requested
+    convergence: Convergence | None = None
+    eot: int = 1  # readout samples averaged per gradient
+    shots: int | None = None
+    eps: tuple[float, ...] = ()  # the run's eps
+
+    @property
+    def worst(self) -> dict[float, float]:
+        """eps -> accuracy on the images that survive every attack run at that eps or a smaller one."""
+        if self.clean_wrong is None:
+            return {}
+        return {e: 1.0 - float(worst_case.worst_mask(self.fooled, self.clean_wrong, e).mean()) for e in self.eps}
 
 
 def _standalone(classifier, attack: str, data: AttackSet, eps: float, cfg: RunConfig, batch: int,
@@ -80,14 +115,16 @@ def _standalone(classifier, attack: str, data: AttackSet, eps: float, cfg: RunCo
 
 
 def robustness_sweep(classifier, attack: str, data: AttackSet, points: Sequence[float], done: dict[float, np.ndarray],
-                     clean_wrong: np.ndarray, cfg: RunConfig, batch: int, bounds: BoundCheck) -> dict[float, float]:
+                     clean_wrong: np.ndarray, cfg: RunConfig, batch: int, bounds: BoundCheck,
+                     masks: dict[float, np.ndarray] | None = None) -> dict[float, float]:
     """Robust accuracy at increasing eps, attacking only images not yet broken.
 
     An adversarial example found within a smaller ball is inside every larger one, so an image broken
     at eps stays broken at every larger eps; each point is the worst case over the attack run at that
     eps and every smaller one (the curve never rises). This makes the curve cost about two attacks of
     the whole subset instead of one per point. ``done``: eps -> fooled mask of runs already made on
-    the whole subset (the user's eps), reused instead of re-run.
+    the whole subset (the user's eps), reused instead of re-run. ``masks`` (if given) receives each
+    point's broken mask.
     """
     broken = clean_wrong.copy()
     curve = {0.0: 1.0 - float(broken.mean())}
@@ -102,21 +139,26 @@ def robustness_sweep(classifier, attack: str, data: AttackSet, points: Sequence[
                 bounds.update(data.x[todo], x_adv, eps)
                 broken[todo] |= predict_labels(classifier, x_adv, batch) != data.y[todo]
         curve[eps] = 1.0 - float(broken.mean())
+        if masks is not None:
+            masks[eps] = broken.copy()
     return curve
 
 
 def attack_model(model: nn.Module, arm: str, data: AttackSet, input_shape: tuple[int, ...], classes: int,
                  cfg: RunConfig, device: torch.device) -> ModelResult:
     """Clean accuracy, every requested attack at every requested eps, and the curves (with the
-    eps-0.5 check point) on one model."""
+    eps-0.5 check point) on one model; with them the per-example masks, the gradient diagnostic,
+    BPDA and the PGD convergence runs when requested. A finite-shot model is attacked with EOT."""
     t_start = time.perf_counter()
     classifier = art_classifier(model, input_shape, classes, device)
     batch = attack_batch_size(data.x)
-    result = ModelResult(arm, len(data), classes)
+    result = ModelResult(arm, len(data), classes, eot=eot_samples_for(model), shots=sampled_shots(model),
+                         eps=tuple(cfg.eps_list))
     clean_wrong = predict_labels(classifier, data.x, batch) != data.y
     result.clean_acc = 1.0 - float(clean_wrong.mean())
+    result.clean_wrong = clean_wrong
     attacks = cfg.attack_list
-    for attack in (a for a in ("fgsm", "pgd", "square") if a in attacks):
+    for attack in (a for a in STANDALONE if a in attacks):
         fooled_at: dict[float, np.ndarray] = {}
         result.times[attack] = 0.0
         for eps in cfg.eps_list:
@@ -127,14 +169,42 @@ def attack_model(model: nn.Module, arm: str, data: AttackSet, input_shape: tuple
             result.robust.setdefault(attack, {})[eps] = 1.0 - float((fooled | clean_wrong).mean())
             if attack == "pgd":
                 result.adversarial[eps] = x_adv
+        result.fooled[attack] = fooled_at
         if attack in WHITE_BOX:
             t0 = time.perf_counter()
             points = [*CURVE_GRID[attack], *cfg.eps_list, HIGH_EPS]
+            masks: dict[float, np.ndarray] = {}
             result.curves[attack] = robustness_sweep(classifier, attack, data, points, fooled_at, clean_wrong,
-                                                     cfg, batch, result.bounds)
+                                                     cfg, batch, result.bounds, masks)
+            result.fooled[f"{attack}_curve"] = masks
             result.curve_times[attack] = time.perf_counter() - t0
+    _diagnostics(model, classifier, result, data, input_shape, cfg, device, batch)
     result.seconds = time.perf_counter() - t_start
     return result
+
+
+def _diagnostics(model: nn.Module, classifier, result: ModelResult, data: AttackSet, input_shape: tuple[int, ...],
+                 cfg: RunConfig, device: torch.device, batch: int) -> None:
+    """BPDA (``bpda`` or ``autoattack``), the PGD convergence runs (``pgd_convergence``) and the
+    gradient diagnostic (any gradient attack) on one model, into ``result``."""
+    attacks = cfg.attack_list
+    if "bpda" in attacks or "autoattack" in attacks:
+        replaced, fooled_at, seconds = worst_case.run_bpda(model, classifier, data, input_shape, result.classes,
+                                                           device, cfg, batch, result.bounds)
+        result.bpda_surrogates = replaced
+        if fooled_at:
+            result.fooled["bpda"] = fooled_at
+            result.robust["bpda"] = {e: 1.0 - float((f | result.clean_wrong).mean()) for e, f in fooled_at.items()}
+            result.times["bpda"] = seconds
+    if "pgd_convergence" in attacks:
+        eps = cfg.eps_list[0]
+        result.convergence, any_fooled = worst_case.pgd_convergence(classifier, data, eps, cfg, batch, result.bounds)
+        result.fooled["pgd_convergence"] = {eps: any_fooled}
+    if any(a in attacks for a in GRADIENT):
+        t0 = time.perf_counter()
+        result.zero_grad = worst_case.gradient_diagnostic(model, data, input_shape, result.classes, device,
+                                                          cfg.eps_list[0], batch, result.clean_wrong)
+        result.times["zero_grad"] = time.perf_counter() - t0
 
 
 def run_transfer(results: dict[str, ModelResult], models: dict[str, nn.Module], data: AttackSet,
@@ -151,8 +221,9 @@ def run_transfer(results: dict[str, ModelResult], models: dict[str, nn.Module], 
     for source, target in pairs:
         target_clf = art_classifier(models[target], input_shape, results[target].classes, device)
         for eps, x_adv in results[source].adversarial.items():
-            acc = float((predict_labels(target_clf, x_adv, batch) == data.y).mean())
-            results[target].transfer[(source, eps)] = acc
+            fooled = predict_labels(target_clf, x_adv, batch) != data.y
+            results[target].transfer[(source, eps)] = 1.0 - float(fooled.mean())
+            results[target].fooled.setdefault(f"transfer_from_{source}", {})[eps] = fooled
 
 
 def curve_figure(result: ModelResult, title: str):
@@ -163,8 +234,11 @@ def curve_figure(result: ModelResult, title: str):
         if HIGH_EPS in curve:
             ax.plot([HIGH_EPS], [curve[HIGH_EPS]], "x", color=line.get_color(),
                     label=f"{attack}, eps {HIGH_EPS:g} check")
-    for eps, acc in sorted(result.robust.get("square", {}).items()):
-        ax.plot([eps], [acc], "s", color="black", label="square" if eps == min(result.robust["square"]) else None)
+    for attack, marker in (("square", "s"), ("autoattack", "D"), ("bpda", "v"), (names.WORST, "*")):
+        points = sorted((result.robust.get(attack, {}) if attack != names.WORST else result.worst).items())
+        if points:
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker, ls="none", label=attack,
+                    color="black" if attack == "square" else None)
     for (source, eps), acc in sorted(result.transfer.items()):
         ax.plot([eps], [acc], "^", label=f"transfer from {source}")
     ax.axhline(1.0 / result.classes, color="grey", ls="--", lw=0.8, label="chance")
@@ -217,6 +291,10 @@ def to_findings(result: ModelResult, checks: list[Check], cfg: RunConfig, data: 
     if result.curves or result.robust:
         found.figures[CURVE_FILE] = curve_figure(result, title)
     found.summary.extend(summary_lines(result, checks, cfg, data))
+    if result.clean_wrong is not None:
+        found.merge(worst_case.worst_findings(result.fooled, result.clean_wrong, data, cfg, result.zero_grad,
+                                              result.bpda_surrogates, result.convergence, result.eot, result.shots,
+                                              title.replace("robust accuracy vs eps", "PGD convergence")))
     if result.paper is not None:
         found.merge(paper_findings(result.paper))
     found.texts[SUMMARY_FILE] = "\n".join(found.summary) + "\n"
@@ -258,6 +336,13 @@ def run_all(trained, splits: Splits, cfg: RunConfig, device: torch.device) -> di
     if not attacks:
         return {}
     models = {item.arm: item.model for item in trained}
+    with inputs_only(models.values()):
+        return _run_all(trained, models, splits, cfg, device)
+
+
+def _run_all(trained, models: dict[str, nn.Module], splits: Splits, cfg: RunConfig, device: torch.device
+             ) -> dict[str, Findings]:
+    attacks = cfg.attack_list
     shape = _input_shape(splits)
     results: dict[str, ModelResult] = {}
     pixel_attacks = [a for a in attacks if a != "pgd_paper"]

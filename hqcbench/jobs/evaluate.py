@@ -5,6 +5,10 @@ adds an attack to finished work) calls ``evaluate_runs``: it rebuilds each model
 weights (``jobs.checkpoints``) and adds the evaluation to the existing child run, so a new attack
 never requires retraining. Each evaluation kind records the fingerprint of the settings it ran
 with (tag ``hqcbench.evaluation.<kind>``), which is how a campaign knows what is missing.
+
+The worst-case evaluation (``autoattack``, ``bpda``, ``pgd_convergence`` in ``attacks``) runs inside
+``robustness.run_all`` like every other attack; since the robustness fingerprint covers ``attacks``,
+adding one to finished work makes only that evaluation missing, and it runs from the logged weights.
 """
 from __future__ import annotations
 

@@ -32,9 +32,12 @@ TRAINING_BASELINE: dict[str, Any] = {
     "epochs": 15, "batch_size": 32, "lr": 3e-3, "width": 16, "n_qubits": 4, "depth": 2, "encoding": "angle",
     "ansatz": "strong", "engine": "fused", "val_fraction": 0.2, "train_limit": 0, "shots": "exact",
     "train_shots": "none", "patience": 0,
+    "encoding_scale": 3.141592653589793,  # math.pi: the angle encoding's scale before the field existed
 }
-PAPER_FIXED = ("batch_size", "val_fraction", "lr", "width", "n_qubits", "depth", "encoding", "ansatz")
-CIRCUIT_FIELDS = ("depth", "ansatz", "engine", "shots", "train_shots")  # the control keeps n_qubits, encoding
+PAPER_FIXED = ("batch_size", "val_fraction", "lr", "width", "n_qubits", "depth", "encoding", "ansatz",
+               "encoding_scale")
+# dropped for the arms without a circuit (cnn, control); the control keeps n_qubits and encoding
+CIRCUIT_FIELDS = ("depth", "ansatz", "engine", "shots", "train_shots", "encoding_scale")
 NO_MIDDLE = ("n_qubits", "encoding")  # the fair cnn has no middle at all
 
 # evaluation kind -> (fields, baseline of fields added after the kind was introduced)

@@ -1,9 +1,11 @@
-"""The three arms under both protocols.
+"""The arms under both protocols.
 
 fair: one backbone and one head shared by all arms; only the middle differs
     cnn:     backbone -> head
     hybrid:  backbone -> reducer Linear(F -> k) -> QuantumLayer(k -> n) -> head
     control: backbone -> reducer Linear(F -> k) -> Linear(k -> n) + tanh -> head
+    hybrid_noent, hybrid_frozen: the hybrid with one change to its circuit (``blocks.arm_circuit``):
+             no entangling gate; circuit weights frozen at their seeded initialisation
   with k the circuit's input width (n for angle, 2**n for amplitude encoding). The head's first
   layer takes the middle's output width (F for cnn, n otherwise); its shape is otherwise the same.
 paper: the published architectures of arXiv 2509.13353 (see ``hqcbench.models.paper``).
@@ -16,7 +18,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from hqcbench.models.blocks import Classifier, Normalize, TanhLinear, conv_block
+import math
+
+from hqcbench.config import CIRCUIT_ARMS
+from hqcbench.models.blocks import Classifier, Normalize, TanhLinear, arm_circuit, conv_block
 from hqcbench.models.paper import paper_body
 from hqcbench.models.quantum import QuantumLayer, input_width
 
@@ -37,13 +42,13 @@ def fair_head(in_features: int, classes: int) -> nn.Sequential:
 
 
 def fair_middle(arm: str, n_qubits: int, depth: int, encoding: str, ansatz: str, engine: str,
-                ) -> tuple[nn.Module, int]:
+                encoding_scale: float = math.pi) -> tuple[nn.Module, int]:
     """(middle module, its output width) for one arm."""
     if arm == "cnn":
         return nn.Identity(), FEATURES
     k = input_width(n_qubits, encoding)
-    if arm == "hybrid":
-        core: nn.Module = QuantumLayer(n_qubits, depth, encoding, ansatz, engine)
+    if arm in CIRCUIT_ARMS:
+        core: nn.Module = arm_circuit(arm, n_qubits, depth, encoding, ansatz, engine, encoding_scale)
     elif arm == "control":
         core = TanhLinear(k, n_qubits)
     else:
@@ -56,13 +61,18 @@ def build_model(arm: str, spec, cfg) -> Classifier:
     normalize = Normalize(spec.mean, spec.std)
     if cfg.protocol == "paper":
         return Classifier(normalize, paper_body(arm, spec, engine=cfg.engine), arm, "paper")
-    middle, width = fair_middle(arm, cfg.n_qubits, cfg.depth, cfg.encoding, cfg.ansatz, cfg.engine)
+    middle, width = fair_middle(arm, cfg.n_qubits, cfg.depth, cfg.encoding, cfg.ansatz, cfg.engine,
+                                cfg.encoding_scale)
     body = nn.Sequential(fair_backbone(spec.channels, spec.size, cfg.width), middle, fair_head(width, spec.classes))
     return Classifier(normalize, body, arm, "fair")
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
-    """total, trainable, quantum (circuit weights), classical (= total - quantum)."""
+    """total, trainable, quantum (circuit weights), classical (= total - quantum).
+
+    trainable counts ``requires_grad`` only, so a frozen circuit (hybrid_frozen) shows as total -
+    trainable = its weights, while quantum still counts them (they are part of the model).
+    """
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     quantum = sum(p.numel() for m in model.modules() if isinstance(m, QuantumLayer) for p in m.parameters())

@@ -1,15 +1,19 @@
 """Building blocks shared by the fair arms and the published architectures.
 
 ``Classifier`` (normalisation inside the model, so attacks work in pixel space), the control's
-bounded middle ``TanhLinear`` and the conv block both protocols stack.
+bounded middle ``TanhLinear``, the conv block both protocols stack, and ``arm_circuit``: the
+circuit of every arm that has one, so the hybrid and its ablations differ in exactly one place
+whichever protocol builds them.
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
 from torch import nn
 
+from hqcbench.config import CIRCUIT_ARMS
 from hqcbench.models.quantum import QuantumLayer
 
 
@@ -52,3 +56,23 @@ class TanhLinear(nn.Module):
 
 def conv_block(c_in: int, c_out: int) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+
+
+def arm_circuit(arm: str, n_qubits: int, depth: int, encoding: str, ansatz: str, engine: str,
+                encoding_scale: float = math.pi) -> QuantumLayer:
+    """The circuit of ``arm`` (one of ``config.CIRCUIT_ARMS``): the hybrid's, or one ablation of it.
+
+    hybrid_noent: the same gates without any CNOT ring (a product-state circuit), to see what the
+    entanglement adds. hybrid_frozen: the weights stay at their random initialisation (drawn from
+    the same seeded torch stream as the hybrid's, so the same seed gives the same circuit), to see
+    whether training the circuit matters or a fixed random feature map does as well. Either way the
+    layer is built with the same calls in the same order as the hybrid's, so every other module of
+    the model is initialised identically too.
+    """
+    if arm not in CIRCUIT_ARMS:
+        raise ValueError(f"arm {arm!r} has no circuit (circuit arms: {', '.join(CIRCUIT_ARMS)})")
+    layer = QuantumLayer(n_qubits, depth, encoding, ansatz, engine, entangle=arm != "hybrid_noent",
+                         encoding_scale=encoding_scale)
+    if arm == "hybrid_frozen":
+        layer.weights.requires_grad_(False)  # the circuit only; the optimiser skips a parameter without grad
+    return layer

@@ -18,9 +18,12 @@ Conventions (see docs/quantum_layer.md):
 * Wire 0 is the most significant bit of the basis-state index (TorchQuantum's convention).
 * The CNOT ring is CNOT(0,1), CNOT(1,2), ..., CNOT(n-1,0) for n >= 3; for n = 2 a single CNOT(0,1)
   (as PennyLane's BasicEntanglerLayers does); none for n = 1.
-* angle encoding: RY(pi * tanh(x_w)) on wire w of |0...0>; amplitude encoding: x / ||x|| per sample.
+* angle encoding: RY(scale * tanh(x_w)) on wire w of |0...0>, scale = pi unless the caller sets
+  another (the ``encoding_scale`` ablation); amplitude encoding: x / ||x|| per sample.
 * strong ansatz layer: RY(w[l, i, 0]) then RZ(w[l, i, 1]) on every wire i, then the CNOT ring;
   basic ansatz layer: RX(w[l, i, 0]) on every wire, then the CNOT ring.
+* entangle=False (the ``hybrid_noent`` ablation) leaves every CNOT ring out: with angle encoding
+  the state stays a product state, which isolates what entanglement contributes.
 * Precision: complex64 for float32/float16 inputs, complex128 for float64 inputs.
 """
 from __future__ import annotations
@@ -30,7 +33,7 @@ from functools import lru_cache
 
 import torch
 
-ANGLE_SCALE = math.pi  # angle encoding: RY(pi * tanh(x))
+ANGLE_SCALE = math.pi  # angle encoding: RY(pi * tanh(x)) unless an encoding_scale is given
 AMPLITUDE_NORM_FLOOR = 1e-12  # an all-zero input stays all-zero instead of becoming NaN
 
 # Cost model of ``choose_method``, in complex multiply-adds (forward; backward scales both paths
@@ -235,9 +238,12 @@ def choose_method(n_qubits: int, depth: int, batch: int) -> str:
 
 
 # ------------------------------------------------------------------------------------ encoding
-def angle_params(x: torch.Tensor) -> torch.Tensor:
-    """Angle encoding: the RY angles a_i = pi * tanh(x_i) (B, n); tanh keeps them bounded."""
-    return ANGLE_SCALE * torch.tanh(x)
+def angle_params(x: torch.Tensor, scale: float = ANGLE_SCALE) -> torch.Tensor:
+    """Angle encoding: the RY angles a_i = scale * tanh(x_i) (B, n); tanh keeps them bounded.
+
+    scale is pi by default (angles span a full turn); the ``encoding_scale`` ablation varies it.
+    """
+    return scale * torch.tanh(x)
 
 
 def normalise_amplitudes(x: torch.Tensor) -> torch.Tensor:
@@ -262,16 +268,19 @@ def ry_product_state(half: torch.Tensor) -> torch.Tensor:
     return state
 
 
-def encode_real(x: torch.Tensor, n_qubits: int, encoding: str) -> torch.Tensor:
-    """(B, 2**n) real state after encoding, per sample (never mixes samples)."""
+def encode_real(x: torch.Tensor, n_qubits: int, encoding: str, scale: float = ANGLE_SCALE) -> torch.Tensor:
+    """(B, 2**n) real state after encoding, per sample (never mixes samples).
+
+    scale: the angle encoding's RY(scale * tanh x); amplitude encoding has no angle and ignores it.
+    """
     if encoding == "angle":
-        return ry_product_state((ANGLE_SCALE / 2) * torch.tanh(x))
+        return ry_product_state((scale / 2) * torch.tanh(x))
     return normalise_amplitudes(x)
 
 
-def encode_state(x: torch.Tensor, n_qubits: int, encoding: str) -> torch.Tensor:
+def encode_state(x: torch.Tensor, n_qubits: int, encoding: str, scale: float = ANGLE_SCALE) -> torch.Tensor:
     """(B, 2**n) complex state after encoding (complex128 for float64 inputs, else complex64)."""
-    return encode_real(x, n_qubits, encoding).to(complex_dtype(x.dtype))
+    return encode_real(x, n_qubits, encoding, scale).to(complex_dtype(x.dtype))
 
 
 # ------------------------------------------------------------------------------------ evolution
@@ -294,7 +303,7 @@ class _Permute(torch.autograd.Function):
 
 
 def evolve(state: torch.Tensor, gates: torch.Tensor, perm: torch.Tensor, inv_perm: torch.Tensor,
-           permute_last: bool = True) -> torch.Tensor:
+           permute_last: bool = True, entangle: bool = True) -> torch.Tensor:
     """Apply the ansatz to (R, 2**n) states -> (R, 2**n) complex, a few wire groups per layer.
 
     gates: (depth, n, 2, 2) shared by every row (the exact forward pass), or (R, depth, n, 2, 2),
@@ -302,8 +311,9 @@ def evolve(state: torch.Tensor, gates: torch.Tensor, perm: torch.Tensor, inv_per
     group's Kronecker matrix (2**g x 2**g) multiplies a reshaped view of the state (no axis
     permutation), then the CNOT ring is one gather (``perm``, ``inv_perm`` = its inverse for the
     backward). permute_last=False leaves out the last ring, for a caller that folds it into its
-    readout table. The group count comes from the cost model (``best_groups``, which charges
-    per-row gates for building their matrices row by row).
+    readout table. entangle=False: no CNOT ring at all (the product-state ablation), so there is
+    nothing to fold either. The group count comes from the cost model (``best_groups``, which
+    charges per-row gates for building their matrices row by row).
     """
     per_row = gates.dim() == 5
     depth, n = gates.shape[-4], gates.shape[-3]
@@ -320,19 +330,19 @@ def evolve(state: torch.Tensor, gates: torch.Tensor, perm: torch.Tensor, inv_per
             else:  # contract the group's axis: view (R * 2^start, 2^g, rest), multiply from the left
                 state = torch.matmul(mat[layer], state.reshape(rows * 2 ** start, 2 ** size, -1))
         state = state.reshape(rows, -1)
-        if n > 1 and (layer < depth - 1 or permute_last):
+        if entangle and n > 1 and (layer < depth - 1 or permute_last):
             state = _Permute.apply(state, perm, inv_perm)
     return state
 
 
-def ansatz_unitary_t(gates: torch.Tensor) -> torch.Tensor:
+def ansatz_unitary_t(gates: torch.Tensor, entangle: bool = True) -> torch.Tensor:
     """(2**n, 2**n) transpose of the ansatz's unitary from shared gates (depth, n, 2, 2), rings included.
 
     The ``unitary`` method of the exact forward pass: U = (P K_{d-1}) ... (P K_0) with K_l the kron
     of layer l's gates and P the ring, so U^T = (P K_0)^T ... (P K_{d-1})^T; the transpose lets the
-    batch use it without a copy.
+    batch use it without a copy. entangle=False drops every P (the product-state ablation).
     """
-    mats = list(kron_chain(gates, ring=True, transpose=True))
+    mats = list(kron_chain(gates, ring=entangle, transpose=True))
     while len(mats) > 1:                        # pairwise products: log2(depth) rounds
         pairs = [mats[i] @ mats[i + 1] for i in range(0, len(mats) - 1, 2)]
         mats = pairs + ([mats[-1]] if len(mats) % 2 else [])

@@ -2,14 +2,16 @@
 
 Kept verbatim in shape (including the Softmax before amplitude encoding) so their parameter
 counts match the paper: MNIST hybrid 142,530, MNIST CNN 151,754. ``control`` is the paper hybrid
-with its circuit (16 amplitudes -> 4 values) replaced by Linear(16 -> 4) + tanh.
+with its circuit (16 amplitudes -> 4 values) replaced by Linear(16 -> 4) + tanh. The published
+circuit is basic-entangler layers, so both ablations exist here too (``blocks.arm_circuit``):
+hybrid_noent drops its CNOT rings, hybrid_frozen freezes its 8 weights; counts stay the published ones.
 """
 from __future__ import annotations
 
 from torch import nn
 
-from hqcbench.models.blocks import TanhLinear, conv_block
-from hqcbench.models.quantum import QuantumLayer
+from hqcbench.config import CIRCUIT_ARMS
+from hqcbench.models.blocks import TanhLinear, arm_circuit, conv_block
 
 PAPER_QUBITS, PAPER_DEPTH = 4, 2
 
@@ -22,8 +24,8 @@ def _hybrid_like(arm: str, channels: list[int], reducer_hidden: int, classes: in
     layers += [nn.AdaptiveAvgPool2d(4), nn.Flatten(),
                nn.Linear(channels[-1] * 16, reducer_hidden), nn.ReLU(inplace=True),
                nn.Linear(reducer_hidden, amplitudes), nn.Softmax(dim=1)]
-    if arm == "hybrid":
-        layers.append(QuantumLayer(PAPER_QUBITS, PAPER_DEPTH, "amplitude", "basic", engine))
+    if arm in CIRCUIT_ARMS:
+        layers.append(arm_circuit(arm, PAPER_QUBITS, PAPER_DEPTH, "amplitude", "basic", engine))
     else:
         layers.append(TanhLinear(amplitudes, PAPER_QUBITS))
     layers += [nn.Linear(PAPER_QUBITS, 128), nn.BatchNorm1d(128), nn.ReLU(inplace=True), nn.Dropout(0.3),

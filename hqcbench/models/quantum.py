@@ -29,6 +29,11 @@ docs/quantum_layer.md.
 
 With ``shots`` / ``train_shots`` set, ``forward`` hands over to ``hqcbench.models.readout``
 (sampled <Z>, parameter-shift gradients).
+
+Ablations (docs/quantum_layer.md, "Ablation arms"): ``entangle=False`` removes every CNOT ring, in
+both engines and the readout, so the circuit is a product of single-qubit circuits;
+``encoding_scale`` sets the angle encoding's RY(scale * tanh x). Defaults give the circuit above,
+bit for bit.
 """
 from __future__ import annotations
 
@@ -39,7 +44,7 @@ from torch import nn
 
 from hqcbench.config import ANSATZES, ENCODINGS, ENGINES
 from hqcbench.models import readout
-from hqcbench.models.circuit import (angle_params, ansatz_unitary_t, choose_method, cnot_ring_pairs,
+from hqcbench.models.circuit import (ANGLE_SCALE, angle_params, ansatz_unitary_t, choose_method, cnot_ring_pairs,
                                      encode_real, evolve, input_width, layer_gates, normalise_amplitudes,
                                      real_dtype, ring_permutation, weight_shape, z_sign_table)
 
@@ -50,7 +55,9 @@ class QuantumLayer(nn.Module):
     """n_qubits-wire circuit: (B, input_width) -> (B, n_qubits) values <Z_w> in [-1, 1].
 
     ``method`` (fused engine only): ``auto`` picks ``unitary`` or ``gates`` per forward pass by
-    estimated cost; the other two force one (tests and benchmarks use them).
+    estimated cost; the other two force one (tests and benchmarks use them). ``entangle=False``
+    leaves out every CNOT ring (the ``hybrid_noent`` arm); ``encoding_scale`` is the angle
+    encoding's scale (amplitude encoding has no angle, so only the default is accepted there).
     """
 
     # Finite-shot readout (hqcbench.models.readout; None = exact <Z>): ``shots`` applies in eval mode,
@@ -60,7 +67,8 @@ class QuantumLayer(nn.Module):
     shot_rng = None
 
     def __init__(self, n_qubits: int, depth: int, encoding: str = "angle", ansatz: str = "strong",
-                 engine: str = "fused", seed: int | None = None, method: str = "auto"):
+                 engine: str = "fused", seed: int | None = None, method: str = "auto", entangle: bool = True,
+                 encoding_scale: float = ANGLE_SCALE):
         super().__init__()
         for name, value, allowed in (("encoding", encoding, ENCODINGS), ("ansatz", ansatz, ANSATZES),
                                      ("engine", engine, ENGINES), ("method", method, METHODS)):
@@ -68,8 +76,13 @@ class QuantumLayer(nn.Module):
                 raise ValueError(f"QuantumLayer: unknown {name} {value!r} (allowed: {', '.join(allowed)})")
         if n_qubits < 1 or depth < 1:
             raise ValueError(f"QuantumLayer: need n_qubits >= 1 and depth >= 1, got {n_qubits}, {depth}")
+        if not math.isfinite(encoding_scale) or encoding_scale <= 0:
+            raise ValueError(f"QuantumLayer: encoding_scale must be a finite number > 0, got {encoding_scale}")
+        if encoding == "amplitude" and encoding_scale != ANGLE_SCALE:
+            raise ValueError("QuantumLayer: encoding_scale applies to angle encoding only (amplitude encoding has "
+                             "no angle)")
         self.n_qubits, self.depth, self.encoding, self.ansatz, self.engine = n_qubits, depth, encoding, ansatz, engine
-        self.method = method
+        self.method, self.entangle, self.encoding_scale = method, bool(entangle), float(encoding_scale)
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         self.weights = nn.Parameter(torch.rand(weight_shape(n_qubits, depth, ansatz), generator=gen) * 2 * math.pi)
         perm = ring_permutation(n_qubits)
@@ -77,18 +90,21 @@ class QuantumLayer(nn.Module):
         self.register_buffer("inv_perm", torch.argsort(perm), persistent=False)
         self.register_buffer("zsigns", z_sign_table(n_qubits), persistent=False)
         # readout tables for (re, im)-interleaved amplitudes; "folded": the last CNOT ring folded in,
-        # since <Z> of state[perm] = probs @ zsigns[inv_perm]
+        # since <Z> of state[perm] = probs @ zsigns[inv_perm]. Without rings there is nothing to fold.
+        folded = self.zsigns[self.inv_perm] if self.entangle else self.zsigns
         self.register_buffer("zsigns2", self.zsigns.repeat_interleave(2, dim=0), persistent=False)
-        self.register_buffer("zsigns2_folded", self.zsigns[self.inv_perm].repeat_interleave(2, dim=0),
-                             persistent=False)
+        self.register_buffer("zsigns2_folded", folded.repeat_interleave(2, dim=0), persistent=False)
 
     @property
     def in_features(self) -> int:
         return input_width(self.n_qubits, self.encoding)
 
     def extra_repr(self) -> str:
-        return (f"n_qubits={self.n_qubits}, depth={self.depth}, encoding={self.encoding}, "
+        text = (f"n_qubits={self.n_qubits}, depth={self.depth}, encoding={self.encoding}, "
                 f"ansatz={self.ansatz}, engine={self.engine}")
+        if self.encoding_scale != ANGLE_SCALE:  # only the ablations add words: default text unchanged
+            text += f", encoding_scale={self.encoding_scale:g}"
+        return text if self.entangle else text + ", entangle=False"
 
     def _check(self, x: torch.Tensor) -> None:
         if x.dim() != 2 or x.shape[-1] != self.in_features:
@@ -112,23 +128,23 @@ class QuantumLayer(nn.Module):
         return layer_gates(self.weights.to(real_dtype(dtype)), self.ansatz)
 
     def _fused_state(self, x: torch.Tensor) -> torch.Tensor:
-        psi0 = encode_real(x, self.n_qubits, self.encoding)
+        psi0 = encode_real(x, self.n_qubits, self.encoding, self.encoding_scale)
         gates = self._gates(x.dtype)
         if self.method_for(x.shape[0]) == "unitary":
-            return psi0.to(gates.dtype) @ ansatz_unitary_t(gates)
-        return evolve(psi0, gates, self.perm, self.inv_perm, permute_last=True)
+            return psi0.to(gates.dtype) @ ansatz_unitary_t(gates, self.entangle)
+        return evolve(psi0, gates, self.perm, self.inv_perm, permute_last=True, entangle=self.entangle)
 
     def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
         n = self.n_qubits
-        psi0 = encode_real(x, n, self.encoding)
+        psi0 = encode_real(x, n, self.encoding, self.encoding_scale)
         gates = self._gates(x.dtype)
         if self.method_for(x.shape[0]) == "unitary":
             # psi0 is real: out[b, o] = sum_i psi0[b, i] U^T[i, o] as one real product, (re, im) columns
-            w = torch.view_as_real(ansatz_unitary_t(gates)).reshape(2 ** n, 2 ** (n + 1))
+            w = torch.view_as_real(ansatz_unitary_t(gates, self.entangle)).reshape(2 ** n, 2 ** (n + 1))
             out = psi0 @ w
             return out.square() @ self.zsigns2.to(out.dtype)
         # the gates method: the shared simulator; last ring left out, folded into the sign table
-        state = evolve(psi0, gates, self.perm, self.inv_perm, permute_last=False)
+        state = evolve(psi0, gates, self.perm, self.inv_perm, permute_last=False, entangle=self.entangle)
         ri = torch.view_as_real(state).reshape(state.shape[0], -1)
         return ri.square() @ self.zsigns2_folded.to(ri.dtype)
 
@@ -159,7 +175,7 @@ class QuantumLayer(nn.Module):
         n, bsz = self.n_qubits, x.shape[0]
         qdev = tq.QuantumDevice(n_wires=n, bsz=bsz, device=x.device)
         if self.encoding == "angle":
-            angles = angle_params(x)
+            angles = angle_params(x, self.encoding_scale)
             for w in range(n):
                 tqf.ry(qdev, wires=w, params=angles[:, w])
         else:
@@ -171,7 +187,7 @@ class QuantumLayer(nn.Module):
                     tqf.rz(qdev, wires=w, params=self.weights[layer, w, 1:2])
                 else:
                     tqf.rx(qdev, wires=w, params=self.weights[layer, w, 0:1])
-            for control, target in cnot_ring_pairs(n):
+            for control, target in (cnot_ring_pairs(n) if self.entangle else []):
                 tqf.cnot(qdev, wires=[control, target])
         return qdev
 

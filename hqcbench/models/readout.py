@@ -13,7 +13,8 @@ derivative costs extra circuit executions. This module makes both visible:
   and the backward pass is the two-term parameter-shift rule on *sampled* estimates, as hardware
   would compute it -- one pair of shifted circuits per circuit weight (shared by the batch, but run
   per sample, because every sample has its own encoding) and per encoding angle of every sample:
-    - angle encoding: RY(a_i) with a_i = pi * tanh(x_i); shift a_i by +-pi/2, chain rule through tanh;
+    - angle encoding: RY(a_i) with a_i = encoding_scale * tanh(x_i) (pi by default); shift a_i by
+      +-pi/2, chain rule through tanh;
     - amplitude encoding: the amplitudes themselves have no shift rule. We differentiate through the
       2**n - 1 RY angles of the real-amplitude state-preparation circuit of Mottonen et al. (2004),
       each a classical function of the amplitudes: shift each physical RY angle by +-pi/2, map back
@@ -59,6 +60,8 @@ class CircuitLayer(Protocol):
 
     n_qubits: int
     encoding: str
+    encoding_scale: float  # angle encoding's RY(encoding_scale * tanh x)
+    entangle: bool         # False: no CNOT rings (the product-state ablation)
     ansatz: str
     weights: torch.Tensor
     zsigns: torch.Tensor   # (2**n, n) +-1 table of <Z_w>
@@ -152,7 +155,7 @@ def tree_state(alpha: torch.Tensor, n_qubits: int) -> torch.Tensor:
 def encoding_params(layer: CircuitLayer, x: torch.Tensor) -> torch.Tensor:
     """The input-dependent gate angles of the circuit: (B, n) for angle, (B, 2**n - 1) tree angles for amplitude."""
     if layer.encoding == "angle":
-        return angle_params(x)
+        return angle_params(x, layer.encoding_scale)
     return amplitude_tree_angles(x, layer.n_qubits)
 
 
@@ -182,7 +185,8 @@ def circuit_probabilities(layer: CircuitLayer, enc: torch.Tensor, weights: torch
     ``QuantumLayer.probabilities``). Precision follows the encoding parameters, as in the layer.
     """
     gates = layer_gates(weights.to(real_dtype(enc.dtype)), layer.ansatz)  # (R, depth, n, 2, 2)
-    state = evolve(initial_state(layer, enc), gates, layer.perm.to(enc.device), layer.inv_perm.to(enc.device))
+    state = evolve(initial_state(layer, enc), gates, layer.perm.to(enc.device), layer.inv_perm.to(enc.device),
+                   entangle=layer.entangle)
     return state.real ** 2 + state.imag ** 2
 
 
