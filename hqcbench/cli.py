@@ -95,10 +95,15 @@ def _campaign(args: argparse.Namespace) -> int:
     if not args.spec:
         raise UserInputError("spec", "a campaign spec is required", "a campaign TOML file, e.g. reports/mnist/campaign.toml")
     _data_dir(args.data_dir)
-    dry_run, report = _flag(args.dry_run, "dry_run"), _flag(args.report, "report")
+    if args.report not in ("true", "false", "only"):
+        raise UserInputError("report", f"got {args.report!r}", "true|false|only")
+    dry_run, report = _flag(args.dry_run, "dry_run"), args.report
+    if report == "only":  # the report from what the store holds now, nothing run
+        print(f"hqcbench campaign: report written to {write_campaign_report(args.spec)}")
+        return 0
     run_campaign(args.spec, only=args.only, dry_run=dry_run, device_choice=args.device,
                  progress=_flag(args.progress, "progress"))
-    if report and not dry_run:
+    if report == "true" and not dry_run:
         print(f"hqcbench campaign: report written to {write_campaign_report(args.spec)}")
     return 0
 
@@ -135,8 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     campaign.add_argument("--data_dir", default="", help="dataset folder (else $HQCBENCH_DATA_DIR; never logged)")
     campaign.add_argument("--device", default="auto", help="auto|cpu|cuda")
     campaign.add_argument("--progress", default="true", help="one progress bar over the campaign (true|false)")
-    campaign.add_argument("--report", default="false", help="then build the report from the store into the spec's "
-                                                            "folder (true|false)")
+    campaign.add_argument("--report", default="false", help="true: then build the report from the store into the "
+                                                            "spec's folder; only: just the report (true|false|only)")
     campaign.set_defaults(handler=_campaign)
     evaluate = sub.add_parser("evaluate", help="add evaluations (attacks, shot sweeps) to finished child runs "
                                                "from their logged weights, without retraining")

@@ -280,12 +280,12 @@ def write_campaign_report(spec_path: str) -> Path:
     """
     spec = parse_spec(spec_path)
     store = campaign_store.open_store(spec.store, spec.name)
+    command = f"python -m hqcbench campaign {campaign_store.relative(spec.path)} --report true"
     with store.inside():
         related = [r for r in spec.related if (Path(r) / "runs.csv").is_file()]
         missing = sorted(set(spec.related) - set(related))
         if missing:
             log.info("report: related folders without runs.csv yet (their rows stay empty): %s", ", ".join(missing))
-        command = f"python -m hqcbench campaign {campaign_store.relative(spec.path)} --report true"
         report = write_report(spec.name, out=".", log_run=False, report_command=command,
                               note=spec.description, related=related or None)
         return spec.store / report.files[0].name

@@ -172,7 +172,7 @@ def load_runs(experiment: str) -> RunSet:
     frame = mlflow.search_runs(experiment_ids=[exp.experiment_id], output_format="pandas", max_results=50_000)
     kind = tag_col(frame, names.TAG_KIND)
     children = frame[kind == "child"].copy()
-    parents = frame[kind == "main"].copy()
+    parents = frame[kind.isin(["main", "campaign"])].copy()  # the jobs that started child runs
     if children.empty:
         raise UserInputError("experiment", f"experiment {experiment!r} has no hqcbench child runs "
                              "(run `python -m hqcbench run` with MLFLOW_EXPERIMENT_NAME set first)",

@@ -47,6 +47,12 @@ def run_commands(runset: RunSet, out_dir: str = ".") -> list[str]:
     parents = runset.parents[runset.parents.run_id.isin(parent_ids)] if len(runset.parents) else runset.parents
     commands = []
     for _, row in parents.sort_values("start_time").iterrows():
+        if row.get(f"tags.{names.TAG_KIND}") == "campaign":  # params: spec (relative), only, threads
+            only = row.get("params.only")
+            part = f" --only {shlex.quote(only)}" if isinstance(only, str) and only else ""
+            commands.append(f"python -m hqcbench campaign {row.get('params.spec')}{part}   # from the repository root; "
+                            f"parent run {row.run_id}")
+            continue
         args = []
         for name, default in FIELD_DEFAULTS.items():
             value = row.get(f"params.{name}")
