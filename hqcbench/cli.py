@@ -48,6 +48,9 @@ def _quiet_third_party() -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     for name in ("art", "mlflow", "alembic", "qiskit"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # a stop signal that lands inside a database fetch makes SQLAlchemy log "Error closing cursor" with
+    # a traceback while the run is being ended KILLED; real database errors still raise
+    logging.getLogger("sqlalchemy").setLevel(logging.CRITICAL)
 
 
 def _run(args: argparse.Namespace) -> int:
