@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import warnings
 
 import pytest
@@ -9,13 +10,8 @@ import pytest
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 warnings.filterwarnings("ignore", message=r".*pkg_resources is deprecated.*")
-
-
-@pytest.fixture(autouse=True, scope="session")
-def private_timing_lock(tmp_path_factory):
-    """Tests never wait for (or block) the machine's real timed jobs: their timing lock is their own."""
-    os.environ["HQCBENCH_TIMING_LOCK"] = str(tmp_path_factory.mktemp("timing") / "timing.lock")
-    yield
+# tests never wait for (or block) the machine's real timed jobs: their timing lock is their own
+os.environ["HQCBENCH_TIMING_LOCK"] = os.path.join(tempfile.mkdtemp(prefix="hqcbench-tests-"), "timing.lock")
 
 
 @pytest.fixture()

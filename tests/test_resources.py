@@ -309,7 +309,9 @@ def test_busy_loop_uses_about_one_core(cpu_result):
 
 
 def test_sleep_uses_almost_no_cpu(cpu_result):
-    assert cpu_result["sleep"]["cpu_util_cores"] < 0.1
+    # the monitor's own sampling thread (every 0.1 s: children, RSS) is the only work in the window;
+    # measured 0.02-0.11 cores on a 2-core VM, against ~1.0 for the busy window above
+    assert cpu_result["sleep"]["cpu_util_cores"] < 0.2
     assert cpu_result["sleep"]["wall_s"] == pytest.approx(0.8, abs=0.3)
 
 
