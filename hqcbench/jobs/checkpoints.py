@@ -56,8 +56,7 @@ def rebuild(build_file: str | Path, state_file: str | Path) -> tuple[Classifier,
     build = json.loads(Path(build_file).read_text())
     if build.get("format") != FORMAT:
         raise ValueError(f"weights in format {build.get('format')!r}, expected {FORMAT!r}")
-    known = set(RunConfig.__dataclass_fields__)
-    cfg = RunConfig(**{k: v for k, v in build["config"].items() if k in known})
+    cfg = build_config(build)
     model = build_model(build["arm"], REGISTRY[cfg.dataset], cfg)
     model.load_state_dict(torch.load(state_file, map_location="cpu", weights_only=True))
     configure_readout(model, cfg.eval_shots, cfg.train_shot_count, int(build["seed"]))
@@ -75,7 +74,10 @@ def model_uri(run_id: str) -> str:
 def load_weights(run_id: str, device: torch.device | str = "cpu") -> tuple[Classifier, RunConfig, dict[str, Any]]:
     """Rebuild a child run's model from its logged weights: (model in eval mode, its config, build info)."""
     wrapper = mlflow.pyfunc.load_model(model_uri(run_id)).unwrap_python_model()
-    model, build = wrapper.model, wrapper.build
+    return wrapper.model.to(device), build_config(wrapper.build), wrapper.build
+
+
+def build_config(build: dict[str, Any]) -> RunConfig:
+    """The RunConfig a model was trained with; fields a later version added take their defaults."""
     known = set(RunConfig.__dataclass_fields__)
-    cfg = RunConfig(**{k: v for k, v in build["config"].items() if k in known})
-    return model.to(device), cfg, build
+    return RunConfig(**{k: v for k, v in build["config"].items() if k in known})
