@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,9 @@ def rebuild(build_file: str | Path, state_file: str | Path) -> tuple[Classifier,
 
 def model_uri(run_id: str) -> str:
     """The URI of the model a child run logged (MLflow 3 keeps models apart from runs)."""
-    models = mlflow.search_logged_models(filter_string=f"source_run_id = '{run_id}'", output_format="list")
+    experiment_id = mlflow.MlflowClient().get_run(run_id).info.experiment_id  # not the active experiment
+    models = mlflow.search_logged_models(experiment_ids=[experiment_id], filter_string=f"source_run_id = '{run_id}'",
+                                         output_format="list")
     if not models:
         raise ValueError(f"run {run_id} logged no model")
     return f"models:/{models[-1].model_id}"
@@ -73,7 +76,9 @@ def model_uri(run_id: str) -> str:
 
 def load_weights(run_id: str, device: torch.device | str = "cpu") -> tuple[Classifier, RunConfig, dict[str, Any]]:
     """Rebuild a child run's model from its logged weights: (model in eval mode, its config, build info)."""
-    wrapper = mlflow.pyfunc.load_model(model_uri(run_id)).unwrap_python_model()
+    with warnings.catch_warnings():  # MLflow asks for predict type hints on every load; see pyfunc_model.py
+        warnings.filterwarnings("ignore", message=r".*type hints to the `predict` method.*")
+        wrapper = mlflow.pyfunc.load_model(model_uri(run_id)).unwrap_python_model()
     return wrapper.model.to(device), build_config(wrapper.build), wrapper.build
 
 
