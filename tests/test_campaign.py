@@ -15,7 +15,7 @@ import pytest
 
 from hqcbench import names
 from hqcbench.jobs.campaign import run_campaign
-from hqcbench.jobs.store import absolute_paths
+from hqcbench.jobs.store import absolute_paths, absolute_paths_in_artifacts
 
 pytestmark = pytest.mark.slow
 
@@ -89,6 +89,7 @@ def test_store_is_relative_and_holds_no_absolute_path(uninterrupted):
         uris = [r[0] for r in db.execute("SELECT artifact_uri FROM runs")]
     assert locations == ["artifacts"] and all(u.startswith("artifacts/") for u in uris)
     assert absolute_paths(folder / "mlflow.db") == []
+    assert absolute_paths_in_artifacts(folder) == []  # MLflow's MLmodel files included
     assert len(list((folder / "artifacts").rglob("state_dict.pt"))) == 4  # one model per training, in the folder
 
 

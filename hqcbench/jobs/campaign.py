@@ -210,6 +210,7 @@ def run_campaign(spec_path: str, only: str = "", dry_run: bool = False, device_c
         if dry_run:
             return todo
         execute(spec, store, todo, runs, resolve_device(device_choice), seconds, progress, only)
+        campaign_store.scrub_model_files(spec.store)
     return todo
 
 

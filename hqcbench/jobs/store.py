@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,4 +149,31 @@ def absolute_paths(db_file: Path, roots: tuple[str, ...] = ("/home", "/root", "/
                 for (value,) in db.execute(f'SELECT "{column}" FROM "{table}" WHERE typeof("{column}") = \'text\''):
                     if any(root in value for root in roots) or value.startswith("file:///"):
                         found.append(f"{table}.{column}: {value[:120]}")
+    return found
+
+
+_ABSOLUTE_MODEL_PATH = re.compile(r"^(\s*(?:uri|model_code_path): )(/\S+)$", re.M)
+
+
+def scrub_model_files(folder: Path) -> int:
+    """MLflow's MLmodel files record where a model's files came from (a temp folder, the code file's
+    absolute path); loading uses only their base names. Keep the base names: no machine path in the
+    store. Returns the number of files rewritten."""
+    changed = 0
+    for mlmodel in (folder / ARTIFACTS).rglob("MLmodel"):
+        text = mlmodel.read_text()
+        clean = _ABSOLUTE_MODEL_PATH.sub(lambda m: m.group(1) + os.path.basename(m.group(2)), text)
+        if clean != text:
+            mlmodel.write_text(clean)
+            changed += 1
+    return changed
+
+
+def absolute_paths_in_artifacts(folder: Path, roots: tuple[str, ...] = ("/home/", "/root/", "/tmp/", "/work/")) -> list[str]:
+    """Text artifacts (MLmodel, yaml, json, txt, csv) of the store that name a machine path."""
+    found = []
+    for path in (folder / ARTIFACTS).rglob("*"):
+        if path.is_file() and (path.name == "MLmodel" or path.suffix in (".yaml", ".json", ".txt", ".csv")):
+            text = path.read_text(errors="replace")
+            found += [f"{path.relative_to(folder)}: {root}" for root in roots if root in text]
     return found
