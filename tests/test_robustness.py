@@ -16,40 +16,12 @@ from hqcbench import names
 from hqcbench.evaluation import attacks, masking, paper_attack
 from hqcbench.evaluation import robustness as rb
 from hqcbench.config import RunConfig
-from hqcbench.data.datasets import load_splits, to_float
-from hqcbench.models.arms import build_model
 from hqcbench.models.blocks import Classifier
 
 CPU = torch.device("cpu")
 
 
 # ----------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def digits():
-    return load_splits("digits", None, seed=0, val_fraction=0.2)
-
-
-@pytest.fixture(scope="module")
-def small_cnn(digits) -> Classifier:
-    """The fair cnn arm (width 8) trained for a few epochs on digits: ~97 % test accuracy, undefended."""
-    torch.manual_seed(0)
-    model = build_model("cnn", digits.spec, RunConfig(width=8))
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    x, y = to_float(digits.train.images), digits.train.labels
-    gen = torch.Generator().manual_seed(0)
-    model.train()
-    for _ in range(6):
-        for idx in torch.randperm(len(y), generator=gen).split(32):
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
-    model.eval()
-    with torch.no_grad():
-        acc = (model(to_float(digits.test.images)).argmax(1) == digits.test.labels).float().mean().item()
-    assert acc > 0.9, f"fixture model did not train ({acc:.3f})"
-    return model
-
-
 class ZeroGradRound(nn.Module):
     """Rounding to a 1/64 grid (in normalised units): predictions barely change, but torch.round's
     gradient is exactly zero, so every gradient-based attack is blind -- textbook gradient masking."""

@@ -15,10 +15,9 @@ from torch import nn
 
 from hqcbench import names
 from hqcbench.config import RunConfig
-from hqcbench.data.datasets import load_splits, to_float
 from hqcbench.evaluation import attacks, bpda, masking, worst_case
-from hqcbench.evaluation import robustness as rb
 from hqcbench.models.arms import build_model
+from hqcbench.evaluation import robustness as rb
 from hqcbench.models.blocks import Classifier
 from hqcbench.models.quantum import QuantumLayer, configure_readout
 from hqcbench.models.readout import make_rng
@@ -26,28 +25,6 @@ from hqcbench.tracking import figures as plots
 
 CPU = torch.device("cpu")
 NEW_CHECKS = ("zero_grad", "bpda", "converged")
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_splits("digits", None, seed=0, val_fraction=0.2)
-
-
-@pytest.fixture(scope="module")
-def small_cnn(digits) -> Classifier:
-    """The fair cnn arm (width 8), a few epochs on digits: undefended, ~95 % test accuracy."""
-    torch.manual_seed(0)
-    model = build_model("cnn", digits.spec, RunConfig(width=8))
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    x, y = to_float(digits.train.images), digits.train.labels
-    gen = torch.Generator().manual_seed(0)
-    model.train()
-    for _ in range(6):
-        for idx in torch.randperm(len(y), generator=gen).split(32):
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
-    return model.eval()
 
 
 class Quantise(nn.Module):
