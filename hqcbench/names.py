@@ -49,6 +49,12 @@ MLFLOW_SOURCE_NAME = "mlflow.source.name"  # MLflow's own tag: by default the ab
 SOURCE_COMMAND = "python -m hqcbench"  # what committed stores record there instead
 VERSION_TAG_PREFIX = "version."  # + distribution name, e.g. version.torch
 
+# ----------------------------------------------------------------------------- experiments and inputs
+EXPERIMENT_PREFIX = "hqcbench-"  # + dataset: the experiment a job uses when none is given
+MLFLOW_EXPERIMENT_KIND = "mlflow.experimentKind"  # MLflow's experiment tag: which UI page it opens on
+EXPERIMENT_KIND_TRAINING = "custom_model_development"  # ... the training runs, not the GenAI overview
+INPUT_CONTEXTS = {"train": "training", "val": "validation", "test": "testing"}  # split -> mlflow.log_input context
+
 # ----------------------------------------------------------------------------- tuning
 TAG_STUDY = "hqcbench.study"  # the Optuna study a trial run belongs to
 TAG_TRIAL = "hqcbench.trial"  # the Optuna trial number
@@ -127,6 +133,21 @@ def eps_step(eps: float) -> int:
 def sweep_metric(shots: int) -> str:
     """e.g. test_acc_shots_1000"""
     return f"test_acc_shots_{int(shots)}"
+
+
+def default_experiment(dataset: str) -> str:
+    """e.g. hqcbench-mnist"""
+    return f"{EXPERIMENT_PREFIX}{dataset}"
+
+
+def input_name(dataset: str, split: str) -> str:
+    """The MLflow dataset name of one split, e.g. mnist-train (the UI's Dataset column)."""
+    return f"{dataset}-{split}"
+
+
+def headline_metric(metric: str, arm: str, baseline: str, end: str = "") -> str:
+    """Parent-run paired difference, e.g. test_acc_hybrid_minus_cnn (end: "ci_low" | "ci_high")."""
+    return f"{metric}_{arm}_minus_{baseline}" + (f"_{end}" if end else "")
 
 
 def child_run_name(arm: str, seed: int) -> str:

@@ -43,6 +43,30 @@ def test_main_run_logs_parent_and_children(mlflow_store):
     assert len(models) == 1
     model = mlflow.pyfunc.load_model(models[0].model_uri).unwrap_python_model().model  # a state_dict, rebuilt
     assert model.arm == "hybrid" and len(model.quantum_layers()) == 1
+    # the model page shows the test metrics, tied to the test split they were measured on
+    linked = {m.key: m for m in models[0].metrics or []}
+    assert linked["test_acc"].value == pytest.approx(hybrid["metrics.test_acc"])
+    assert linked["test_acc"].dataset_name == "digits-test"
+    # experiment: hqcbench-{dataset} by default, marked so MLflow's UI opens on the runs
+    experiment = mlflow.get_experiment(parents.iloc[0]["experiment_id"])
+    assert experiment.name == "hqcbench-digits"
+    assert experiment.tags.get("mlflow.experimentKind") == "custom_model_development"
+    # each child logged its three splits as MLflow inputs; the test split is the same for all arms
+    inputs = {d.dataset.name: d for d in client.get_run(hybrid["run_id"]).inputs.dataset_inputs}
+    assert set(inputs) == {"digits-train", "digits-val", "digits-test"}
+    assert {t.key: t.value for t in inputs["digits-val"].tags}["mlflow.data.context"] == "validation"
+    cnn_inputs = {d.dataset.name: d.dataset.digest for d in client.get_run(cnn["run_id"]).inputs.dataset_inputs}
+    assert cnn_inputs["digits-test"] == inputs["digits-test"].dataset.digest
+    # the answer on the parent row: mean paired difference over the seeds, with its interval ends
+    parent = client.get_run(parent_id).data.metrics
+    acc = {(r["tags.hqcbench.arm"], r["tags.hqcbench.seed"]): r["metrics.test_acc"] for _, r in kids.iterrows()}
+    diffs = [acc[("hybrid", s)] - acc[("cnn", s)] for s in ("0", "1")]
+    assert parent["test_acc_hybrid_minus_cnn"] == pytest.approx(sum(diffs) / 2)
+    assert parent["test_acc_hybrid_minus_cnn_ci_low"] < parent["test_acc_hybrid_minus_cnn"] \
+        < parent["test_acc_hybrid_minus_cnn_ci_high"]
+    assert {"test_acc_control_minus_cnn", "test_acc_hybrid_minus_control"} <= set(parent)
+    summary = mlflow.artifacts.load_text(f"runs:/{parent_id}/summary.md")
+    assert "| hybrid - cnn | 2 |" in summary
 
 
 @pytest.mark.slow

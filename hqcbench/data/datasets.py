@@ -54,6 +54,7 @@ class DatasetSpec:
     std: tuple[float, ...]
     load: Callable[[str | None], tuple[ImageSet, ImageSet]]  # data_dir -> (train, test)
     how_to_get: str
+    origin: str = ""  # where the images come from, without any machine path (MLflow dataset source)
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
@@ -174,22 +175,27 @@ def _load_stl10(data_dir: str | None) -> tuple[ImageSet, ImageSet]:
 
 REGISTRY: dict[str, DatasetSpec] = {
     "digits": DatasetSpec("digits", 1, 8, 10, (0.3053,), (0.3804,), _load_digits,
-                          "It ships with scikit-learn; reinstall scikit-learn."),
+                          "It ships with scikit-learn; reinstall scikit-learn.",
+                          origin="scikit-learn sklearn.datasets.load_digits (bundled)"),
     "mnist": DatasetSpec("mnist", 1, 28, 10, (0.1307,), (0.3081,), _load_mnist_like("mnist", "MNIST"),
                          "Put the IDX files in <data_dir>/MNIST/raw/ (train-images-idx3-ubyte, ...) "
-                         "or run once online without data_dir."),
+                         "or run once online without data_dir.",
+                         origin="MNIST IDX files in <data_dir>/MNIST/raw (torchvision layout)"),
     "fashion_mnist": DatasetSpec("fashion_mnist", 1, 28, 10, (0.2860,), (0.3530,),
                                  _load_mnist_like("fashion_mnist", "FashionMNIST"),
                                  "Put the IDX files, plain or gzipped, in <data_dir>/FashionMNIST/raw/ (Debian: "
                                  "apt-get install dataset-fashion-mnist, then copy its *-ubyte.gz files there) "
-                                 "or run once online."),
+                                 "or run once online.",
+                                 origin="Fashion-MNIST IDX files in <data_dir>/FashionMNIST/raw (torchvision layout)"),
     "cifar100": DatasetSpec("cifar100", 3, 32, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
                             _load_cifar100,
                             "Put the extracted python version in <data_dir>/cifar-100-python/ (train, test, meta) "
-                            "or run once online without data_dir."),
+                            "or run once online without data_dir.",
+                            origin="CIFAR-100 python version in <data_dir>/cifar-100-python (torchvision layout)"),
     "stl10": DatasetSpec("stl10", 3, 96, 10, (0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713), _load_stl10,
                          "Put the binary version in <data_dir>/stl10_binary/ (train_X.bin, train_y.bin, test_X.bin, "
-                         "test_y.bin) or run once online without data_dir."),
+                         "test_y.bin) or run once online without data_dir.",
+                         origin="STL-10 binary version in <data_dir>/stl10_binary (torchvision layout)"),
 }
 
 

@@ -38,7 +38,8 @@ MODEL_PIP_REQUIREMENTS = ["torch==2.14.1", "torchquantum==0.1.8", "mlflow==3.17.
 
 
 def log_weights(model: Classifier, cfg: RunConfig, arm: str, seed: int, example: np.ndarray) -> str:
-    """Log ``model`` as the active run's MLflow model; returns its model URI."""
+    """Log ``model`` as the active run's MLflow model; returns its model id (metrics logged with
+    ``model_id`` appear on the model's page in MLflow's model list)."""
     build = {"format": FORMAT, "arm": arm, "seed": int(seed), "config": cfg.to_dict()}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -49,7 +50,7 @@ def log_weights(model: Classifier, cfg: RunConfig, arm: str, seed: int, example:
                                                   "build": str(folder / "build.json")},
                                        pip_requirements=MODEL_PIP_REQUIREMENTS, input_example=example,
                                        tags={names.MLFLOW_SOURCE_NAME: names.SOURCE_COMMAND})
-    return info.model_uri
+    return info.model_id
 
 
 def rebuild(build_file: str | Path, state_file: str | Path) -> tuple[Classifier, dict[str, Any]]:

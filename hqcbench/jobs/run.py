@@ -11,9 +11,11 @@ import torch
 from hqcbench import names
 from hqcbench.config import RunConfig
 from hqcbench.data.datasets import Splits, to_float
+from hqcbench.data.lineage import split_inputs
 from hqcbench.errors import UserInputError
 from hqcbench.evaluation import hardware_cost
 from hqcbench.evaluation.paper_attack import make_epoch_hook
+from hqcbench.jobs import headline
 from hqcbench.jobs.checkpoints import log_weights
 from hqcbench.jobs.evaluate import TrainedArm, evaluate_group, splits_for
 from hqcbench.resources import ResourceMonitor, hardware_tags, run_summary
@@ -21,9 +23,13 @@ from hqcbench.models.arms import build_model, count_parameters
 from hqcbench.models.quantum import configure_readout
 from hqcbench.tracking import figures as plots
 from hqcbench.tracking import runs as tracking
+from hqcbench.tracking.experiments import use_experiment
 from hqcbench.training import seeding
 from hqcbench.training.loop import evaluate, fit
-from hqcbench.training.recipes import effective_batch_size, make_recipe, protocol_tags
+from hqcbench.training.recipes import effective_batch_size, effective_val_fraction, make_recipe, protocol_tags
+
+SUMMARY_ARTIFACT = "summary.md"  # the parent run's headline table
+
 
 def resolve_device(choice: str) -> torch.device:
     if choice == "cuda":
@@ -45,11 +51,15 @@ def train_arm(arm: str, seed: int, splits: Splits, cfg: RunConfig, device: torch
               on_epoch: Callable[[int], None] | None = None) -> TrainedArm:
     """Train one arm in the active child run and log everything the design names.
 
+    The run's splits are logged as its MLflow inputs first (``log_split_inputs``), so the UI's
+    Dataset column shows them and the test metrics can name the test split they came from.
+
     ``epoch_hook(epoch, model)`` adds per-epoch evaluations (the paper attack; default: the one the
     config asks for); ``on_epoch(epoch)`` is told each finished epoch (campaigns: heartbeat, progress).
     """
     if epoch_hook is None:
         epoch_hook = _epoch_hook(cfg, splits, device)
+    test_input = log_split_inputs(splits, cfg, seed)
     seeding.seed_model_init(seed)
     model = build_model(arm, splits.spec, cfg).to(device)
     configure_readout(model, cfg.eval_shots, cfg.train_shot_count, seed)  # None, None: exact <Z>
@@ -71,11 +81,16 @@ def train_arm(arm: str, seed: int, splits: Splits, cfg: RunConfig, device: torch
     with monitor.window("eval") as test_res:
         test = evaluate(model, splits.test, batch_size, device)
     history = result.history
+    model_id = log_weights(model, cfg, arm, seed, to_float(splits.test.images[:2]).numpy())
+    tested = {"test_acc": test.acc, "test_loss": test.loss}
     final = {"best_val_acc": result.best_val_acc, "best_epoch": result.best_epoch,
-             "test_acc": test.acc, "test_loss": test.loss, "test_eval_time_s": test_res["wall_s"],
+             "test_eval_time_s": test_res["wall_s"],
              names.METRIC_EPOCHS_RUN: result.epochs_run, names.METRIC_STOPPED_EARLY: float(result.stopped_early),
              **run_summary(history)}  # epoch_time_s_median, cpu_util_cores_mean, rss_peak_mb_max, cuda_*/nvml_* peaks
     mlflow.log_metrics(final)
+    # the test metrics once, linked to the logged model and the test split (the model page shows them)
+    mlflow.log_metrics(tested, model_id=model_id, dataset=test_input)
+    final.update(tested)
     mlflow.set_tags(monitor.tags())  # why NVML metrics are absent, how the RSS peak was taken
     mlflow.log_text("\n".join(str(int(c)) for c in test.correct.tolist()), names.TEST_CORRECT_ARTIFACT)
     fig = plots.learning_curves(history, f"{cfg.dataset} / {arm} / seed {seed} ({cfg.protocol})")
@@ -85,9 +100,17 @@ def train_arm(arm: str, seed: int, splits: Splits, cfg: RunConfig, device: torch
                                  f"{arm} seed {seed}: test acc {test.acc:.3f}")
     mlflow.log_figure(fig, "confusion_matrix.png")
     plots.close(fig)
-    log_weights(model, cfg, arm, seed, to_float(splits.test.images[:2]).numpy())
     metrics = {**counts, **final}
     return TrainedArm(arm, seed, mlflow.active_run().info.run_id, model, metrics)
+
+
+def log_split_inputs(splits: Splits, cfg: RunConfig, seed: int):
+    """``mlflow.log_input`` for the train / validation / test splits of the active run; returns the
+    test split's MLflow dataset (test metrics are logged against it)."""
+    inputs = split_inputs(splits, seed, effective_val_fraction(cfg), cfg.train_limit)
+    for item in inputs:
+        mlflow.log_input(item.dataset, context=item.context, tags=item.tags)
+    return next(item.dataset for item in inputs if item.split == "test")
 
 
 def comparison_table(trained: list[TrainedArm]) -> pd.DataFrame:
@@ -103,6 +126,14 @@ def comparison_table(trained: list[TrainedArm]) -> pd.DataFrame:
     return summary.reset_index()
 
 
+def log_headline(trained: list[TrainedArm], title: str) -> None:
+    """The paired differences on the active (parent) run: metrics and ``summary.md``."""
+    diffs = headline.differences(trained)
+    if diffs:
+        mlflow.log_metrics(headline.headline_metrics(diffs))
+    mlflow.log_text(headline.summary_markdown(diffs, trained, title), SUMMARY_ARTIFACT)
+
+
 def run_main(cfg: RunConfig, progress: bool = True) -> list[TrainedArm]:
     """Validate, then train every arm for every seed under one parent run (``progress``: tqdm bars)."""
     cfg.validate()
@@ -112,6 +143,7 @@ def run_main(cfg: RunConfig, progress: bool = True) -> list[TrainedArm]:
     t_start = time.perf_counter()
     params = cfg.to_dict()
     run_name = f"{cfg.dataset}-{cfg.protocol}"
+    use_experiment(cfg.dataset)  # hqcbench-{dataset} unless one was given
     trained: list[TrainedArm] = []
     # parent_run ends the parent itself: FAILED with hqcbench.error on an exception, KILLED on a stop
     with tracking.parent_run(params, run_name):
@@ -122,6 +154,7 @@ def run_main(cfg: RunConfig, progress: bool = True) -> list[TrainedArm]:
         table = comparison_table(trained)
         mlflow.log_text(table.to_csv(index=False), "comparison.csv")
         mlflow.log_text(table.to_markdown(index=False, floatfmt=".4f"), "comparison.md")
+        log_headline(trained, f"{cfg.dataset}, {cfg.protocol} protocol")
         mlflow.log_metric("wall_time_s", time.perf_counter() - t_start)
     return trained
 

@@ -23,6 +23,7 @@ import pandas as pd
 
 from hqcbench import names
 from hqcbench.data.datasets import DATA_DIR_ENV
+from hqcbench.tracking.experiments import mark_training_experiment
 
 _RUN_ENV = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
 DB_FILE = "mlflow.db"
@@ -81,6 +82,7 @@ def open_store(folder: Path, experiment: str) -> Store:
         if exp is None or exp.artifact_location != ARTIFACTS:
             _set_artifact_location(experiment_id, ARTIFACTS)
             _set_artifact_location("0", f"{ARTIFACTS}/default")  # MLflow's "Default" experiment, unused
+        mark_training_experiment(experiment_id)
     store.experiment_id = experiment_id
     return store
 

@@ -48,6 +48,7 @@ from hqcbench.models import arms as models
 from hqcbench.resources import ResourceMonitor
 from hqcbench.tracking import figures
 from hqcbench.tracking import runs as tracking
+from hqcbench.tracking.experiments import use_experiment
 from hqcbench.training import loop, seeding
 from hqcbench.training.recipes import effective_batch_size, make_recipe
 
@@ -261,6 +262,7 @@ def run_tune(tcfg: TuneConfig, pruner: optuna.pruners.BasePruner | None = None) 
         studies = open_studies(storage, tcfg, pruner or make_pruner())
     deadline = time.monotonic() + tcfg.timeout if tcfg.timeout else None
     params = tcfg.to_dict()
+    use_experiment(tcfg.dataset)  # hqcbench-{dataset} unless one was given
     # parent_run ends the parent itself (FAILED with hqcbench.error, or KILLED on a stop)
     with tracking.parent_run(params, f"tune-{tcfg.dataset}-{'-'.join(tcfg.arm_list)}", kind="tune") as parent:
         try:
@@ -297,6 +299,7 @@ def run_tune(tcfg: TuneConfig, pruner: optuna.pruners.BasePruner | None = None) 
                 table = runner.comparison_table(retrained)
                 mlflow.log_text(table.to_csv(index=False), "comparison.csv")
                 mlflow.log_text(table.to_markdown(index=False, floatfmt=".4f"), "comparison.md")
+                runner.log_headline(retrained, f"{tcfg.dataset}, best configuration of each arm's study")
             mlflow.log_metric("wall_time_s", time.perf_counter() - t_start)
         finally:
             lock.release()  # never left held for the other workers, however this one ends
