@@ -11,8 +11,9 @@ The document reads top-down, answer first: a banner when runs are shorter than t
 the verdicts at a glance (one line per claim and protocol with data: published figure, ours vs cnn,
 ours vs control, verdict) and one line naming the claims without data; the figures; then the details
 (how to read, the claims with per-seed values, the runs, per dataset x protocol the table in the
-paper's shape, paired comparisons, the hybrid's hardware bill, further metrics); provenance and
-commands; and the sources every number links to, each run linked into the MLflow UI.
+paper's shape with, under each, the arms whose masking checks failed or whose attacks used EOT; paired
+comparisons, the hybrid's hardware bill, further metrics); provenance and commands; and the sources every
+number links to, each run linked into the MLflow UI.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from hqcbench.report.exports import read_related, write_exports
 from hqcbench.report.formatting import relative_path, relative_paths
 from hqcbench.report.judge import ARM_LABELS
 from hqcbench.report.load import RunSet, WithRelated, load_runs
+from hqcbench.report.masking_gate import UNRESOLVED_MASKING, UNRESOLVED_NO_WORST, group_notes
 from hqcbench.report.plots import make_figures
 from hqcbench.report.provenance import provenance, run_commands
 from hqcbench.report.sources import Sources
@@ -83,6 +85,14 @@ def _how_to_read() -> list:
         f"Timing: an epoch in which the process got less CPU than {CONTENDED_SHARE:g} x its threads shared the "
         "machine and is left out of every timing (seconds per epoch, speed ratios); the results tables count "
         "such contended epochs per arm.",
+        "Robustness: ours is the worst case over every attack run on the model (robust_acc_worst_eps_0.1, pixel "
+        "units); under the paper protocol the published measure, on the seeds that also had that worst-case "
+        "evaluation. Runs without it fall back to PGD alone (fair) or the published measure alone (paper), and a "
+        f"verdict that would settle on that one gradient attack reads '{UNRESOLVED_NO_WORST}'. Masking can "
+        "only inflate a robust accuracy, so a difference holds only when neither arm failed a masking check "
+        "(check_*_pass = 0, possible_gradient_masking = 1) in any seed, and a refutation stands only when the "
+        f"flags sit on the arm whose lower true number would refute it further; otherwise '{UNRESOLVED_MASKING}', "
+        "naming the checks, arms and seeds. A failed bounds check blocks every settled verdict.",
         "Under the paper protocol the accuracy claims compare the published measure (best validation epoch, "
         "augmented validation split); under the fair protocol they compare test accuracy of the checkpoint "
         "selected on validation.",
@@ -161,6 +171,8 @@ def _detail_tables(doc: Document, runset: RunSet, sources: Sources) -> None:
         doc.h3(f"{DATASET_LABELS.get(dataset, dataset)}, {protocol} protocol")
         head, body, missing = results_table(runset, sources, dataset, protocol)
         doc.table(head, body, f"results-{dataset}-{protocol}")
+        for line in group_notes(runset.group(dataset, protocol), runset.arms(dataset, protocol)):
+            doc.p(line)
         if missing:
             doc.p("Not measured here (no data): " + ", ".join(m.label for m in missing) + ".")
     doc.h2("Paired comparisons (same seeds)")

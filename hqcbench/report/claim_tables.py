@@ -30,6 +30,7 @@ from hqcbench.report.formatting import (NO_DATA_CELL, fmt_claim_interval, fmt_cl
                                         fmt_seeds_needed)
 from hqcbench.report.judge import COMPARED, ClaimResult, Comparison, PairSource, evaluate_claim
 from hqcbench.report.load import PROTOCOL_ORDER, RunSet, dataset_rank
+from hqcbench.report.masking_gate import evaluate_robustness
 from hqcbench.report.sources import Sources
 from hqcbench.report.stats import MIN_SEEDS, NO_DATA, holm
 
@@ -49,10 +50,14 @@ class ClaimTables:
 
 
 def evaluate_all(runset: RunSet, related_source: PairSource | None = None) -> list[dict[str, ClaimResult]]:
-    """Every claim under every protocol; the growth proxy reads ``related_source`` (runs of other reports)."""
+    """Every claim under every protocol; the growth proxy reads ``related_source`` (runs of other reports);
+    the robustness claims go through masking_gate.py (worst case, masking flags)."""
     datasets = sorted(set(runset.runs.dataset), key=dataset_rank)
     out = []
     for claim in claims_for(datasets):
+        if claim.gated:
+            out.append({p: evaluate_robustness(claim, p, runset.runs) for p in PROTOCOL_ORDER})
+            continue
         source = related_source if claim.related and related_source is not None else runset
         out.append({p: evaluate_claim(claim, p, source) for p in PROTOCOL_ORDER})
     return out
@@ -101,6 +106,10 @@ def _comparison_cell(sources: Sources, comparison: Comparison, unit: str, detail
         cell.append(f"; {what} ({', '.join(comparison.labels)}): {values}")
     if comparison.note:
         cell.append(f" ({comparison.note})")
+    if detail and comparison.metric and comparison.interval is not None:
+        cell.append(f"; on {comparison.metric}")
+    if detail and comparison.detail:
+        cell.append(f"; {comparison.detail}")
     return cell
 
 
@@ -115,7 +124,8 @@ def _record(res: ClaimResult, budget: pd.DataFrame, holm_p: dict[HolmKey, float]
                     f"{other}_verdict": c.verdict.status, f"{other}_rank_test": ev.test,
                     f"{other}_wilcoxon_p": ev.p, f"{other}_holm_p": holm_p.get((res.claim.key, res.protocol, other)),
                     f"{other}_hl_shift": ev.shift, f"{other}_seeds_needed": fmt_seeds_needed(ev),
-                    f"{other}_run_ids": " ".join(c.run_ids)})
+                    f"{other}_metric": (c.metric or res.metric or "") if c.interval is not None else "",
+                    f"{other}_masking": c.masking, f"{other}_run_ids": " ".join(c.run_ids)})
     return out
 
 
@@ -140,8 +150,10 @@ def claim_tables(runset: RunSet, sources: Sources, related_source: PairSource | 
             without.append(claim.claim)
             continue
         flaw = Link(FLAWS[claim.flaw][0], f"#flaw-{claim.flaw}") if claim.flaw else "-"
-        row: list[Inline] = [claim.claim, claim.published, flaw,
-                             f"{claim.metric_paper or '-'} / {claim.metric_fair or '-'}"]
+        fair = claim.metric_fair or "-"
+        if claim.fallback_fair:
+            fair += f" (where no run has it: {claim.fallback_fair}, at most unresolved)"
+        row: list[Inline] = [claim.claim, claim.published, flaw, f"{claim.metric_paper or '-'} / {fair}"]
         for p in PROTOCOL_ORDER:
             res = results[p]
             mark = budget_mark(budget, res.run_ids)

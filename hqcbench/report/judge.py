@@ -19,6 +19,10 @@ one-sided signed-rank p-value of the per-seed values against the value the claim
 for speed, on the log scale; the margins for an equivalence), the Hodges-Lehmann shift, and for an
 unsettled verdict the seeds it would need; the growth rows, whose gains are independent samples, get the
 rank-sum test instead.
+
+The robustness claims take one more step, in masking_gate.py: which metric stands for "ours" (the worst case
+over every attack, else PGD) and whether the runs' masking checks let the verdict settle; it reuses
+``compare`` and ``join_verdicts`` from here, so the interval rules stay one.
 """
 from __future__ import annotations
 
@@ -72,6 +76,9 @@ class Comparison:
     magnitude: str = "n/a"  # is the published magnitude inside our interval (vs cnn only: the published baseline)
     note: str = ""  # e.g. which proxy datasets are missing
     evidence: RankEvidence = RankEvidence()  # rank test, Hodges-Lehmann shift, seeds needed (beside the verdict)
+    metric: str = ""  # the metric compared, where it is not the claim's (robustness: the fallback to PGD)
+    masking: str = ""  # robustness: the masking flags of both arms ("hybrid: converged in 2/5 seeds")
+    detail: str = ""  # shown in the detailed table only (robustness: seeds left out, EOT)
 
     @property
     def n(self) -> int:

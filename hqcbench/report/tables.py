@@ -4,7 +4,9 @@ bill, and every further metric (the claims tables are in claim_tables.py).
 Why a module of its own: each builder turns a RunSet into (header, rows) of cells that link to their
 sources, and nothing else; the document decides where they go (build.py). Which metrics the results
 table shows is decided here too, from what the runs actually logged: the robustness columns are one
-per (attack, eps) found among the ``robust_acc_{attack}_eps_{eps}`` metrics, not a fixed eps.
+per (attack, eps) found among the ``robust_acc_{attack}_eps_{eps}`` metrics, not a fixed eps. The
+published measure gets its clamp-only baseline and the worst case at its eps as neighbours, so a reader
+sees how much of the published "attack" is the clamp and what the strongest evidence says beside it.
 
 A mean and its interval hide the spread a reader may want to judge, so the results table has a
 "per seed" row under each arm (when an arm has more than one run) and the paired table lists each
@@ -20,8 +22,9 @@ from typing import Iterable
 
 import pandas as pd
 
+from hqcbench import names
 from hqcbench.config import ATTACKS, PAPER_BATCH_SIZE
-from hqcbench.report.claims import DATASET_LABELS, TIME_METRIC
+from hqcbench.report.claims import DATASET_LABELS, PUBLISHED_EPS, TIME_METRIC
 from hqcbench.report.document import Inline
 from hqcbench.report.epochs import EPOCHS_COLUMN, SHORT_COLUMN, budget_text, contended_cell
 from hqcbench.report.formatting import DIFF_UNITS, NO_DATA_CELL, fmt_interval, fmt_seed_values, range_flag
@@ -56,7 +59,14 @@ TAIL_METRICS = (
 # Stands in for the robustness columns when no run of the experiment logged any: it is never a
 # column, so it lands in "not measured here", as robustness should when no attack ran.
 NO_ROBUSTNESS = Metric("robust_acc", "robust accuracy (%)", "pct")
-ATTACK_LABELS = {"fgsm": "FGSM", "pgd": "PGD", "square": "Square", "pgd_paper": "published PGD"}
+ATTACK_LABELS = {"fgsm": "FGSM", "pgd": "PGD", "square": "Square", "pgd_paper": "published PGD",
+                 "autoattack": "AutoAttack", "bpda": "BPDA", names.WORST: "worst case over every attack, pixel"}
+# The published measure, and beside it what a reader needs to weigh it: accuracy after the published clamp
+# alone (no attack step: how much of the published "attack" is the clamp) and the worst case at the same eps
+# in pixel units. Where the group has the published measure, both columns stand even without data ("no data").
+PUBLISHED_METRIC = names.robust_metric("pgd_paper", PUBLISHED_EPS)
+CLAMP_ONLY = Metric("pgd_paper_clamp_only_acc", "published clamp alone, no attack step (%)", "pct")
+WORST_PUBLISHED = names.robust_metric(names.WORST, PUBLISHED_EPS)
 # names.robust_metric(attack, eps) read backwards: robust_acc_<attack>_eps_<eps:g>
 ROBUST_METRIC = re.compile(r"^robust_acc_(.+)_eps_([0-9.eE+-]+)$")
 SHOTS_PREFIX = "test_acc_shots_"  # names.sweep_metric(shots) = prefix + shots
@@ -87,15 +97,27 @@ def parse_robust_metric(name: str) -> tuple[str, float] | None:
 
 
 def robust_metrics(columns: Iterable[str]) -> list[Metric]:
-    """One column per (attack, eps) logged: attacks in config order (unknown ones after), eps ascending."""
+    """One column per (attack, eps) logged: attacks in config order (unknown ones after), eps ascending; then
+    the published measure, its clamp-only baseline and the worst case at its eps side by side, then the
+    worst case at other eps. The clamp-only and worst-case columns are added whenever the published measure
+    was logged, so a store without them says "no data" beside it instead of dropping the comparison."""
     found = {name: parsed for name in columns if (parsed := parse_robust_metric(name)) is not None}
+    if PUBLISHED_METRIC in found:
+        found.setdefault(WORST_PUBLISHED, (names.WORST, PUBLISHED_EPS))
+    last = ("pgd_paper", names.WORST)
 
     def rank(item: tuple[str, tuple[str, float]]) -> tuple:
-        attack, eps = item[1]
-        return (ATTACKS.index(attack) if attack in ATTACKS else len(ATTACKS), attack, eps)
+        name, (attack, eps) = item
+        if attack in last:
+            return (len(ATTACKS) + 1, last.index(attack) if name != WORST_PUBLISHED else 0.5, attack, eps)
+        return (ATTACKS.index(attack) if attack in ATTACKS else len(ATTACKS), 0, attack, eps)
 
-    return [Metric(name, f"{ATTACK_LABELS.get(attack, attack)} eps {eps:g} (%)", "pct")
-            for name, (attack, eps) in sorted(found.items(), key=rank)]
+    out = []
+    for name, (attack, eps) in sorted(found.items(), key=rank):
+        out.append(Metric(name, f"{ATTACK_LABELS.get(attack, attack)} eps {eps:g} (%)", "pct"))
+        if name == PUBLISHED_METRIC:
+            out.append(CLAMP_ONLY)
+    return out
 
 
 def table_metrics(runset: RunSet) -> tuple[Metric, ...]:
@@ -154,7 +176,12 @@ def results_table(runset: RunSet, sources: Sources, dataset: str,
     arm has several runs), contended epochs per arm; also the metrics without data."""
     group = runset.group(dataset, protocol)
     candidates = table_metrics(runset)
-    metrics = [m for m in candidates if m.name in group.columns and group[m.name].notna().any()]
+
+    def has_data(name: str) -> bool:
+        return name in group.columns and bool(group[name].notna().any())
+
+    beside = {CLAMP_ONLY.name, WORST_PUBLISHED} if has_data(PUBLISHED_METRIC) else set()
+    metrics = [m for m in candidates if has_data(m.name) or m.name in beside]
     missing = [m for m in candidates if m not in metrics]
     timed = any(m.name == TIME_METRIC for m in metrics)
     header: list[Inline] = ["arm", "seeds", *[m.label for m in metrics], *([CONTENDED_LABEL] if timed else [])]
