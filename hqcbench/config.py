@@ -36,7 +36,10 @@ ENGINES = ("fused", "torchquantum")
 DEVICES = ("auto", "cpu", "cuda")
 ATTACKS = ("fgsm", "pgd", "square", "pgd_paper", "autoattack", "bpda", "pgd_convergence")
 DEFAULT_ENCODING_SCALE = math.pi  # angle encoding RY(pi * tanh x): the circuit as it always was
-MAX_QUBITS = 12  # a dense state vector needs 2**n complex amplitudes per sample
+# A dense state vector needs 2**n complex amplitudes per sample (8 MiB at 20 qubits in complex64); the
+# adjoint method keeps its backward pass at a few of them per sample, and the memory check below
+# (MEMORY_CHECKS) refuses a configuration this machine cannot hold, whatever the limit allows.
+MAX_QUBITS = 20
 MAX_WIDTH = 256  # backbone width (channels of the first conv layer)
 TUNE_PROTOCOLS = ("fair",)  # paper fixes architecture and learning rates: nothing to tune
 RETRAIN_CHOICES = ("auto", "always", "never")
@@ -45,6 +48,32 @@ STORAGE_ALLOWED = "sqlite:///PATH (file in an existing folder) or postgresql://U
 PAPER_BATCH_SIZE = 64
 PAPER_EPOCHS = 50
 PAPER_VAL_FRACTION = 0.2  # published: random 80/20 split of the (augmented) training set
+
+
+# Checks of a whole configuration that need code config may not import: the quantum layer's memory
+# estimate lives in hqcbench.models.memory, which registers itself on import (hqcbench.models.quantum
+# imports it, so whatever can build a model has it; the CLI's jobs import models before they
+# validate). Each returns why the configuration would not fit, or None; RunConfig.validate and
+# TuneConfig.validate raise the first answer as a UserInputError. Without models imported there is
+# nothing to check: validate then checks the fields alone.
+MemoryCheck = Callable[["RunConfig"], "str | None"]
+MEMORY_CHECKS: list[MemoryCheck] = []
+
+
+def register_memory_check(check: MemoryCheck) -> MemoryCheck:
+    """Add ``check`` to what ``validate`` runs (once, however often the registering module loads)."""
+    if check not in MEMORY_CHECKS:
+        MEMORY_CHECKS.append(check)
+    return check
+
+
+def memory_shortfall(cfg: "RunConfig") -> str | None:
+    """The first registered memory check's reason why ``cfg`` would not fit, or None."""
+    for check in MEMORY_CHECKS:
+        reason = check(cfg)
+        if reason:
+            return reason
+    return None
 
 
 def _param(default: Any, help: str, allowed: str | None = None) -> Any:
@@ -160,7 +189,9 @@ class RunConfig:
         require(bool(seeds) and all(s >= 0 for s in seeds), "seeds", f"bad seeds {self.seeds!r}")
         require(len(set(seeds)) == len(seeds), "seeds", f"repeated seed in {self.seeds!r}")
         require(1 <= self.width <= MAX_WIDTH, "width", f"got {self.width}")
-        require(1 <= self.n_qubits <= MAX_QUBITS, "n_qubits", f"{self.n_qubits} is outside what the simulator supports")
+        require(1 <= self.n_qubits <= MAX_QUBITS, "n_qubits",
+                f"{self.n_qubits} is outside what the simulator supports (a dense state of 2**n amplitudes per "
+                f"sample: {MAX_QUBITS} qubits are 8 MiB per sample in complex64)")
         require(self.depth >= 1, "depth", f"got {self.depth}")
         require(self.encoding in ENCODINGS, "encoding", f"unknown encoding {self.encoding!r}")
         require(math.isfinite(self.encoding_scale) and self.encoding_scale > 0, "encoding_scale",
@@ -200,6 +231,9 @@ class RunConfig:
             values = value if isinstance(value, list) else [value]
             require(all(v is None or v >= 1 for v in values), name, f"got {getattr(self, name)!r}")
         require(self.shot_rate_hz >= 0, "shot_rate_hz", f"got {self.shot_rate_hz}")
+        shortfall = memory_shortfall(self)  # last: it reads fields checked above
+        if shortfall:
+            raise UserInputError("n_qubits", shortfall, f"{allowed('n_qubits')}, within the memory available")
         return self
 
     # ------------------------------------------------------------------ export
@@ -425,6 +459,13 @@ class TuneConfig:
             require(bool(values), name, "empty list")
             require(all(v in allowed for v in values), name, f"got {getattr(self, name)!r}")
             require(len(set(values)) == len(values), name, f"repeated value in {getattr(self, name)!r}")
+        if "hybrid" in self.arm_list:  # the largest circuit the search may draw (tune_space.suggest)
+            largest = self.base_config().replace(
+                arms="hybrid", n_qubits=self.qubits_max, depth=self.depth_max,
+                encoding="amplitude" if "amplitude" in self.encoding_list else "angle")
+            shortfall = memory_shortfall(largest)
+            require(not shortfall, "qubits_max", f"the largest circuit searched (qubits_max={self.qubits_max}, "
+                    f"depth_max={self.depth_max}) would not fit: {shortfall}")
         return self
 
     def settings_for(self, arm: str) -> dict[str, Any]:

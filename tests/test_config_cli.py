@@ -15,7 +15,7 @@ from hqcbench.errors import UserInputError
 @pytest.mark.parametrize("changes,parameter", [
     ({"dataset": "imagenet"}, "dataset"),
     ({"arms": "cnn,quantum"}, "arms"),
-    ({"n_qubits": 13}, "n_qubits"),
+    ({"n_qubits": 21}, "n_qubits"),
     ({"n_qubits": 0}, "n_qubits"),
     ({"depth": 0}, "depth"),
     ({"epochs": 0}, "epochs"),

@@ -120,7 +120,7 @@ def tune_store(tracking_db, tmp_path, monkeypatch) -> str:
     ({"depth_min": 4, "depth_max": 2}, "depth_min"),
     ({"lr_min": 0.1, "lr_max": 0.01}, "lr_min"),
     ({"width_min": 0}, "width_min"),
-    ({"qubits_max": 13}, "qubits_max"),
+    ({"qubits_max": 21}, "qubits_max"),
     ({"encodings": ""}, "encodings"),
     ({"ansatzes": "strong,wavy"}, "ansatzes"),
     ({"n_trials": 0}, "n_trials"),

@@ -9,7 +9,7 @@ from typing import Any
 
 import optuna
 
-from hqcbench.config import TuneConfig
+from hqcbench.config import MAX_QUBITS, TuneConfig
 from hqcbench.training import seeding
 
 PRUNER_STARTUP_TRIALS = 5  # median pruner: never prune before this many trials have finished
@@ -25,7 +25,10 @@ def suggest(trial: optuna.Trial, arm: str, tcfg: TuneConfig) -> dict[str, Any]:
     params: dict[str, Any] = {"width": trial.suggest_int("width", tcfg.width_min, tcfg.width_max, log=True),
                               "lr": trial.suggest_float("lr", tcfg.lr_min, tcfg.lr_max, log=True)}
     if arm in ("hybrid", "control"):
-        params["n_qubits"] = trial.suggest_int("n_qubits", tcfg.qubits_min, tcfg.qubits_max)
+        # TuneConfig.validate keeps qubits_max within MAX_QUBITS and checks the largest circuit fits in
+        # memory; the bound here keeps a hand-built TuneConfig from drawing past the simulator's limit
+        params["n_qubits"] = trial.suggest_int("n_qubits", min(tcfg.qubits_min, MAX_QUBITS),
+                                               min(tcfg.qubits_max, MAX_QUBITS))
     if arm == "hybrid":
         params["depth"] = trial.suggest_int("depth", tcfg.depth_min, tcfg.depth_max)
         params["encoding"] = trial.suggest_categorical("encoding", tcfg.encoding_list)

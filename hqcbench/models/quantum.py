@@ -21,6 +21,15 @@ Two engines compute the same circuit from the same ``weights`` parameter:
   amplitudes does not change which basis states they are, only which sign they get), and PauliZ
   readout is one matrix product with that +-1 table.
 
+  Differentiation (``diff_method``): autograd through either method (``backprop``) keeps every
+  intermediate state for the backward pass, depth x groups state vectors. ``adjoint``
+  (``hqcbench.models.adjoint``) runs the ``gates`` evolution keeping only the final state and
+  undoes the circuit in the backward pass, so backward memory stays at a few state vectors at any
+  depth; ``auto`` picks it where backpropagation would keep more than
+  ``adjoint.ADJOINT_MIN_SAVED_BYTES``. Passes autograd does not record (evaluation) run the plain
+  forward either way. Batches whose states would exceed ``memory.CHUNK_AMPLITUDES`` amplitudes
+  are simulated in row chunks; ``memory.estimate_peak_bytes`` is what a run checks before training.
+
 Why hand-written: TorchQuantum dispatches a module per gate, which costs far more than the
 arithmetic on a 16-amplitude state; PennyLane's TorchLayer is slower still; no maintained library
 offers a batched, autograd-friendly state-vector layer with this little overhead. Conventions
@@ -38,15 +47,19 @@ bit for bit.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from torch import nn
 
 from hqcbench.config import ANSATZES, ENCODINGS, ENGINES
 from hqcbench.models import readout
-from hqcbench.models.circuit import (ANGLE_SCALE, angle_params, ansatz_unitary_t, choose_method, cnot_ring_pairs,
-                                     encode_real, evolve, input_width, layer_gates, normalise_amplitudes,
-                                     real_dtype, ring_permutation, weight_shape, z_sign_table)
+from hqcbench.models.adjoint import DIFF_METHODS, adjoint_expvals, choose_diff_method
+from hqcbench.models.circuit import (ANGLE_SCALE, angle_params, ansatz_unitary_t, best_groups, choose_method,
+                                     cnot_ring_pairs, encode_real, evolve, group_matrices, input_width, layer_gates,
+                                     normalise_amplitudes, real_dtype, ring_permutation, weight_shape, wire_groups,
+                                     z_sign_table)
+from hqcbench.models.memory import chunk_rows, estimate_peak_bytes
 
 METHODS = ("auto", "unitary", "gates")  # fused engine only; internal (tests and benchmarks force one)
 
@@ -55,7 +68,11 @@ class QuantumLayer(nn.Module):
     """n_qubits-wire circuit: (B, input_width) -> (B, n_qubits) values <Z_w> in [-1, 1].
 
     ``method`` (fused engine only): ``auto`` picks ``unitary`` or ``gates`` per forward pass by
-    estimated cost; the other two force one (tests and benchmarks use them). ``entangle=False``
+    estimated cost; the other two force one (tests and benchmarks use them). ``diff_method`` (fused
+    engine, exact readout): ``backprop`` differentiates the chosen method with autograd, which keeps
+    every intermediate state; ``adjoint`` runs the ``gates`` evolution once and undoes it in the
+    backward pass (``hqcbench.models.adjoint``), a few state vectors whatever the depth; ``auto``
+    picks by ``adjoint.choose_diff_method``. Outputs are the same either way. ``entangle=False``
     leaves out every CNOT ring (the ``hybrid_noent`` arm); ``encoding_scale`` is the angle
     encoding's scale (amplitude encoding has no angle, so only the default is accepted there).
     """
@@ -65,15 +82,20 @@ class QuantumLayer(nn.Module):
     shots: int | None = None
     train_shots: int | None = None
     shot_rng = None
+    diff_method: str = "auto"  # set per instance in __init__; the class default serves layers pickled before it
 
     def __init__(self, n_qubits: int, depth: int, encoding: str = "angle", ansatz: str = "strong",
                  engine: str = "fused", seed: int | None = None, method: str = "auto", entangle: bool = True,
-                 encoding_scale: float = ANGLE_SCALE):
+                 encoding_scale: float = ANGLE_SCALE, diff_method: str = "auto"):
         super().__init__()
         for name, value, allowed in (("encoding", encoding, ENCODINGS), ("ansatz", ansatz, ANSATZES),
-                                     ("engine", engine, ENGINES), ("method", method, METHODS)):
+                                     ("engine", engine, ENGINES), ("method", method, METHODS),
+                                     ("diff_method", diff_method, DIFF_METHODS)):
             if value not in allowed:
                 raise ValueError(f"QuantumLayer: unknown {name} {value!r} (allowed: {', '.join(allowed)})")
+        if method == "unitary" and diff_method == "adjoint":
+            raise ValueError("QuantumLayer: diff_method='adjoint' runs the 'gates' method (it undoes the circuit "
+                             "one wire group at a time), so it cannot be combined with method='unitary'")
         if n_qubits < 1 or depth < 1:
             raise ValueError(f"QuantumLayer: need n_qubits >= 1 and depth >= 1, got {n_qubits}, {depth}")
         if not math.isfinite(encoding_scale) or encoding_scale <= 0:
@@ -83,6 +105,7 @@ class QuantumLayer(nn.Module):
                              "no angle)")
         self.n_qubits, self.depth, self.encoding, self.ansatz, self.engine = n_qubits, depth, encoding, ansatz, engine
         self.method, self.entangle, self.encoding_scale = method, bool(entangle), float(encoding_scale)
+        self.diff_method = diff_method
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         self.weights = nn.Parameter(torch.rand(weight_shape(n_qubits, depth, ansatz), generator=gen) * 2 * math.pi)
         perm = ring_permutation(n_qubits)
@@ -104,6 +127,8 @@ class QuantumLayer(nn.Module):
                 f"ansatz={self.ansatz}, engine={self.engine}")
         if self.encoding_scale != ANGLE_SCALE:  # only the ablations add words: default text unchanged
             text += f", encoding_scale={self.encoding_scale:g}"
+        if self.diff_method != "auto":
+            text += f", diff_method={self.diff_method}"
         return text if self.entangle else text + ", entangle=False"
 
     def _check(self, x: torch.Tensor) -> None:
@@ -117,11 +142,32 @@ class QuantumLayer(nn.Module):
             return readout.sampled_forward(self, x, shots)
         if self.engine == "torchquantum":
             return self._forward_torchquantum(x)
-        return self._forward_fused(x)
+        return self._in_chunks(self._forward_fused, x)
 
     def method_for(self, batch: int) -> str:
-        """The fused method a forward pass on ``batch`` samples uses."""
+        """The fused method a forward pass on ``batch`` samples uses (without the adjoint method)."""
         return self.method if self.method != "auto" else choose_method(self.n_qubits, self.depth, batch)
+
+    def diff_method_for(self, batch: int, dtype: torch.dtype = torch.float32) -> str:
+        """``backprop`` or ``adjoint``: how a recorded pass on ``batch`` samples (one chunk) is differentiated."""
+        if self.diff_method != "auto":
+            return self.diff_method
+        if self.method == "unitary":
+            return "backprop"
+        return choose_diff_method(self.n_qubits, self.depth, batch, 16 if dtype == torch.float64 else 8)
+
+    def peak_bytes(self, batch: int, backward: bool = True) -> int:
+        """Estimated peak bytes of one pass over ``batch`` samples (``memory.estimate_peak_bytes``)."""
+        return estimate_peak_bytes(self.n_qubits, self.depth, batch, self.diff_method, self.weights.dtype,
+                                   self.encoding, self.ansatz, backward, self.engine)
+
+    def _in_chunks(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """fn over row chunks of x, concatenated: bounds the working memory of large states (samples
+        never mix, so each sample's output is the same in any chunk)."""
+        rows = chunk_rows(self.n_qubits)
+        if x.shape[0] <= rows:
+            return fn(x)
+        return torch.cat([fn(part) for part in x.split(rows)])
 
     # -------------------------------------------------------------- fused engine
     def _gates(self, dtype: torch.dtype) -> torch.Tensor:
@@ -134,7 +180,26 @@ class QuantumLayer(nn.Module):
             return psi0.to(gates.dtype) @ ansatz_unitary_t(gates, self.entangle)
         return evolve(psi0, gates, self.perm, self.inv_perm, permute_last=True, entangle=self.entangle)
 
+    def _needs_adjoint(self, x: torch.Tensor) -> bool:
+        """Only a pass that autograd records needs a differentiation method; without one (no_grad,
+        nothing requiring grad) the plain ``gates``/``unitary`` forward runs and saves nothing."""
+        recorded = torch.is_grad_enabled() and (x.requires_grad or self.weights.requires_grad)
+        return recorded and self.diff_method_for(x.shape[0], x.dtype) == "adjoint"
+
+    def _forward_adjoint(self, x: torch.Tensor) -> torch.Tensor:
+        n, rows = self.n_qubits, x.shape[0]
+        if self.encoding == "angle":  # half-angles, as encode_real computes them
+            enc = (self.encoding_scale / 2) * torch.tanh(x)
+        else:
+            enc = normalise_amplitudes(x)
+        groups = wire_groups(n, best_groups(n, self.depth, rows))
+        mats = group_matrices(self._gates(x.dtype), groups)
+        return adjoint_expvals(enc, mats, groups, self.zsigns2_folded, self.perm, self.inv_perm, n,
+                               self.encoding, self.entangle)
+
     def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        if self._needs_adjoint(x):
+            return self._forward_adjoint(x)
         n = self.n_qubits
         psi0 = encode_real(x, n, self.encoding, self.encoding_scale)
         gates = self._gates(x.dtype)
@@ -153,7 +218,7 @@ class QuantumLayer(nn.Module):
         self._check(x)
         if self.engine == "torchquantum":
             return self._tq_state(x)
-        return self._fused_state(x)
+        return self._in_chunks(self._fused_state, x)
 
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 2**n) measurement probabilities in the computational basis (used by finite-shot readout)."""
