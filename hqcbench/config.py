@@ -111,7 +111,7 @@ class RunConfig:
     val_fraction: float = _param(0.2, "fraction of the training split held out for validation", "0 < v < 1")
     train_limit: int = _param(0, "use only this many training images (0: all)", ">= 0")
     device: str = _param("auto", "where to train", "|".join(DEVICES))
-    threads: int = _param(0, "torch intra-op threads (0: torch's default); logged per epoch", ">= 0")
+    threads: int = _param(0, "torch intra-op threads (0: the CPUs available to the process: affinity mask, cgroup quota); logged per epoch", ">= 0")
     attacks: str = _param("fgsm,pgd", "adversarial attacks run after training (none: skip)", ",".join(ATTACKS) + " or none")
     eps: str = _param("0.1", "L-inf attack budgets in pixel units", "comma-separated floats in (0, 1]")
     attack_samples: str = _param("1000", "test images attacked (fixed subset, same for all arms and seeds)", "integer >= 1 or all")

@@ -26,8 +26,8 @@ peak is exact however short the spike. Children (e.g. DataLoader workers) are sa
 is not allowed, the process is sampled as well (a spike shorter than ``interval_s`` can then be missed).
 No library offers per-window peaks of a process tree plus NVML per-process memory, hence this module.
 
-Size: about 470 lines, one monitor and the probes its sampling thread reads (process, children,
-NVML), and the timing lock that keeps timed jobs from sharing a core; split apart, the NVML probe
+Size: about 510 lines, one monitor and the probes its sampling thread reads (process, children,
+NVML), the timing lock that keeps timed jobs from sharing a core, and the count of CPUs available; split apart, the NVML probe
 would be a module used by nothing else.
 """
 from __future__ import annotations
@@ -472,3 +472,38 @@ def timing_lock(announce=print) -> Iterator[list[int]]:
                 announce(f"waiting for the timing lock of CPU {cpu} ({lock.lock_file}): another timed job runs there")
                 stack.enter_context(lock.acquire())
         yield cpus
+
+
+# ----------------------------------------------------------------------------- CPUs available
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def _cgroup_quota_cpus(root: Path = CGROUP_ROOT) -> float | None:
+    """CPUs a cgroup CPU quota allows (cgroup v2 ``cpu.max``, else v1 ``cpu.cfs_quota_us`` /
+    ``cpu.cfs_period_us``); None without a quota. Containers limited with ``--cpus`` see every
+    host core in their affinity mask, so a thread count from the mask alone oversubscribes them."""
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    with contextlib.suppress(OSError, ValueError):
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return None if quota <= 0 or period <= 0 else quota / period
+    return None
+
+
+def available_cpus(root: Path = CGROUP_ROOT) -> int:
+    """CPUs this process may really use: its affinity mask (``taskset``), capped by a cgroup quota
+    (rounded down, at least 1). torch's default thread count follows the mask but not the quota."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = _cgroup_quota_cpus(root)
+    if quota is not None:
+        cpus = min(cpus, max(1, math.floor(quota)))
+    return max(1, cpus)
+
+
+def apply_threads(requested: int = 0) -> int:
+    """Set torch's intra-op threads: ``requested``, or with 0 the CPUs available (``available_cpus``);
+    returns the count in use (logged per epoch as ``torch_threads``)."""
+    torch.set_num_threads(requested or available_cpus())
+    return torch.get_num_threads()

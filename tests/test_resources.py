@@ -444,3 +444,47 @@ def test_timing_lock_is_per_cpu_and_waits_for_a_holder(tmp_path, monkeypatch):
         assert not done.is_set() and any("CPU 1" in line for line in said)
     thread.join(timeout=5)
     assert done.is_set()
+
+
+# ----------------------------------------------------------------------------- CPUs available
+def _cgroup(tmp_path, v2: str | None = None, v1: tuple[str, str] | None = None):
+    if v2 is not None:
+        (tmp_path / "cpu.max").write_text(v2)
+    if v1 is not None:
+        (tmp_path / "cpu").mkdir()
+        (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text(v1[0])
+        (tmp_path / "cpu" / "cpu.cfs_period_us").write_text(v1[1])
+    return tmp_path
+
+
+def test_available_cpus_follow_the_affinity_mask_and_a_cgroup_quota(tmp_path, monkeypatch):
+    from hqcbench.resources import available_cpus
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert available_cpus(_cgroup(tmp_path / "none")) == 4  # no cgroup files: the mask
+    (tmp_path / "none").mkdir(exist_ok=True)
+    assert available_cpus(_cgroup(tmp_path / "none", v2="max 100000\n")) == 4  # v2 without a quota
+    (tmp_path / "v2").mkdir()
+    assert available_cpus(_cgroup(tmp_path / "v2", v2="150000 100000\n")) == 1  # --cpus 1.5: one full CPU
+    (tmp_path / "v1").mkdir()
+    assert available_cpus(_cgroup(tmp_path / "v1", v1=("200000", "100000"))) == 2
+    (tmp_path / "v1off").mkdir()
+    assert available_cpus(_cgroup(tmp_path / "v1off", v1=("-1", "100000"))) == 4
+    (tmp_path / "tiny").mkdir()
+    assert available_cpus(_cgroup(tmp_path / "tiny", v2="20000 100000")) == 1  # never below one
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {1})  # taskset -c 1
+    assert available_cpus(tmp_path / "v1") == 1
+
+
+def test_apply_threads_uses_the_request_or_the_cpus_available(monkeypatch):
+    import torch
+
+    from hqcbench import resources
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setattr(resources, "available_cpus", lambda root=resources.CGROUP_ROOT: 1)
+        assert resources.apply_threads(0) == 1
+        assert resources.apply_threads(2) == 2
+    finally:
+        torch.set_num_threads(before)

@@ -18,7 +18,7 @@ from hqcbench.evaluation.paper_attack import make_epoch_hook
 from hqcbench.jobs import headline
 from hqcbench.jobs.checkpoints import log_weights
 from hqcbench.jobs.evaluate import TrainedArm, evaluate_group, splits_for
-from hqcbench.resources import ResourceMonitor, hardware_tags, run_summary
+from hqcbench.resources import ResourceMonitor, apply_threads, hardware_tags, run_summary
 from hqcbench.models.arms import build_model, count_parameters
 from hqcbench.models.quantum import configure_readout
 from hqcbench.tracking import figures as plots
@@ -137,8 +137,7 @@ def log_headline(trained: list[TrainedArm], title: str) -> None:
 def run_main(cfg: RunConfig, progress: bool = True) -> list[TrainedArm]:
     """Validate, then train every arm for every seed under one parent run (``progress``: tqdm bars)."""
     cfg.validate()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    apply_threads(cfg.threads)  # 0: the CPUs available to this process (affinity, cgroup quota)
     device = resolve_device(cfg.device)
     t_start = time.perf_counter()
     params = cfg.to_dict()
