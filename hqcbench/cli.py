@@ -46,6 +46,7 @@ def _quiet_third_party() -> None:
     warnings.filterwarnings("ignore", message=r".*pkg_resources is deprecated.*")
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(optuna|mlflow)")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per reloaded weight file
     for name in ("art", "mlflow", "alembic", "qiskit"):
         logging.getLogger(name).setLevel(logging.WARNING)
     # a stop signal that lands inside a database fetch makes SQLAlchemy log "Error closing cursor" with

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -65,22 +64,33 @@ def rebuild(build_file: str | Path, state_file: str | Path) -> tuple[Classifier,
     return model.eval(), build
 
 
-def model_uri(run_id: str) -> str:
-    """The URI of the model a child run logged (MLflow 3 keeps models apart from runs)."""
+def logged_model(run_id: str) -> mlflow.entities.LoggedModel:
+    """The model a child run logged (MLflow 3 keeps models apart from runs)."""
     experiment_id = mlflow.MlflowClient().get_run(run_id).info.experiment_id  # not the active experiment
     models = mlflow.search_logged_models(experiment_ids=[experiment_id], filter_string=f"source_run_id = '{run_id}'",
                                          output_format="list")
     if not models:
         raise ValueError(f"run {run_id} logged no model")
-    return f"models:/{models[-1].model_id}"
+    return models[-1]
+
+
+def model_uri(run_id: str) -> str:
+    """The URI of the model a child run logged, for ``mlflow.pyfunc.load_model``."""
+    return f"models:/{logged_model(run_id).model_id}"
 
 
 def load_weights(run_id: str, device: torch.device | str = "cpu") -> tuple[Classifier, RunConfig, dict[str, Any]]:
-    """Rebuild a child run's model from its logged weights: (model in eval mode, its config, build info)."""
-    with warnings.catch_warnings():  # MLflow asks for predict type hints on every load; see pyfunc_model.py
-        warnings.filterwarnings("ignore", message=r".*type hints to the `predict` method.*")
-        wrapper = mlflow.pyfunc.load_model(model_uri(run_id)).unwrap_python_model()
-    return wrapper.model.to(device), build_config(wrapper.build), wrapper.build
+    """Rebuild a child run's model from its logged weights: (model in eval mode, its config, build info).
+
+    Reads the model's two files and rebuilds it with this code, rather than ``mlflow.pyfunc.load_model``:
+    that would execute the copy of ``pyfunc_model.py`` stored with each model (an older store carries
+    an older copy, and MLflow warns on every load of one without ``predict`` type hints)."""
+    root = logged_model(run_id).artifact_location.rstrip("/")
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {name: mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/artifacts/{name}", dst_path=tmp)
+                 for name in ("build.json", "state_dict.pt")}
+        model, build = rebuild(files["build.json"], files["state_dict.pt"])
+    return model.to(device), build_config(build), build
 
 
 def build_config(build: dict[str, Any]) -> RunConfig:
