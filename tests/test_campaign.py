@@ -149,3 +149,28 @@ def test_sigterm_then_resume_equals_an_uninterrupted_campaign(tmp_path, uninterr
     assert len(done) == 4 and done[f"tags.{names.TAG_FINGERPRINT}"].nunique() == 4  # each cell exactly once
     assert "RUNNING" not in set(final.status)
     assert results(final) == results(children(uninterrupted[0]))
+
+
+def test_a_training_another_worker_took_after_planning_is_skipped(tmp_path):
+    """Workers plan once; before each training the store is read again, so two workers whose plans
+    overlap never train the same cell twice (one finished it, or a live one is training it)."""
+    from hqcbench.jobs import store as campaign_store
+    from hqcbench.jobs.campaign import plan, taken_by_another
+    from hqcbench.jobs.campaign_spec import parse_spec
+    from hqcbench.tracking.runs import process_tags
+
+    spec = parse_spec(str(make_spec(tmp_path / "shared")))
+    store = campaign_store.open_store(spec.store, spec.name)
+    with store.inside():
+        todo = plan(spec, campaign_store.child_runs(store.experiment_id))
+        first, other = todo.trainings[0], todo.trainings[1]
+        assert taken_by_another(store.experiment_id, first) is None
+        client = mlflow.MlflowClient()
+        tags = {names.TAG_KIND: "child", names.TAG_FINGERPRINT: first.fingerprint, **process_tags()}
+        run = client.create_run(store.experiment_id, tags=tags)  # a live worker (this process) holds it
+        assert taken_by_another(store.experiment_id, first) == "being trained by another live worker"
+        assert taken_by_another(store.experiment_id, other) is None
+        client.set_tag(run.info.run_id, names.TAG_PID, str(2**22 + 12345))  # its process is gone
+        assert taken_by_another(store.experiment_id, first) is None
+        client.set_terminated(run.info.run_id, "FINISHED")
+        assert taken_by_another(store.experiment_id, first) == "finished by another worker"

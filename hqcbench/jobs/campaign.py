@@ -133,6 +133,27 @@ def plan(spec: CampaignSpec, runs: pd.DataFrame, only: str = "") -> Plan:
     return out
 
 
+def taken_by_another(experiment_id: str, t: Training) -> str | None:
+    """Why ``t`` must not be trained now, read from the store at this moment (None: train it).
+
+    A plan is made once, at the start; a campaign of hours shares its store with other workers (one
+    per core, or per machine on a shared server), which may have finished or started the same training
+    since. Without this check, two workers whose plans overlap train the same cell twice. (Two workers
+    checking within the same second can still both start it; the later one's run is then a duplicate
+    the report supersedes.)"""
+    runs = campaign_store.child_runs(experiment_id)
+    col = f"tags.{names.TAG_FINGERPRINT}"
+    if col not in runs:
+        return None
+    rows = runs[runs[col] == t.fingerprint]
+    if (rows.status == "FINISHED").any():
+        return "finished by another worker"
+    now = time.time()
+    if any(not is_dead(row, now) for _, row in rows[rows.status == "RUNNING"].iterrows()):
+        return "being trained by another live worker"
+    return None
+
+
 def finished_run_ids(runs: pd.DataFrame, members: list[Training]) -> dict[str, str]:
     """fingerprint -> run id of its latest FINISHED child run."""
     out = {}
@@ -239,6 +260,11 @@ def execute(spec: CampaignSpec, store: campaign_store.Store, todo: Plan, runs: p
                 mlflow.set_tag(names.TAG_HEARTBEAT, f"{time.time():.0f}")
                 bar.update(int(_per_epoch))
 
+            taken = taken_by_another(store.experiment_id, t)
+            if taken:
+                log.info("campaign: %s %s: skipped", t.label(), taken)
+                bar.update(int(per_epoch * t.cfg.epochs))
+                continue
             item = train_one(t, spec, splits, device, monitor, system, on_epoch)
             in_memory[t.fingerprint] = item
             group = t.group
