@@ -38,7 +38,7 @@ from hqcbench.jobs.campaign_spec import CampaignSpec, Training, parse_spec, sele
 from hqcbench.jobs.evaluate import TrainedArm, evaluate_group, evaluate_runs, evaluation_tags, splits_for
 from hqcbench.jobs.run import machine_tags, resolve_device, train_arm
 from hqcbench.report.build import write_report
-from hqcbench.resources import ResourceMonitor, timing_lock
+from hqcbench.resources import ResourceMonitor, apply_threads, timing_lock
 from hqcbench.tracking import runs as tracking
 from hqcbench.training.recipes import protocol_tags
 
@@ -237,8 +237,7 @@ def run_campaign(spec_path: str, only: str = "", dry_run: bool = False, device_c
 
 def execute(spec: CampaignSpec, store: campaign_store.Store, todo: Plan, runs: pd.DataFrame, device: torch.device,
             seconds: float, progress: bool, only: str = "") -> None:
-    if spec.threads:
-        torch.set_num_threads(spec.threads)
+    apply_threads(spec.threads)  # 0: the CPUs available to the process, as for the main job
     system = machine_tags(device)
     sizes = campaign_store.train_sizes(spec)
     bar = tqdm(total=max(1, int(seconds)), unit="s", desc=f"campaign {spec.name}", disable=not progress,

@@ -74,11 +74,6 @@ def logged_model(run_id: str) -> mlflow.entities.LoggedModel:
     return models[-1]
 
 
-def model_uri(run_id: str) -> str:
-    """The URI of the model a child run logged, for ``mlflow.pyfunc.load_model``."""
-    return f"models:/{logged_model(run_id).model_id}"
-
-
 def load_weights(run_id: str, device: torch.device | str = "cpu") -> tuple[Classifier, RunConfig, dict[str, Any]]:
     """Rebuild a child run's model from its logged weights: (model in eval mode, its config, build info).
 

@@ -20,6 +20,7 @@ from hqcbench.jobs.checkpoints import log_weights
 from hqcbench.jobs.evaluate import TrainedArm, evaluate_group, splits_for
 from hqcbench.resources import ResourceMonitor, apply_threads, hardware_tags, run_summary
 from hqcbench.models.arms import build_model, count_parameters
+from hqcbench.models.memory import run_device
 from hqcbench.models.quantum import configure_readout
 from hqcbench.tracking import figures as plots
 from hqcbench.tracking import runs as tracking
@@ -32,13 +33,10 @@ SUMMARY_ARTIFACT = "summary.md"  # the parent run's headline table
 
 
 def resolve_device(choice: str) -> torch.device:
-    if choice == "cuda":
-        if not torch.cuda.is_available():
-            raise UserInputError("device", "cuda was asked for but no CUDA device is available", "auto|cpu|cuda")
-        return torch.device("cuda")
-    if choice == "auto" and torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
+    device = run_device(choice)  # the same rule the memory check applies
+    if device is None:
+        raise UserInputError("device", "cuda was asked for but no CUDA device is available", "auto|cpu|cuda")
+    return device
 
 
 def machine_tags(device: torch.device) -> dict[str, str]:

@@ -118,13 +118,13 @@ def available_bytes(device: torch.device | str) -> int:
     return int(psutil.virtual_memory().available)
 
 
-def run_device(cfg: RunConfig) -> torch.device | None:
-    """The device ``cfg`` trains on, as the run job resolves it; None when CUDA is asked for and absent
-    (the run job reports that itself)."""
+def run_device(choice: str) -> torch.device | None:
+    """The device a ``device`` choice (auto | cpu | cuda) trains on; None when CUDA is asked for and
+    absent. The one rule: the jobs resolve their device with it too (``jobs.run.resolve_device``)."""
     cuda = torch.cuda.is_available()
-    if cfg.device == "cuda" and not cuda:
+    if choice == "cuda" and not cuda:
         return None
-    return torch.device("cuda" if cfg.device == "cuda" or (cfg.device == "auto" and cuda) else "cpu")
+    return torch.device("cuda" if choice == "cuda" or (choice == "auto" and cuda) else "cpu")
 
 
 def run_passes(cfg: RunConfig) -> list[tuple[str, int, bool]]:
@@ -159,7 +159,7 @@ def memory_shortfall(cfg: RunConfig) -> str | None:
     """
     if cfg.protocol != "fair" or not any(arm in CIRCUIT_ARMS for arm in cfg.arm_list):
         return None
-    device = run_device(cfg)
+    device = run_device(cfg.device)
     if device is None:
         return None
     peak, what = run_peak_bytes(cfg)

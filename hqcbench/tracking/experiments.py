@@ -40,8 +40,8 @@ def use_experiment(dataset: str) -> str:
     run_id = os.environ.get("MLFLOW_RUN_ID")
     if run_id:  # `mlflow run` (or a resumed run): the run's own experiment
         experiment_id = mlflow.MlflowClient().get_run(run_id).info.experiment_id
-    elif _chosen_in_process():
-        experiment_id = _chosen_in_process()
+    elif (chosen := _chosen_in_process()) is not None:
+        experiment_id = chosen
     elif os.environ.get("MLFLOW_EXPERIMENT_ID") and not _defaulted(os.environ["MLFLOW_EXPERIMENT_ID"]):
         # (mlflow.set_experiment exports the variable too: our own default is not a user's choice)
         experiment_id = os.environ["MLFLOW_EXPERIMENT_ID"]
