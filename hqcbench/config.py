@@ -29,7 +29,10 @@ PAPER_DATASETS = ("mnist", "cifar100", "stl10")
 # entangling gate; circuit weights frozen at their seeded initialisation
 ARMS = ("cnn", "hybrid", "control", "hybrid_noent", "hybrid_frozen")
 CIRCUIT_ARMS = ("hybrid", "hybrid_noent", "hybrid_frozen")  # the arms whose middle is a QuantumLayer
-PROTOCOLS = ("fair", "paper")
+# tuned: the fair recipe with the hyperparameters an equal-budget Optuna study chose for each arm (a
+# campaign's tuned block runs the studies and sets them; docs/tuning.md). Display order: paper, fair, tuned.
+PROTOCOLS = ("fair", "paper", "tuned")
+FAIR_RECIPE_PROTOCOLS = ("fair", "tuned")  # the protocols that train with the fair recipe and architecture
 ENCODINGS = ("angle", "amplitude")
 ANSATZES = ("strong", "basic")
 ENGINES = ("fused", "torchquantum")
@@ -91,7 +94,7 @@ class RunConfig:
     """Everything a main run needs. Field order = CLI/MLproject/README order."""
 
     dataset: str = _param("digits", "dataset to train on", "|".join(DATASETS))
-    protocol: str = _param("fair", "fair (shared recipe) or paper (published recipe)", "|".join(PROTOCOLS))
+    protocol: str = _param("fair", "fair (shared recipe), paper (published recipe) or tuned (fair recipe, hyperparameters from an equal-budget study)", "|".join(PROTOCOLS))
     arms: str = _param("cnn,hybrid,control", "comma-separated arms", ",".join(ARMS))
     epochs: int = _param(15, "training epochs per arm", ">= 1")
     patience: int = _param(0, "stop once validation loss has not improved for this many epochs (0: run every epoch)",
@@ -459,9 +462,10 @@ class TuneConfig:
             require(bool(values), name, "empty list")
             require(all(v in allowed for v in values), name, f"got {getattr(self, name)!r}")
             require(len(set(values)) == len(values), name, f"repeated value in {getattr(self, name)!r}")
-        if "hybrid" in self.arm_list:  # the largest circuit the search may draw (tune_space.suggest)
+        circuit_arm = next((a for a in self.arm_list if a in CIRCUIT_ARMS), None)
+        if circuit_arm:  # the largest circuit the search may draw (tune_space.suggest)
             largest = self.base_config().replace(
-                arms="hybrid", n_qubits=self.qubits_max, depth=self.depth_max,
+                arms=circuit_arm, n_qubits=self.qubits_max, depth=self.depth_max,
                 encoding="amplitude" if "amplitude" in self.encoding_list else "angle")
             shortfall = memory_shortfall(largest)
             require(not shortfall, "qubits_max", f"the largest circuit searched (qubits_max={self.qubits_max}, "
@@ -476,9 +480,9 @@ class TuneConfig:
                                     "train_limit": self.train_limit, "engine": self.engine,
                                     "width_min": self.width_min, "width_max": self.width_max,
                                     "lr_min": self.lr_min, "lr_max": self.lr_max}
-        if arm in ("hybrid", "control"):
+        if arm == "control" or arm in CIRCUIT_ARMS:
             settings.update(qubits_min=self.qubits_min, qubits_max=self.qubits_max)
-        if arm == "hybrid":
+        if arm in CIRCUIT_ARMS:
             settings.update(depth_min=self.depth_min, depth_max=self.depth_max,
                             encodings=self.encoding_list, ansatzes=self.ansatz_list)
         return settings

@@ -5,7 +5,8 @@ Three experiments carry the same robust accuracies (hybrid 20.6 pp above cnn and
 in every seed, so the interval rule alone says "holds"):
 - ``clean``: the worst case over every attack, no check failed -> holds;
 - ``masked``: the same, but two hybrid seeds failed the converged and zero_grad checks -> unresolved;
-- ``old``: an older store, PGD only (no worst-case metric) -> unresolved: no worst-case evaluation.
+- ``old``: an older store, PGD only (no worst-case metric) -> unresolved: no worst-case evaluation;
+- ``gradient_only``: a worst case over gradient attacks alone (no AutoAttack, no Square) -> the same.
 ``clean`` also has paper-protocol runs with the published measure, its clamp-only baseline and the worst
 case (not on the control), and a finite-shot hybrid attacked with EOT.
 """
@@ -30,13 +31,14 @@ from tests.test_report import T4, _glance, _log_child, _md_tables
 ROBUST = {"hybrid": [0.30, 0.32, 0.31, 0.33, 0.29], "cnn": [0.10, 0.11, 0.09, 0.12, 0.10],
           "control": [0.20, 0.21, 0.19, 0.22, 0.20]}  # hybrid - cnn: 20, 21, 22, 21, 19 pp; - control: 10 .. 12
 MASKED_SEEDS = (1, 3)
+AUTOATTACK = names.robust_metric("autoattack", 0.1)
 PAPER = {  # paper protocol: published measure, its clamp-only baseline, worst case (pixel eps 0.1)
     "hybrid": {"robust_acc_pgd_paper_eps_0.1": [0.40, 0.42, 0.41, 0.43, 0.39],
                "pgd_paper_clamp_only_acc": [0.90, 0.92, 0.91, 0.93, 0.89],
-               WORST_METRIC: [0.02, 0.03, 0.02, 0.04, 0.04]},
+               WORST_METRIC: [0.02, 0.03, 0.02, 0.04, 0.04], AUTOATTACK: [0.02, 0.03, 0.02, 0.04, 0.04]},
     "cnn": {"robust_acc_pgd_paper_eps_0.1": [0.10, 0.12, 0.11, 0.10, 0.12],
             "pgd_paper_clamp_only_acc": [0.60, 0.62, 0.61, 0.60, 0.62],
-            WORST_METRIC: [0.01, 0.01, 0.02, 0.01, 0.00]},
+            WORST_METRIC: [0.01, 0.01, 0.02, 0.01, 0.00], AUTOATTACK: [0.01, 0.01, 0.02, 0.01, 0.00]},
     "control": {"robust_acc_pgd_paper_eps_0.1": [0.20, 0.21, 0.22, 0.20, 0.22]},  # an older run: nothing else
 }
 EOT = "10 readout samples averaged per gradient (EOT; sampled readout, 100 shots); predictions are single draws"
@@ -67,6 +69,8 @@ def _log_fair(experiment: str, kind: str) -> None:
                 tags: dict = {}
                 if kind != "old":
                     final[WORST_METRIC] = values[seed]
+                    if kind != "gradient_only":
+                        final[AUTOATTACK] = values[seed] + 0.01
                     checks, tags = _checks(kind == "masked" and arm == "hybrid" and seed in MASKED_SEEDS)
                     final.update(checks)
                 _log_child(arm, "fair", "mnist", seed, final, tags, curves=False)
@@ -94,7 +98,7 @@ def reports(tmp_path_factory):
         mlflow.set_tracking_uri(uri)
         try:
             out = {}
-            for kind in ("clean", "masked", "old"):
+            for kind in ("clean", "masked", "old", "gradient_only"):
                 _log_fair(kind, kind)
                 if kind == "clean":
                     _log_paper()
@@ -158,6 +162,14 @@ def test_runs_without_worst_case_fall_back_to_pgd_and_never_settle(reports):
     assert f"{PGD_METRIC} alone would say holds" in claim[claims[0].index("verdict (fair)")]
     assert claim[3] == (f"robust_acc_pgd_paper_eps_0.1 / {WORST_METRIC} (where no run has it: {PGD_METRIC}, "
                         "at most unresolved)")
+
+
+def test_a_worst_case_over_gradient_attacks_alone_does_not_count(reports):
+    """Without AutoAttack or Square the worst case shares the gradient attacks' blind spot: the verdict
+    falls back to PGD and cannot settle, as for a store without any worst case."""
+    row = _robust_row(reports["gradient_only"][0])
+    assert row["fair_verdict"] == UNRESOLVED_NO_WORST and row["fair_metric"] == PGD_METRIC
+    assert _robust_row(reports["clean"][0])["fair_verdict"] == HOLDS  # the same numbers with AutoAttack beside
 
 
 def test_claims_csv_carries_verdict_and_metric(reports):
@@ -274,7 +286,8 @@ def test_pgd_fallback_leaves_out_runs_whose_pgd_did_not_converge():
 def test_seeds_without_worst_case_are_left_out_and_named():
     """A store half re-evaluated: the worst case on seeds 0-3, PGD on all five; ours uses the four."""
     rows = [{"run_id": f"{arm}-{seed}", "dataset": "mnist", "protocol": "fair", "arm": arm, "seed": seed,
-             PGD_METRIC: ROBUST[arm][seed] + 0.05, WORST_METRIC: ROBUST[arm][seed] if seed < 4 else np.nan}
+             PGD_METRIC: ROBUST[arm][seed] + 0.05, WORST_METRIC: ROBUST[arm][seed] if seed < 4 else np.nan,
+             AUTOATTACK: ROBUST[arm][seed] if seed < 4 else np.nan}
             for arm in ROBUST for seed in range(5)]
     cnn = evaluate_robustness(ROBUST_MNIST, "fair", pd.DataFrame(rows)).comparisons["cnn"]
     assert cnn.metric == WORST_METRIC and cnn.n == 4 and cnn.interval.mean == pytest.approx(21.0)

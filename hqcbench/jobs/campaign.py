@@ -7,9 +7,11 @@ the folder works from any clone), and then:
 1. finds child runs left RUNNING whose process is gone -- same host: no such pid, or the pid now
    belongs to a process started later; another host: no heartbeat for ``STALE_AFTER_S`` -- and
    marks them KILLED (they are redone); a live worker's run is never touched;
-2. trains every (block, dataset, protocol, arm, seed) whose training fingerprint has no FINISHED run
+2. runs the studies of ``tuned`` blocks up to their budget (``jobs.campaign_tuning``), which turns
+   each complete block into cells with every arm's best configuration;
+3. trains every (block, dataset, protocol, arm, seed) whose training fingerprint has no FINISHED run
    (and no live one), one child run each, weights kept as artifacts;
-3. evaluates every group (the arms of one seed) whose runs lack the current evaluation fingerprint,
+4. evaluates every group (the arms of one seed) whose runs lack the current evaluation fingerprint,
    reloading weights where the model is not in memory.
 
 ``--only`` restricts it to a part (e.g. ``seed=0,1``), so a long campaign runs in parts, each part
@@ -33,8 +35,9 @@ import torch
 from tqdm.auto import tqdm
 
 from hqcbench import names
+from hqcbench.jobs import campaign_tuning
 from hqcbench.jobs import store as campaign_store
-from hqcbench.jobs.campaign_spec import CampaignSpec, Training, parse_spec, select
+from hqcbench.jobs.campaign_spec import CampaignSpec, Training, Tuning, make_training, parse_spec, select, select_tunings
 from hqcbench.jobs.evaluate import TrainedArm, evaluate_group, evaluate_runs, evaluation_tags, splits_for
 from hqcbench.jobs.run import machine_tags, resolve_device, train_arm
 from hqcbench.report.build import write_report
@@ -57,10 +60,12 @@ class Plan:
     evaluations: list[tuple[tuple, list[Training]]] = field(default_factory=list)  # (group, its trainings)
     running_elsewhere: list[str] = field(default_factory=list)
     killed: list[str] = field(default_factory=list)
+    tunings: list[Tuning] = field(default_factory=list)  # tuned blocks whose studies lack trials
+    after_tuning: list[str] = field(default_factory=list)  # cells that exist once those studies are complete
 
     @property
     def empty(self) -> bool:
-        return not self.trainings and not self.evaluations
+        return not self.trainings and not self.evaluations and not self.tunings
 
 
 # ---------------------------------------------------------------------------------------------- liveness
@@ -176,9 +181,26 @@ def estimate_seconds(runs: pd.DataFrame, t: Training, n_train: int) -> tuple[flo
     return per_epoch, evaluation
 
 
-def describe(plan_: Plan, runs: pd.DataFrame, sizes: dict[str, int]) -> tuple[list[str], float]:
+def tuning_seconds(runs: pd.DataFrame, tuning: Tuning, arm: str, trials: int, n_train: int) -> float:
+    """Trials of ``arm`` at the store's fair-protocol speed of that arm (pruned trials make it an overestimate)."""
+    cell = make_training(tuning.block, tuning.settings, tuning.dataset, "fair", arm, tuning.seeds[0])
+    per_epoch, _ = estimate_seconds(runs, cell, n_train)
+    return per_epoch * cell.cfg.epochs * trials
+
+
+def describe(plan_: Plan, runs: pd.DataFrame, sizes: dict[str, int], spec: CampaignSpec | None = None
+             ) -> tuple[list[str], float]:
     """Lines for --dry-run and the estimated seconds of the missing work."""
     lines, total = [], 0.0
+    for tuning in plan_.tunings:
+        left = campaign_tuning.trials_left(tuning, spec) if spec is not None else {a: tuning.n_trials
+                                                                                    for a in tuning.arms}
+        for arm, trials in left.items():
+            seconds = tuning_seconds(runs, tuning, arm, trials, sizes.get(tuning.dataset, 48_000))
+            total += seconds
+            lines.append(f"tune     {tuning.label() + '/' + arm:48s} {trials:3d} trials  ~{seconds / 60:6.1f} min")
+    for label in plan_.after_tuning:
+        lines.append(f"train    {label:48s} after its block's studies")
     for t in plan_.trainings:
         per_epoch, evaluation = estimate_seconds(runs, t, sizes.get(t.cfg.dataset, 48_000))
         seconds = per_epoch * t.cfg.epochs
@@ -216,9 +238,12 @@ def run_campaign(spec_path: str, only: str = "", dry_run: bool = False, device_c
         killed = [] if dry_run else reap(runs)
         if killed:
             runs = campaign_store.child_runs(store.experiment_id)
+        spec, tunings, waiting = campaign_tuning.resolve(spec)
         todo = plan(spec, runs, only)
         todo.killed = killed
-        lines, seconds = describe(todo, runs, campaign_store.train_sizes(spec))
+        todo.tunings = select_tunings(tunings, only)
+        todo.after_tuning = [label for label in waiting if any(label.startswith(t.label() + "/") for t in todo.tunings)]
+        lines, seconds = describe(todo, runs, campaign_store.train_sizes(spec), spec)
         for line in lines:
             print(line)
         for label in todo.running_elsewhere:
@@ -226,7 +251,9 @@ def run_campaign(spec_path: str, only: str = "", dry_run: bool = False, device_c
         if todo.empty:
             print("nothing missing")
             return todo
-        print(f"missing: {len(todo.trainings)} trainings, {len(todo.evaluations)} evaluations, "
+        tuned = f"the studies of {len(todo.tunings)} tuned block(s) (then {len(todo.after_tuning)} trainings), " \
+            if todo.tunings else ""
+        print(f"missing: {tuned}{len(todo.trainings)} trainings, {len(todo.evaluations)} evaluations, "
               f"about {seconds / 3600:.1f} h at the store's measured speed")
         if dry_run:
             return todo
@@ -249,6 +276,16 @@ def execute(spec: CampaignSpec, store: campaign_store.Store, todo: Plan, runs: p
                                             tags=campaign_store.source_tags()), \
             ResourceMonitor(device, paper_metrics=any(t.cfg.protocol == "paper" for t in todo.trainings)) as monitor:
         mlflow.set_tags({**system, names.TAG_CAMPAIGN: spec.name})
+        if todo.tunings:
+            for tuning in todo.tunings:
+                bar.set_postfix_str(f"tune {tuning.label()}")
+                campaign_tuning.run_tuning(tuning, spec, device, monitor, system)
+            spec, _, _ = campaign_tuning.resolve(spec)  # the complete blocks' cells now exist: plan them too
+            runs = campaign_store.child_runs(store.experiment_id)
+            more = plan(spec, runs, only)
+            known = {t.fingerprint for t in todo.trainings}
+            todo.trainings += [t for t in more.trainings if t.fingerprint not in known]
+            todo.evaluations = list({**dict(todo.evaluations), **dict(more.evaluations)}.items())
         pending_groups = dict(todo.evaluations)
         for t in todo.trainings:
             per_epoch, _ = estimate_seconds(runs, t, sizes.get(t.cfg.dataset, 48_000))
@@ -312,6 +349,8 @@ def write_campaign_report(spec_path: str) -> Path:
         missing = sorted(set(spec.related) - set(related))
         if missing:
             log.info("report: related folders without runs.csv yet (their rows stay empty): %s", ", ".join(missing))
+        studies = Path(campaign_tuning.OPTUNA_FILE)
         report = write_report(spec.name, out=".", log_run=False, report_command=command,
-                              note=spec.description, related=related or None)
+                              note=spec.description, related=related or None,
+                              studies_file=studies if studies.is_file() else None)
         return spec.store / report.files[0].name

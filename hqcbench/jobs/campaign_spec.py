@@ -19,6 +19,19 @@ more block. Example (``reports/mnist/campaign.toml``)::
     epochs = 50
     attacks = "fgsm,pgd,pgd_paper"
 
+A block of the ``tuned`` protocol adds a ``[blocks.tune]`` table (``n_trials`` per arm and, optionally,
+the search ranges of ``python -m hqcbench tune``); its cells exist once its studies are complete
+(``jobs.campaign_tuning``)::
+
+    [[blocks]]
+    name = "tuned"
+    datasets = ["digits"]
+    protocols = ["tuned"]
+    arms = ["cnn", "hybrid", "control"]
+    seeds = [0, 1, 2, 3, 4]
+    [blocks.tune]
+    n_trials = 30
+
 Every cell is validated as a RunConfig when the spec is read, so a typo fails before any compute.
 """
 from __future__ import annotations
@@ -28,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hqcbench.config import FIELD_META, FIELD_TYPES, RunConfig, convert
+from hqcbench.config import FIELD_DEFAULTS, FIELD_META, FIELD_TYPES, TUNE_META, TUNE_SHARED, TUNE_TYPES, RunConfig, TuneConfig, convert
 from hqcbench.errors import UserInputError
 from hqcbench.jobs.fingerprint import training_fingerprint
 
@@ -36,7 +49,11 @@ CROSS_KEYS = ("datasets", "protocols", "arms", "seeds")
 TOP_KEYS = ("name", "threads", "description", "related", "defaults", "blocks")
 PER_CELL = ("dataset", "protocol", "arms", "seeds")  # set by the cross product, not by a block
 MACHINE_FIELDS = ("data_dir", "device", "threads")  # where a campaign runs, not what it computes
-SPEC_ALLOWED = f"top level: {', '.join(TOP_KEYS)}; a block: name, {', '.join(CROSS_KEYS)} and RunConfig fields"
+# [blocks.tune]: the study budget and search ranges; the rest of the tune job's fields come from the block
+TUNE_KEYS = tuple(name for name in TUNE_META if name not in TUNE_SHARED
+                  and name not in ("storage", "study_name", "timeout", "retrain"))
+SPEC_ALLOWED = (f"top level: {', '.join(TOP_KEYS)}; a block: name, {', '.join(CROSS_KEYS)}, RunConfig fields and, "
+                f"for protocols = [\"tuned\"], a tune table ({', '.join(TUNE_KEYS)})")
 
 
 @dataclass(frozen=True)
@@ -60,6 +77,34 @@ class Training:
 
 
 @dataclass(frozen=True)
+class Tuning:
+    """The studies behind one tuned block and dataset: one per arm, ``n_trials`` each, equal for all arms."""
+
+    block: str
+    dataset: str
+    arms: tuple[str, ...]
+    seeds: tuple[int, ...]
+    settings: dict[str, Any]  # the block's RunConfig fields (defaults merged), as for its cells
+    search: dict[str, Any]  # the [blocks.tune] table: n_trials and search ranges
+
+    @property
+    def n_trials(self) -> int:
+        return int(self.search["n_trials"])
+
+    def label(self) -> str:
+        return f"{self.block}/{self.dataset}"
+
+    def tune_config(self, storage: str, campaign: str) -> TuneConfig:
+        """The tune job's configuration: trials train with the fair recipe on the first seed."""
+        shared = {k: v for k, v in self.settings.items() if k in TUNE_SHARED and k not in ("attacks", "seeds")}
+        epochs = self.settings.get("epochs", FIELD_DEFAULTS["epochs"])  # trials train as long as the cells
+        return TuneConfig(**{**shared, **self.search, "epochs": epochs, "dataset": self.dataset, "protocol": "fair",
+                             "arms": ",".join(self.arms), "seeds": ",".join(map(str, self.seeds)),
+                             "storage": storage, "study_name": f"{campaign}-{self.block}-{self.dataset}",
+                             "attacks": "none", "retrain": "never"}).validate()
+
+
+@dataclass(frozen=True)
 class CampaignSpec:
     name: str
     path: Path
@@ -67,6 +112,7 @@ class CampaignSpec:
     trainings: tuple[Training, ...]
     description: str = ""
     related: tuple[str, ...] = ()  # other report folders (relative to this one) for cross-dataset rows
+    tunings: tuple[Tuning, ...] = ()  # the tuned blocks' studies; their cells join ``trainings`` once complete
 
     @property
     def store(self) -> Path:
@@ -104,6 +150,35 @@ def _fields(table: dict[str, Any], where: str) -> dict[str, Any]:
     return out
 
 
+def make_training(block: str, settings: dict[str, Any], dataset: str, protocol: str, arm: str, seed: int) -> Training:
+    """One validated cell and its fingerprint."""
+    cfg = RunConfig(**{**settings, "dataset": str(dataset), "protocol": str(protocol), "arms": str(arm),
+                       "seeds": str(seed)}).validate()
+    fingerprint, fields = training_fingerprint(cfg, str(arm), int(seed))
+    return Training(block, str(arm), int(seed), cfg, fingerprint, fields)
+
+
+def _tune_table(block: dict[str, Any], where: str, protocols: list[Any]) -> dict[str, Any] | None:
+    """The [blocks.tune] table converted to TuneConfig's types; required exactly for tuned blocks."""
+    table = block.get("tune")
+    tuned = "tuned" in protocols
+    if table is None:
+        if tuned:
+            raise _fail(f"{where}.tune", "a tuned block needs a tune table with n_trials (the budget of every arm)")
+        return None
+    if not tuned or len(protocols) > 1:
+        raise _fail(f"{where}.tune", "belongs to a block whose protocols are exactly [\"tuned\"]")
+    if not isinstance(table, dict) or "n_trials" not in table:
+        raise _fail(f"{where}.tune", "needs n_trials (the budget of every arm)")
+    out = {}
+    for key, raw in table.items():
+        if key not in TUNE_KEYS:
+            raise _fail(f"{where}.tune.{key}", f"unknown key; allowed: {', '.join(TUNE_KEYS)}")
+        value = ",".join(map(str, raw)) if isinstance(raw, list) else raw
+        out[key] = convert(key, value, TUNE_TYPES[key], TUNE_META[key]["allowed"])
+    return out
+
+
 def parse_spec(path: str | Path) -> CampaignSpec:
     """Read and validate a spec; raise UserInputError naming the first bad key."""
     path = Path(path)
@@ -127,21 +202,35 @@ def parse_spec(path: str | Path) -> CampaignSpec:
     if not isinstance(blocks, list) or not blocks:
         raise _fail("blocks", "needs at least one [[blocks]] table")
     trainings: list[Training] = []
+    tunings: list[Tuning] = []
     seen: dict[str, str] = {}
     for index, block in enumerate(blocks):
         bname = block.get("name") or f"block{index + 1}"
         where = f"blocks.{bname}"
-        settings = {**defaults, **_fields({k: v for k, v in block.items() if k not in ("name", *CROSS_KEYS)}, where)}
+        settings = {**defaults, **_fields({k: v for k, v in block.items() if k not in ("name", "tune", *CROSS_KEYS)},
+                                          where)}
         if threads:
             settings["threads"] = threads
+        search = _tune_table(block, where, _list(block, "protocols", where))
+        if search is not None:
+            for dataset in _list(block, "datasets", where):
+                tuning = Tuning(bname, str(dataset), tuple(map(str, _list(block, "arms", where))),
+                                tuple(int(s) for s in _list(block, "seeds", where)), settings, search)
+                try:
+                    tuning.tune_config("sqlite:///optuna.db", name.strip())  # validates ranges and the memory check
+                except UserInputError as exc:
+                    raise _fail(f"{where}.tune", str(exc)) from None
+                for seed in tuning.seeds:  # the cells themselves, with the study's defaults: a typo fails now
+                    for arm in tuning.arms:
+                        make_training(bname, settings, str(dataset), "tuned", arm, seed)
+                tunings.append(tuning)
+            continue
         for dataset in _list(block, "datasets", where):  # seed before arm: each seed's group completes early
             for protocol in _list(block, "protocols", where):
                 for seed in _list(block, "seeds", where):
                     for arm in _list(block, "arms", where):
-                        cfg = RunConfig(**{**settings, "dataset": str(dataset), "protocol": str(protocol),
-                                           "arms": str(arm), "seeds": str(seed)}).validate()
-                        fingerprint, fields = training_fingerprint(cfg, str(arm), int(seed))
-                        cell = Training(bname, str(arm), int(seed), cfg, fingerprint, fields)
+                        cell = make_training(bname, settings, dataset, protocol, arm, seed)
+                        fingerprint = cell.fingerprint
                         if fingerprint in seen:
                             raise _fail(where, f"{cell.label()} trains the same model as {seen[fingerprint]}")
                         seen[fingerprint] = cell.label()
@@ -150,7 +239,7 @@ def parse_spec(path: str | Path) -> CampaignSpec:
     if not isinstance(related, list) or not all(isinstance(r, str) for r in related):
         raise _fail("related", f"needs a list of report folders, got {related!r}")
     return CampaignSpec(name.strip(), path.resolve(), threads, tuple(trainings), str(raw.get("description", "")),
-                        tuple(related))
+                        tuple(related), tuple(tunings))
 
 
 def select(trainings: tuple[Training, ...] | list[Training], only: str) -> list[Training]:
@@ -166,4 +255,19 @@ def select(trainings: tuple[Training, ...] | list[Training], only: str) -> list[
                                  "space-separated key=v1,v2 terms, key in block, dataset, protocol, arm, seed")
         wanted = {v.strip() for v in values.split(",") if v.strip()}
         chosen = [t for t in chosen if keys[key](t) in wanted]
+    return chosen
+
+
+def select_tunings(tunings: tuple[Tuning, ...] | list[Tuning], only: str) -> list[Tuning]:
+    """``--only`` for tuned blocks: their block, dataset and protocol terms apply (a block's studies run
+    for all its arms and seeds at once, so arm and seed terms do not split them)."""
+    keys = {"block": lambda t: t.block, "dataset": lambda t: t.dataset, "protocol": lambda t: "tuned"}
+    select([], only)  # the same validation of the terms
+    chosen = list(tunings)
+    for term in only.split():
+        key, _, values = term.partition("=")
+        key = key.rstrip("s") if key.rstrip("s") in ("block", "dataset", "protocol", "arm", "seed") else key
+        if key in keys:
+            wanted = {v.strip() for v in values.split(",") if v.strip()}
+            chosen = [t for t in chosen if keys[key](t) in wanted]
     return chosen

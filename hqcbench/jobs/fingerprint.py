@@ -69,7 +69,7 @@ def training_fields(cfg: RunConfig, arm: str, seed: int) -> dict[str, Any]:
     if cfg.protocol == "paper":
         dropped |= set(PAPER_FIXED)
     if arm == "cnn":
-        dropped |= set(CIRCUIT_FIELDS) | (set(NO_MIDDLE) if cfg.protocol == "fair" else set())
+        dropped |= set(CIRCUIT_FIELDS) | (set(NO_MIDDLE) if cfg.protocol != "paper" else set())
     elif arm == "control":
         dropped |= set(CIRCUIT_FIELDS)
     out = {name: _normalise(values[name]) for name in ALWAYS}

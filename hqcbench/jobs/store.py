@@ -110,7 +110,8 @@ def median_metric(runs: pd.DataFrame, training, metric: str) -> float | None:
     col = f"metrics.{metric}"
     if col not in runs or not len(runs):
         return None
-    done = runs[(runs.status == "FINISHED") & runs[col].notna()]
+    kind = runs.get(f"tags.{names.TAG_KIND}")
+    done = runs[(runs.status == "FINISHED") & runs[col].notna() & (kind == "child" if kind is not None else True)]
     for keys in ((names.TAG_DATASET, names.TAG_PROTOCOL, names.TAG_ARM), (names.TAG_DATASET, names.TAG_PROTOCOL)):
         rows = done
         for key in keys:

@@ -9,7 +9,7 @@ from typing import Any
 
 import optuna
 
-from hqcbench.config import MAX_QUBITS, TuneConfig
+from hqcbench.config import CIRCUIT_ARMS, MAX_QUBITS, TuneConfig
 from hqcbench.training import seeding
 
 PRUNER_STARTUP_TRIALS = 5  # median pruner: never prune before this many trials have finished
@@ -20,16 +20,18 @@ def suggest(trial: optuna.Trial, arm: str, tcfg: TuneConfig) -> dict[str, Any]:
     """The search space of ``arm``: RunConfig field -> value.
 
     Every arm tunes what it shares (backbone width, learning rate), so the classical baseline is
-    tuned as hard as the hybrid; hybrid adds its circuit, control the width of its middle.
+    tuned as hard as the hybrid; the circuit arms (hybrid and its ablations) add their circuit, control
+    the width of its middle. The ablations search exactly the hybrid's space, so a difference after
+    tuning is the ablation's, not the search's.
     """
     params: dict[str, Any] = {"width": trial.suggest_int("width", tcfg.width_min, tcfg.width_max, log=True),
                               "lr": trial.suggest_float("lr", tcfg.lr_min, tcfg.lr_max, log=True)}
-    if arm in ("hybrid", "control"):
+    if arm == "control" or arm in CIRCUIT_ARMS:
         # TuneConfig.validate keeps qubits_max within MAX_QUBITS and checks the largest circuit fits in
         # memory; the bound here keeps a hand-built TuneConfig from drawing past the simulator's limit
         params["n_qubits"] = trial.suggest_int("n_qubits", min(tcfg.qubits_min, MAX_QUBITS),
                                                min(tcfg.qubits_max, MAX_QUBITS))
-    if arm == "hybrid":
+    if arm in CIRCUIT_ARMS:
         params["depth"] = trial.suggest_int("depth", tcfg.depth_min, tcfg.depth_max)
         params["encoding"] = trial.suggest_categorical("encoding", tcfg.encoding_list)
         params["ansatz"] = trial.suggest_categorical("ansatz", tcfg.ansatz_list)

@@ -64,7 +64,7 @@ def build_model(arm: str, spec, cfg) -> Classifier:
     middle, width = fair_middle(arm, cfg.n_qubits, cfg.depth, cfg.encoding, cfg.ansatz, cfg.engine,
                                 cfg.encoding_scale)
     body = nn.Sequential(fair_backbone(spec.channels, spec.size, cfg.width), middle, fair_head(width, spec.classes))
-    return Classifier(normalize, body, arm, "fair")
+    return Classifier(normalize, body, arm, cfg.protocol)
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:

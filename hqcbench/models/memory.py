@@ -157,7 +157,7 @@ def memory_shortfall(cfg: RunConfig) -> str | None:
     Only the fair protocol's circuit arms have a circuit sized by ``n_qubits`` (the paper circuit is
     4 qubits). Reads fields ``RunConfig.validate`` has already checked.
     """
-    if cfg.protocol != "fair" or not any(arm in CIRCUIT_ARMS for arm in cfg.arm_list):
+    if cfg.protocol == "paper" or not any(arm in CIRCUIT_ARMS for arm in cfg.arm_list):
         return None
     device = run_device(cfg.device)
     if device is None:

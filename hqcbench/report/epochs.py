@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from hqcbench import names
-from hqcbench.config import PAPER_EPOCHS
+from hqcbench.config import FAIR_RECIPE_PROTOCOLS, PAPER_EPOCHS
 from hqcbench.report.claims import TIME_METRIC
 
 CONTENDED_SHARE = 0.85
@@ -82,7 +82,7 @@ def annotate(runs: pd.DataFrame, histories: dict[tuple[str, str], dict[int, floa
         ran = ran if ran is not None else _number(row.get("params.epochs"))
         epochs_run.append(np.nan if ran is None else int(ran))
         complete = ran is None or ran >= PAPER_EPOCHS or (
-            row.get("protocol") == "fair" and _number(row.get(names.METRIC_STOPPED_EARLY)) == 1.0)
+            row.get("protocol") in FAIR_RECIPE_PROTOCOLS and _number(row.get(names.METRIC_STOPPED_EARLY)) == 1.0)
         short.append(not complete)
     runs[CONTENDED_COLUMN] = counts
     runs[CHECKED_COLUMN] = checked

@@ -8,7 +8,9 @@ interval (the runs' masking checks, docs/robustness.md) lets that verdict stand.
 
 The rules (docs/report.md, "Robustness verdicts"):
 - The number. Fair protocol: the worst case over every attack run on the model (``robust_acc_worst_eps_0.1``)
-  on the seeds whose runs carry it. Paper protocol: the published measure (``robust_acc_pgd_paper_eps_0.1``)
+  on the seeds whose runs carry it together with a non-gradient or ensemble attack (AutoAttack or Square:
+  ``STRONG_ATTACKS``). A worst case over gradient attacks alone (FGSM, PGD, transfer) inherits their
+  blind spot, so it does not count as one. Paper protocol: the published measure (``robust_acc_pgd_paper_eps_0.1``)
   on those same seeds, since only they had the evaluation whose checks can expose masking. Where no seed has
   a worst case (older stores), fair falls back to PGD alone (``robust_acc_pgd_eps_0.1``; a run whose
   ``converged`` check failed leaves its PGD number out: that attack stopped early) and paper to the published
@@ -57,6 +59,21 @@ CHECK_METRIC = re.compile(r"^check_(.+)_pass$")  # check_<name>_pass, 1 = passed
 CHECK_TAG_COLUMN = "tags." + names.TAG_CHECK_PREFIX
 WORST_METRIC = names.robust_metric(names.WORST, PUBLISHED_EPS)
 PGD_METRIC = names.robust_metric("pgd", PUBLISHED_EPS)
+# A worst case counts only with one of these in it: AutoAttack's Square member and Square itself query the
+# model without its gradient, so a masked gradient cannot hide an adversarial example from both.
+STRONG_ATTACKS = ("autoattack", "square")
+STRONG_METRICS = tuple(names.robust_metric(a, PUBLISHED_EPS) for a in STRONG_ATTACKS)
+
+
+def has_worst_case(runs: pd.DataFrame) -> pd.Series:
+    """Rows whose worst case at the published eps counts (see STRONG_ATTACKS)."""
+    if WORST_METRIC not in runs.columns:
+        return pd.Series(False, index=runs.index)
+    strong = pd.Series(False, index=runs.index)
+    for metric in STRONG_METRICS:
+        if metric in runs.columns:
+            strong |= runs[metric].notna()
+    return runs[WORST_METRIC].notna() & strong
 
 
 # ---------------------------------------------------------------------------------------------- flags
@@ -209,8 +226,9 @@ def gate(claim: Claim, comparison: Comparison, hybrid: ArmFlags, other: ArmFlags
     if settled and not worst_case:
         return Verdict(UNRESOLVED_NO_WORST, f"{metric} alone would say {verdict.status} ({verdict.reason}); one "
                        "gradient attack can neither show nor refute a robustness gap (either arm's number may be "
-                       f"inflated); needs {WORST_METRIC} (current runs log it with any attack; `python -m hqcbench "
-                       "evaluate` adds it to older runs from their logged weights)"
+                       f"inflated); needs {WORST_METRIC} over an evaluation that includes autoattack or square "
+                       "(`python -m hqcbench evaluate --attacks ...,autoattack` adds it to finished runs from their "
+                       "logged weights)"
                        + (f"; masking flags: {flagged}" if flagged else ""),
                        f"{UNRESOLVED_NO_WORST} (on {metric} alone)")
     if verdict.status == NO_DATA:
@@ -224,19 +242,19 @@ def gated_compare(claim: Claim, protocol: str, metric: str, runs: pd.DataFrame, 
     """hybrid vs ``other`` on the worst-case seeds (else the fallback), gated by both arms' flags."""
     dataset = claim.datasets[0]
     group = runs[(runs.dataset == dataset) & (runs.protocol == protocol)]
-    evaluated = runs[runs[WORST_METRIC].notna()] if WORST_METRIC in runs.columns else runs.iloc[0:0]
+    evaluated = runs[has_worst_case(runs)]
     details = []
     kept, _ = frame_pairs(evaluated, dataset, protocol, metric, other)
     if kept is not None:
         used, frame, worst_case = metric, evaluated, True
-        fallback = claim.fallback_fair if protocol == "fair" and claim.fallback_fair else metric
+        fallback = claim.fallback_fair if protocol != "paper" and claim.fallback_fair else metric
         everyone, _ = frame_pairs(runs, dataset, protocol, fallback, other)
         left = sorted(set(everyone.seeds) - set(kept.seeds)) if everyone is not None else []
         if left:
             details.append(f"seed(s) {', '.join(map(str, left))} left out: no worst-case evaluation")
     else:
         used, frame, worst_case = metric, runs, False
-        if protocol == "fair" and claim.fallback_fair:
+        if protocol != "paper" and claim.fallback_fair:
             used, frame = claim.fallback_fair, runs.copy()
             stopped = _not_converged(frame) & frame.dataset.eq(dataset) & frame.protocol.eq(protocol)
             if used in frame.columns and stopped.any():

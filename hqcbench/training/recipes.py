@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from hqcbench import names
-from hqcbench.config import PAPER_BATCH_SIZE, PAPER_EPOCHS, PAPER_VAL_FRACTION, RunConfig
+from hqcbench.config import FAIR_RECIPE_PROTOCOLS, PAPER_BATCH_SIZE, PAPER_EPOCHS, PAPER_VAL_FRACTION, RunConfig
 from hqcbench.data.augment import Augmentation
 
 
@@ -73,7 +73,7 @@ def paper_augmentation(dataset: str, mean: tuple[float, ...]) -> Augmentation:
 def make_recipe(protocol: str, arm: str, model: nn.Module, lr: float, epochs: int, steps_per_epoch: int,
                 dataset: str, mean: tuple[float, ...]) -> Recipe:
     params = model.parameters()
-    if protocol == "fair":
+    if protocol in FAIR_RECIPE_PROTOCOLS:
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
         return Recipe(opt, sched, False, nn.CrossEntropyLoss(),
