@@ -32,6 +32,7 @@ from hqcbench.tracking import runs as tracking
 from hqcbench.errors import UserInputError
 from hqcbench.report.claim_tables import claim_tables, no_data_line
 from hqcbench.report.claims import DATASET_LABELS, FLAWS
+from hqcbench.report.contribution import contribution_section
 from hqcbench.report.document import Anchor, Document, Link
 from hqcbench.report.epochs import CONTENDED_SHARE, banner
 from hqcbench.report.exports import read_related, write_exports
@@ -43,6 +44,7 @@ from hqcbench.report.plots import make_figures
 from hqcbench.report.provenance import provenance, run_commands
 from hqcbench.report.sources import Sources
 from hqcbench.report.stats import BOOTSTRAP_RESAMPLES, CONFIDENCE, MIN_SEEDS
+from hqcbench.report import tuning
 from hqcbench.report.tables import further_metrics, hardware_table, paired_table, results_table, run_rows
 
 DEFAULT_UI_URL = "http://127.0.0.1:5000"  # what `mlflow ui` serves
@@ -102,9 +104,10 @@ def _how_to_read() -> list:
 
 def build_report(runset: RunSet, out_dir: Path, ui_url: str = DEFAULT_UI_URL, report_command: str = "",
                  report_run_id: str | None = None, rebuild: str = "", note: str = "",
-                 related: list[str] | None = None) -> Report:
+                 related: list[str] | None = None, studies_file: Path | None = None) -> Report:
     """Write report.md, report.html, claims.csv, runs.csv, history.csv and the figures of ``runset`` into
-    ``out_dir``; ``related``: report folders whose runs.csv feed the growth proxy."""
+    ``out_dir``; ``related``: report folders whose runs.csv feed the growth proxy; ``studies_file``: the
+    Optuna SQLite file of a campaign's tuned blocks (their budget and search spaces are printed)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     out = str(out_dir)
     sources = Sources(runset, ui_url)
@@ -133,12 +136,15 @@ def build_report(runset: RunSet, out_dir: Path, ui_url: str = DEFAULT_UI_URL, re
             doc.p("Not measured here: no data.")
         for name, caption in figures[section]:
             doc.img(name, caption)
+    doc.h2("What the circuit contributes")
+    contribution = contribution_section(doc, runset, sources, figures["contribution"], out_dir)
     doc.h2("How to read this report")
     doc.ul(_how_to_read())
     doc.h2("Claims in detail")
     doc.table(claims.header, claims.rows, "claims")
     doc.p("Known flaws of the published measurements (named beside each published number above):")
     doc.ul([Anchor(f"flaw-{key}", f"{short}: {full}") for key, (short, full) in FLAWS.items()])
+    tuning_files = _tuning_section(doc, studies_file, out_dir)
     doc.h2("Runs")
     doc.table(["dataset", "protocol", "arms", "seeds", "epochs", "train / val / test images", "batch", "caveats"],
               [[*row[:-1], relative_paths(str(row[-1]), out)] for row in run_rows(runset)], "runs")
@@ -161,7 +167,30 @@ def build_report(runset: RunSet, out_dir: Path, ui_url: str = DEFAULT_UI_URL, re
     html_path.write_text(doc.to_html(out_dir))
     pd.DataFrame(claims.records).to_csv(claims_path, index=False)
     exports = write_exports(runset, out_dir)
-    return Report(doc, claims.records, [md_path, html_path, claims_path, *exports, *files])
+    return Report(doc, claims.records,
+                  [md_path, html_path, claims_path, contribution.path, *exports, *files, *tuning_files])
+
+
+def _tuning_section(doc: Document, studies_file: Path | None, out_dir: Path) -> list[Path]:
+    """The tuned protocol's studies: equal budgets, search spaces, best configurations (tuning.csv + a figure)."""
+    studies = tuning.load_studies(studies_file) if studies_file else []
+    if not studies:
+        return []
+    doc.h2("The tuned protocol: budgets and search spaces")
+    doc.p("Under the tuned protocol every arm first gets an Optuna study (TPE sampler, median pruner; trials train "
+          "with the fair recipe on the first seed and are scored by their best validation accuracy) with the same "
+          "number of trials over the same search of what the arms share (backbone width, learning rate; the "
+          "middle's width for the control and the circuit arms; the circuit's depth, encoding and ansatz for the "
+          "circuit arms). Each arm's best configuration is then retrained with every seed and tested once. "
+          f"Budget: {tuning.budget_line(studies)}.")
+    header, rows = tuning.table(studies)
+    doc.table(header, rows, "tuning")
+    files = [out_dir / "tuning.csv"]
+    tuning.records(studies).to_csv(files[0], index=False)
+    for name, caption in tuning.history_figure(studies, out_dir):
+        doc.img(name, caption)
+        files.append(out_dir / name)
+    return files
 
 
 def _detail_tables(doc: Document, runset: RunSet, sources: Sources) -> None:
@@ -206,18 +235,19 @@ def _detail_tables(doc: Document, runset: RunSet, sources: Sources) -> None:
 
 def write_report(experiment: str, out: str = "", ui_url: str = "", log_run: bool = True,
                  report_command: str = "", rebuild: str = "", note: str = "",
-                 related: list[str] | None = None) -> Report:
+                 related: list[str] | None = None, studies_file: Path | None = None) -> Report:
     """Load, write and (by default) log the report as artifacts of a report run."""
     runset = load_runs(experiment)
     out_dir = Path(out or os.path.join("reports", experiment))
     ui_url = ui_url or os.environ.get("HQCBENCH_MLFLOW_UI", DEFAULT_UI_URL)
     if not log_run:
-        return build_report(runset, out_dir, ui_url, report_command, None, rebuild, note, related)
+        return build_report(runset, out_dir, ui_url, report_command, None, rebuild, note, related, studies_file)
     resumed = bool(os.environ.get("MLFLOW_RUN_ID"))  # `mlflow run . -e report`: reuse the project run
     start = {} if resumed else {"experiment_id": runset.experiment_id, "run_name": f"report-{experiment}"}
     with tracking.open_run(**start) as run:
         mlflow.set_tags({names.TAG_KIND: "report", names.TAG_REPORT_OF: runset.experiment_name})
-        report = build_report(runset, out_dir, ui_url, report_command, run.info.run_id, rebuild, note, related)
+        report = build_report(runset, out_dir, ui_url, report_command, run.info.run_id, rebuild, note, related,
+                              studies_file)
         for path in report.files:
             mlflow.log_artifact(str(path))
     return report

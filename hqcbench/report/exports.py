@@ -6,10 +6,15 @@ metric, which runs were left out and why, which epochs were contended); and the 
 same runs.csv of other report folders, so the writer and the reader of that format sit together.
 
 runs.csv: one row per child run of the experiment (also the ones left out, ``left_out`` saying why;
-the report uses the rows where it is empty): identity (run_id, arm, seed, dataset, protocol, status,
-left_out, fingerprint, epochs_run, device, torch_threads_tag), the report's derived columns
+the report's tables and claims use the rows where it is empty): identity (run_id, arm, seed, dataset,
+protocol, status, left_out, fingerprint, epochs_run, device, torch_threads_tag, encoding_scale), the
+report's derived columns
 (``DERIVED``), then every final metric under its MLflow name (the metrics logged per epoch are in
 history.csv instead; the robustness curves, logged per eps, only feed a figure and stay in MLflow).
+Runs of an encoding-scale sweep (``encoding_scale`` != pi) share dataset, protocol, arm and seed with the
+default runs; their ``left_out`` names the sweep, so the rows with an empty ``left_out`` stay one per seed,
+and the sweep is recomputed from the rows of its (dataset, protocol, arm) whose ``left_out`` is empty or
+names the sweep, grouped by ``encoding_scale``.
 history.csv: one row per (run_id, epoch) of the runs the report uses, every per-epoch metric as a
 column, and ``contended`` (1 / 0; empty when the run was not checked).
 """
@@ -24,12 +29,14 @@ from hqcbench import names
 from hqcbench.errors import UserInputError
 from hqcbench.report.claims import TIME_METRIC
 from hqcbench.report.epochs import CHECKED_COLUMN, CONTENDED_COLUMN, EPOCHS_COLUMN, SHORT_COLUMN
-from hqcbench.report.load import CURVE_PREFIX, EPOCH_MEAN_METRICS, EPOCH_METRICS, LEFT_OUT, RunSet, col, tag_col
+from hqcbench.config import DEFAULT_ENCODING_SCALE
+from hqcbench.report.load import (CURVE_PREFIX, EPOCH_MEAN_METRICS, EPOCH_METRICS, LEFT_OUT, SCALE_COLUMN, SCALE_RTOL,
+                                  RunSet, col, encoding_scales, tag_col)
 
 RUNS_CSV = "runs.csv"
 HISTORY_CSV = "history.csv"
 IDENTITY = ("run_id", "arm", "seed", "dataset", "protocol", "status", LEFT_OUT, "fingerprint", EPOCHS_COLUMN,
-            "device", "torch_threads_tag")
+            "device", "torch_threads_tag", SCALE_COLUMN)
 # Columns the report derives from the history (epochs.py): recomputable from history.csv, written so a
 # reader can check them. The epoch means of the published measures are what the report compares.
 DERIVED = (TIME_METRIC, CONTENDED_COLUMN, CHECKED_COLUMN, SHORT_COLUMN,
@@ -45,7 +52,8 @@ def runs_frame(runset: RunSet) -> pd.DataFrame:
                         LEFT_OUT: col(children, LEFT_OUT).fillna(""),
                         "fingerprint": tag_col(children, names.TAG_FINGERPRINT),
                         "device": tag_col(children, names.TAG_DEVICE),
-                        "torch_threads_tag": tag_col(children, names.TAG_TORCH_THREADS)})
+                        "torch_threads_tag": tag_col(children, names.TAG_TORCH_THREADS),
+                        SCALE_COLUMN: encoding_scales(children)})
     kept = runset.runs.set_index("run_id")
     derived = {TIME_METRIC: TIME_METRIC, CONTENDED_COLUMN: CONTENDED_COLUMN, CHECKED_COLUMN: CHECKED_COLUMN,
                SHORT_COLUMN: SHORT_COLUMN, **{f"{m}_epoch_mean": m for m in EPOCH_MEAN_METRICS}}
@@ -99,7 +107,10 @@ def read_related(folders: list[str]) -> pd.DataFrame:
         frame = pd.read_csv(path, dtype={"run_id": str, LEFT_OUT: str})
         left_out = frame[LEFT_OUT].fillna("") if LEFT_OUT in frame else pd.Series("", index=frame.index)
         status = frame.status if "status" in frame else pd.Series("FINISHED", index=frame.index)
-        used = frame[(left_out == "") & (status == "FINISHED")]
+        scale = (pd.to_numeric(frame[SCALE_COLUMN], errors="coerce").fillna(DEFAULT_ENCODING_SCALE)
+                 if SCALE_COLUMN in frame else pd.Series(DEFAULT_ENCODING_SCALE, index=frame.index))
+        default = ((scale - DEFAULT_ENCODING_SCALE).abs() <= SCALE_RTOL * DEFAULT_ENCODING_SCALE)
+        used = frame[(left_out == "") & (status == "FINISHED") & default]  # a sweep run never stands in for one
         used = used.dropna(subset=["dataset", "protocol", "arm", "seed"]).copy()
         used["seed"] = used.seed.astype(int)
         used["source"] = os.path.normpath(folder)

@@ -3,9 +3,15 @@
 Why a module of its own: this is the only place the report talks to the tracking store for run data;
 every table, figure and claim downstream works on the in-memory RunSet, so those modules can be read
 (and tested) without thinking about MLflow's query API, run statuses or superseded reruns.
+
+Runs trained at another angle-encoding scale than the default (param ``encoding_scale`` != pi: an
+encoding-scale sweep) share dataset, protocol, arm and seed with the default runs, so keeping "the latest
+per seed" would let a sweep point replace the circuit every table and claim is about. They are kept apart,
+in ``RunSet.variants``, and only the sweep reads them.
 """
 from __future__ import annotations
 
+import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from hqcbench import names
-from hqcbench.config import ARMS, DATASETS, PAPER_DATASETS, PROTOCOLS
+from hqcbench.config import ARMS, DATASETS, DEFAULT_ENCODING_SCALE, PAPER_DATASETS
 from hqcbench.errors import UserInputError
 from hqcbench.report.claims import DATASET_LABELS
 from hqcbench.report.epochs import annotate
@@ -23,9 +29,9 @@ from hqcbench.report.formatting import redact_uri
 from hqcbench.report.judge import Pairs
 
 # Display orders. Arms: as declared in config (cnn, hybrid, control). Protocols: config declares
-# ("fair", "paper"); the report shows the published protocol first, so it reads the list backwards.
+# ("fair", "paper", "tuned"); the report shows the published protocol first, then fair, then tuned.
 ARM_ORDER: tuple[str, ...] = ARMS
-PROTOCOL_ORDER: tuple[str, ...] = tuple(reversed(PROTOCOLS))
+PROTOCOL_ORDER: tuple[str, ...] = ("paper", "fair", "tuned")
 # Datasets: the paper's three first (in the paper's order), then the others in config order.
 DATASET_ORDER: tuple[str, ...] = PAPER_DATASETS + tuple(d for d in DATASETS if d not in PAPER_DATASETS)
 
@@ -43,6 +49,10 @@ LEFT_OUT = "left_out"
 TEST_CORRECT_ARTIFACT = "test_correct.txt"
 # Prefix of the robustness-curve metrics (names.robust_curve_metric(attack) = prefix + attack).
 CURVE_PREFIX = names.robust_curve_metric("")
+# The param a run's angle-encoding scale is logged under, and the column RunSet.variants carries it in.
+SCALE_PARAM = "params.encoding_scale"
+SCALE_COLUMN = "encoding_scale"
+SCALE_RTOL = 1e-9  # a logged float read back from its text: equal to the default within this
 
 
 @dataclass
@@ -57,6 +67,8 @@ class RunSet:
     histories: dict[tuple[str, str], dict[int, float]] = field(default_factory=dict)
     children: pd.DataFrame = field(default_factory=pd.DataFrame)  # every child run, LEFT_OUT says why not used
     contended: dict[str, set[int] | None] = field(default_factory=dict)  # run id -> contended epochs (None: unchecked)
+    # kept runs at a non-default encoding scale (columns of ``runs`` plus SCALE_COLUMN): the sweep's only
+    variants: pd.DataFrame = field(default_factory=pd.DataFrame)
     _correct: dict[str, np.ndarray | None] = field(default_factory=dict)
 
     # -- PairSource (hqcbench.report.judge) --------------------------------------------------------------------
@@ -73,9 +85,7 @@ class RunSet:
     # -- helpers -----------------------------------------------------------------------------------------
     def groups(self) -> list[tuple[str, str]]:
         """The (dataset, protocol) pairs present, in display order."""
-        keys = {(d, p) for d, p in zip(self.runs.dataset, self.runs.protocol)}
-        return sorted(keys, key=lambda k: (dataset_rank(k[0]), PROTOCOL_ORDER.index(k[1])
-                                           if k[1] in PROTOCOL_ORDER else len(PROTOCOL_ORDER)))
+        return sorted({(d, p) for d, p in zip(self.runs.dataset, self.runs.protocol)}, key=group_rank)
 
     def group(self, dataset: str, protocol: str) -> pd.DataFrame:
         r = self.runs
@@ -89,6 +99,19 @@ class RunSet:
         """Arms present in a group: the known ones in display order, then any others alphabetically."""
         present = set(self.group(dataset, protocol).arm)
         return [a for a in ARM_ORDER if a in present] + sorted(present - set(ARM_ORDER))
+
+    def sweep(self, metric: str = "test_acc") -> pd.DataFrame:
+        """The encoding-scale sweep: one row per run (dataset, protocol, arm, seed, encoding_scale, run_id,
+        ``metric``) of every (dataset, protocol, arm) that ran at two scales or more, its default-scale runs
+        counted at scale pi. Empty (same columns) when no variant has ``metric``."""
+        columns = ["dataset", "protocol", "arm", "seed", SCALE_COLUMN, "run_id", metric]
+        if self.variants.empty or metric not in self.variants.columns:
+            return pd.DataFrame(columns=columns)
+        base = self.runs.assign(**{SCALE_COLUMN: float(DEFAULT_ENCODING_SCALE), metric: col(self.runs, metric)})
+        both = pd.concat([base[columns], self.variants[columns]], ignore_index=True).dropna(subset=[metric])
+        scales = both.groupby(["dataset", "protocol", "arm"])[SCALE_COLUMN].transform("nunique")
+        return both[scales >= 2].sort_values(["dataset", "protocol", "arm", SCALE_COLUMN, "seed"],
+                                             ignore_index=True)
 
 
 class WithRelated:
@@ -138,6 +161,12 @@ def frame_pairs(frame: pd.DataFrame, dataset: str, protocol: str, metric: str,
 
 def dataset_rank(dataset: str) -> int:
     return DATASET_ORDER.index(dataset) if dataset in DATASET_ORDER else len(DATASET_ORDER)
+
+
+def group_rank(key: tuple[str, str]) -> tuple[int, int]:
+    """Display order of a (dataset, protocol) pair: datasets as DATASET_ORDER, then protocols as PROTOCOL_ORDER."""
+    dataset, protocol = key
+    return dataset_rank(dataset), PROTOCOL_ORDER.index(protocol) if protocol in PROTOCOL_ORDER else len(PROTOCOL_ORDER)
 
 
 def col(frame: pd.DataFrame, name: str) -> pd.Series:
@@ -190,19 +219,51 @@ def load_runs(experiment: str) -> RunSet:
     kept = children[ok & ~untagged].copy()
     kept["seed"] = kept.seed.astype(int)
     kept = kept.sort_values("start_time")
+    for name in [c for c in kept.columns if c.startswith("metrics.")]:
+        kept[name[len("metrics."):]] = kept[name]
+    scale = encoding_scales(kept)
+    default = _is_default_scale(scale)
+    variants = kept[~default].assign(**{SCALE_COLUMN: scale[~default]})
+    kept = kept[default]
     dup = kept.duplicated(subset=["dataset", "protocol", "arm", "seed"], keep="last")
     for _, row in kept[dup].iterrows():
         excluded.append((row.run_id, f"superseded by a later run of {row.dataset}/{row.protocol}/{row.arm}/seed {row.seed}"))
     kept = kept[~dup].copy()
-    for name in [c for c in kept.columns if c.startswith("metrics.")]:
-        kept[name[len("metrics."):]] = kept[name]
+    dup = variants.duplicated(subset=["dataset", "protocol", "arm", "seed", SCALE_COLUMN], keep="last")
+    for _, row in variants[dup].iterrows():
+        excluded.append((row.run_id, f"superseded by a later run of {row.dataset}/{row.protocol}/{row.arm}/seed "
+                                     f"{row.seed} at encoding scale {scale_text(row[SCALE_COLUMN])}"))
+    variants = variants[~dup].copy()
     why = dict(excluded)
+    why.update({rid: sweep_note(s) for rid, s in zip(variants.run_id, variants[SCALE_COLUMN])})
     children[LEFT_OUT] = [why.get(rid, "") for rid in children.run_id]
     runset = RunSet(exp.experiment_id, exp.name, kept.reset_index(drop=True), parents, excluded,
-                    children=children.reset_index(drop=True))
+                    children=children.reset_index(drop=True), variants=variants.reset_index(drop=True))
     _load_histories(runset)
     runset.contended = annotate(runset.runs, runset.histories)
     return runset
+
+
+def encoding_scales(frame: pd.DataFrame) -> pd.Series:
+    """Each run's angle-encoding scale as a float; the default (pi) where the param is missing or unreadable
+    (runs logged before the field existed trained at pi)."""
+    values = pd.to_numeric(col(frame, SCALE_PARAM), errors="coerce").astype(float)
+    return values.fillna(float(DEFAULT_ENCODING_SCALE))
+
+
+def _is_default_scale(scale: pd.Series) -> pd.Series:
+    return scale.map(lambda v: math.isclose(v, DEFAULT_ENCODING_SCALE, rel_tol=SCALE_RTOL, abs_tol=0.0)).astype(bool)
+
+
+def scale_text(scale: float) -> str:
+    """An encoding scale as a multiple of pi ('0.1 x pi'), how a sweep is specified."""
+    return f"{scale / math.pi:.4g} x pi"
+
+
+def sweep_note(scale: float) -> str:
+    """The ``left_out`` text of a sweep run: not in the main tables, only in the encoding-scale sweep (so a
+    reader of runs.csv who keeps the rows with an empty ``left_out`` sees one run per seed, as before)."""
+    return f"encoding-scale sweep at {scale_text(scale)}: in the sweep only, not in the tables or claims"
 
 
 def _failed(children: pd.DataFrame) -> list[tuple[str, str]]:

@@ -1,5 +1,5 @@
 """The report's figures: learning curves and robustness-vs-eps curves (mean and 95 % band over seeds
-per arm), and seconds-per-epoch bars.
+per arm), seconds-per-epoch bars, and test accuracy vs the angle-encoding scale (the sweep).
 
 Why split in two layers: the drawing functions take plain dicts (x -> y per run, grouped by arm), so
 they need neither MLflow nor pandas and can be checked on hand-made data; ``make_figures`` alone maps a
@@ -7,21 +7,24 @@ RunSet's histories and final metrics onto them and writes the PNG files the repo
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only, never a window: the report runs headless
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from hqcbench.report.claims import DATASET_LABELS, TIME_METRIC  # noqa: E402
-from hqcbench.report.load import ARM_ORDER, CURVE_PREFIX, RunSet  # noqa: E402
+from hqcbench.report.load import ARM_ORDER, CURVE_PREFIX, SCALE_COLUMN, RunSet, group_rank  # noqa: E402
 from hqcbench.report.stats import Interval, t_interval  # noqa: E402
 from hqcbench.report.tables import arm_interval, parse_robust_metric  # noqa: E402
 
-ARM_COLORS = {"cnn": "#1f77b4", "hybrid": "#d62728", "control": "#2ca02c"}
+ARM_COLORS = {"cnn": "#1f77b4", "hybrid": "#d62728", "control": "#2ca02c", "hybrid_noent": "#9467bd",
+              "hybrid_frozen": "#ff7f0e"}
 Series = dict[float, float]  # x -> y for one run
 
 
@@ -101,6 +104,37 @@ def epoch_time_bars(groups: dict[str, dict[str, Interval]]):
     return fig
 
 
+def encoding_scale_sweep(by_arm: dict[str, dict[float, list[float]]], reference: float | None, title: str):
+    """by_arm: arm -> {encoding scale / pi: per-seed test accuracies (fractions)}; ``reference``: the control's
+    mean test accuracy (fraction), drawn dashed, or None. Mean with its 95 % t-interval per scale, each seed
+    faint behind it, log x: a sweep spans decades (0.1 to 10 x pi), and "does the scale matter" is read
+    against the classical layer that has no scale at all."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for arm, points in by_arm.items():
+        color = ARM_COLORS.get(arm)
+        xs = sorted(points)
+        intervals = [t_interval(points[x]) for x in xs]
+        mean = np.array([iv.mean for iv in intervals]) * 100
+        low = np.array([iv.mean - iv.low if iv.has_interval else 0.0 for iv in intervals]) * 100
+        high = np.array([iv.high - iv.mean if iv.has_interval else 0.0 for iv in intervals]) * 100
+        seeds = sorted({len(points[x]) for x in xs})
+        ax.errorbar(xs, mean, yerr=[low, high], fmt="o-", ms=4, capsize=3, color=color,
+                    label=f"{arm} (n={'/'.join(map(str, seeds))} per scale)")
+        for x in xs:
+            ax.plot([x] * len(points[x]), np.asarray(points[x]) * 100, ".", color=color, alpha=0.3)
+    if reference is not None:
+        ax.axhline(reference * 100, ls="--", color=ARM_COLORS["control"], lw=1, label="control (mean)")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))  # 0.1, 1, 10
+    ax.set_xlabel("encoding scale / pi (RY(scale * tanh x))")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title + " (mean, 95 % t-interval over seeds)", fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def save(fig, path: Path) -> None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -141,9 +175,36 @@ def robustness_points(runset: RunSet, rows: pd.DataFrame) -> dict[str, list[Seri
     return out
 
 
+def sweep_figures(runset: RunSet, out_dir: Path) -> list[tuple[str, str]]:
+    """One encoding-scale figure per (dataset, protocol) whose sweep has an arm at two scales or more
+    (RunSet.sweep); the control's default-scale mean test accuracy as the reference line."""
+    sweep = runset.sweep("test_acc")
+    out = []
+    for (dataset, protocol), group in sorted(sweep.groupby(["dataset", "protocol"]), key=lambda g: group_rank(g[0])):
+        by_arm = {arm: {scale / math.pi: rows.test_acc.astype(float).tolist()
+                        for scale, rows in arm_rows.groupby(SCALE_COLUMN)}
+                  for arm, arm_rows in sorted(group.groupby("arm"), key=lambda item: arm_rank(item[0]))}
+        control = runset.arm_runs(dataset, protocol, "control")
+        values = control.test_acc.dropna() if "test_acc" in control else pd.Series(dtype=float)
+        label = f"{DATASET_LABELS.get(dataset, dataset)} / {protocol}"
+        name = sweep_figure_name(dataset, protocol)
+        save(encoding_scale_sweep(by_arm, float(values.mean()) if len(values) else None, label), out_dir / name)
+        out.append((name, f"Test accuracy vs encoding scale, {label}"))
+    return out
+
+
+def sweep_figure_name(dataset: str, protocol: str) -> str:
+    return f"encoding_scale_{dataset}_{protocol}.png"
+
+
+def arm_rank(arm: str) -> int:
+    """Display order of an arm: ARM_ORDER, unknown arms after."""
+    return ARM_ORDER.index(arm) if arm in ARM_ORDER else len(ARM_ORDER)
+
+
 def make_figures(runset: RunSet, out_dir: Path) -> dict[str, list[tuple[str, str]]]:
-    """Write the PNGs; returns section (learning | robustness | time) -> [(file name, caption)]."""
-    figures: dict[str, list[tuple[str, str]]] = {"learning": [], "robustness": [], "time": []}
+    """Write the PNGs; returns section (learning | robustness | time | contribution) -> [(file name, caption)]."""
+    figures: dict[str, list[tuple[str, str]]] = {"learning": [], "robustness": [], "time": [], "contribution": []}
     time_groups: dict[str, dict[str, Interval]] = {}
     for dataset, protocol in runset.groups():
         label = f"{DATASET_LABELS.get(dataset, dataset)} / {protocol}"
@@ -172,4 +233,5 @@ def make_figures(runset: RunSet, out_dir: Path) -> dict[str, list[tuple[str, str
         save(epoch_time_bars(time_groups), out_dir / "epoch_time.png")
         figures["time"].append(("epoch_time.png", "Median seconds per training epoch per arm "
                                                   "(contended epochs left out)"))
+    figures["contribution"] = sweep_figures(runset, out_dir)
     return figures
