@@ -181,33 +181,32 @@ def estimate_seconds(runs: pd.DataFrame, t: Training, n_train: int) -> tuple[flo
     return per_epoch, evaluation
 
 
-def tuning_seconds(runs: pd.DataFrame, tuning: Tuning, arm: str, trials: int, n_train: int) -> float:
+def tuning_seconds(runs: pd.DataFrame, tuning: Tuning, arm: str, trials: int) -> float:
     """Trials of ``arm`` at the store's fair-protocol speed of that arm (pruned trials make it an overestimate)."""
     cell = make_training(tuning.block, tuning.settings, tuning.dataset, "fair", arm, tuning.seeds[0])
-    per_epoch, _ = estimate_seconds(runs, cell, n_train)
+    per_epoch, _ = estimate_seconds(runs, cell, campaign_store.train_size(cell.cfg))
     return per_epoch * cell.cfg.epochs * trials
 
 
-def describe(plan_: Plan, runs: pd.DataFrame, sizes: dict[str, int], spec: CampaignSpec | None = None
-             ) -> tuple[list[str], float]:
+def describe(plan_: Plan, runs: pd.DataFrame, spec: CampaignSpec | None = None) -> tuple[list[str], float]:
     """Lines for --dry-run and the estimated seconds of the missing work."""
     lines, total = [], 0.0
     for tuning in plan_.tunings:
         left = campaign_tuning.trials_left(tuning, spec) if spec is not None else {a: tuning.n_trials
                                                                                     for a in tuning.arms}
         for arm, trials in left.items():
-            seconds = tuning_seconds(runs, tuning, arm, trials, sizes.get(tuning.dataset, 48_000))
+            seconds = tuning_seconds(runs, tuning, arm, trials)
             total += seconds
             lines.append(f"tune     {tuning.label() + '/' + arm:48s} {trials:3d} trials  ~{seconds / 60:6.1f} min")
     for label in plan_.after_tuning:
         lines.append(f"train    {label:48s} after its block's studies")
     for t in plan_.trainings:
-        per_epoch, evaluation = estimate_seconds(runs, t, sizes.get(t.cfg.dataset, 48_000))
+        per_epoch, evaluation = estimate_seconds(runs, t, campaign_store.train_size(t.cfg))
         seconds = per_epoch * t.cfg.epochs
         total += seconds
         lines.append(f"train    {t.label():48s} {t.cfg.epochs:3d} epochs  ~{seconds / 60:6.1f} min")
     for key, members in plan_.evaluations:
-        seconds = sum(estimate_seconds(runs, t, sizes.get(t.cfg.dataset, 48_000))[1] for t in members)
+        seconds = sum(estimate_seconds(runs, t, campaign_store.train_size(t.cfg))[1] for t in members)
         total += seconds
         block, dataset, protocol, seed = key
         lines.append(f"evaluate {block}/{dataset}/{protocol}/seed{seed} ({len(members)} arms)"
@@ -243,7 +242,7 @@ def run_campaign(spec_path: str, only: str = "", dry_run: bool = False, device_c
         todo.killed = killed
         todo.tunings = select_tunings(tunings, only)
         todo.after_tuning = [label for label in waiting if any(label.startswith(t.label() + "/") for t in todo.tunings)]
-        lines, seconds = describe(todo, runs, campaign_store.train_sizes(spec), spec)
+        lines, seconds = describe(todo, runs, spec)
         for line in lines:
             print(line)
         for label in todo.running_elsewhere:
@@ -266,7 +265,6 @@ def execute(spec: CampaignSpec, store: campaign_store.Store, todo: Plan, runs: p
             seconds: float, progress: bool, only: str = "") -> None:
     apply_threads(spec.threads)  # 0: the CPUs available to the process, as for the main job
     system = machine_tags(device)
-    sizes = campaign_store.train_sizes(spec)
     bar = tqdm(total=max(1, int(seconds)), unit="s", desc=f"campaign {spec.name}", disable=not progress,
                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} est. s [{elapsed}<{remaining}]")
     cache: dict = {}
@@ -288,7 +286,7 @@ def execute(spec: CampaignSpec, store: campaign_store.Store, todo: Plan, runs: p
             todo.evaluations = list({**dict(todo.evaluations), **dict(more.evaluations)}.items())
         pending_groups = dict(todo.evaluations)
         for t in todo.trainings:
-            per_epoch, _ = estimate_seconds(runs, t, sizes.get(t.cfg.dataset, 48_000))
+            per_epoch, _ = estimate_seconds(runs, t, campaign_store.train_size(t.cfg))
             splits = splits_for(t.cfg, t.seed, cache)
             bar.set_postfix_str(t.label())
 

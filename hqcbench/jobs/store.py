@@ -123,14 +123,10 @@ def median_metric(runs: pd.DataFrame, training, metric: str) -> float | None:
     return None
 
 
-def train_sizes(spec) -> dict[str, int]:
-    """Training images per dataset of the spec (after the validation split), for time estimates."""
-    sizes = {}
-    for t in spec.trainings:
-        full = DEFAULT_TRAIN_SIZES.get(t.cfg.dataset, 48_000)
-        limited = int(t.cfg.train_limit * (1 - t.cfg.val_fraction)) if t.cfg.train_limit else full
-        sizes[t.cfg.dataset] = min(full, limited)
-    return sizes
+def train_size(cfg) -> int:
+    """Training images of one configuration (after the validation split), for time estimates."""
+    full = DEFAULT_TRAIN_SIZES.get(cfg.dataset, 48_000)
+    return min(full, int(cfg.train_limit * (1 - cfg.val_fraction))) if cfg.train_limit else full
 
 
 def relative(path: Path) -> str:
