@@ -17,6 +17,7 @@ from hqcbench.errors import UserInputError
 from hqcbench.jobs.campaign import run_campaign, write_campaign_report
 from hqcbench.jobs.campaign_spec import parse_spec
 from hqcbench.jobs.fingerprint import training_fingerprint
+from hqcbench.jobs.store import absolute_paths
 from hqcbench.report import tuning as report_tuning
 
 TUNED = """
@@ -128,6 +129,7 @@ def test_every_arm_gets_the_same_budget_and_its_best_configuration_is_retrained(
             assert row[f"params.{key}"] == str(value), (row[f"tags.{names.TAG_ARM}"], key)
         fields = json.loads(row[f"tags.{names.TAG_TRAINING_FIELDS}"])
         assert fields["protocol"] == "tuned"
+    assert absolute_paths(folder / "mlflow.db") == []  # trial runs too: no script path of this machine
 
 
 @pytest.mark.slow

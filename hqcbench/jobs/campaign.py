@@ -258,6 +258,7 @@ def run_campaign(spec_path: str, only: str = "", dry_run: bool = False, device_c
             return todo
         execute(spec, store, todo, runs, resolve_device(device_choice), seconds, progress, only)
         campaign_store.scrub_model_files(spec.store)
+        campaign_store.scrub_source_tags(store.experiment_id)
     return todo
 
 

@@ -30,6 +30,7 @@ import torch
 from hqcbench import names
 from hqcbench.config import TuneConfig
 from hqcbench.data.datasets import load_splits
+from hqcbench.jobs import store as campaign_store
 from hqcbench.jobs.campaign_spec import CampaignSpec, Training, Tuning, make_training
 from hqcbench.jobs.tune import Objective, run_trials, wait_for_running
 from hqcbench.jobs.tune_space import make_pruner
@@ -130,7 +131,8 @@ def run_tuning(tuning: Tuning, spec: CampaignSpec, device: torch.device, monitor
                              base.train_limit)
         for arm, study in studies.items():
             objective = Objective(arm, tcfg, study.study_name, splits, device, lock, monitor,
-                                  {**system, names.TAG_BLOCK: tuning.block, names.TAG_CAMPAIGN: spec.name})
+                                  {**system, names.TAG_BLOCK: tuning.block, names.TAG_CAMPAIGN: spec.name,
+                                   **campaign_store.source_tags()})  # the command, not this machine's path
             ran = run_trials(study, objective, lock, tcfg.n_trials, tcfg.sampler_seed, deadline=None)
             log.info("campaign: %s/%s: %d trial(s) run here", tuning.label(), arm, ran)
             mlflow.log_metric(f"tune_trials_run_here_{tuning.block}_{tuning.dataset}_{arm}", ran)
