@@ -174,3 +174,33 @@ def test_a_training_another_worker_took_after_planning_is_skipped(tmp_path):
         assert taken_by_another(store.experiment_id, first) is None
         client.set_terminated(run.info.run_id, "FINISHED")
         assert taken_by_another(store.experiment_id, first) == "finished by another worker"
+
+
+def test_a_group_another_worker_evaluated_after_planning_is_not_evaluated_again(tmp_path):
+    """A worker left with pending evaluations re-reads the store first: a group whose runs all carry the
+    current evaluation tags (another worker evaluated it) is skipped; one missing a tag is not."""
+    from hqcbench.jobs import store as campaign_store
+    from hqcbench.jobs.campaign import evaluated_elsewhere, plan
+    from hqcbench.jobs.campaign_spec import parse_spec
+    from hqcbench.jobs.evaluate import evaluation_tags
+
+    spec = parse_spec(str(make_spec(tmp_path / "shared")))
+    store = campaign_store.open_store(spec.store, spec.name)
+    with store.inside():
+        todo = plan(spec, campaign_store.child_runs(store.experiment_id))
+        group, members = todo.evaluations[0]
+        client = mlflow.MlflowClient()
+        run_ids = []
+        for t in members:
+            run = client.create_run(store.experiment_id, tags={names.TAG_KIND: "child",
+                                                                names.TAG_FINGERPRINT: t.fingerprint})
+            client.set_terminated(run.info.run_id, "FINISHED")
+            run_ids.append(run.info.run_id)
+        assert not evaluated_elsewhere(members, campaign_store.child_runs(store.experiment_id))  # trained only
+        wanted = evaluation_tags(members[0].cfg)
+        for rid in run_ids:
+            for tag, value in wanted.items():
+                client.set_tag(rid, tag, value)
+        assert evaluated_elsewhere(members, campaign_store.child_runs(store.experiment_id))
+        client.set_tag(run_ids[-1], next(iter(wanted)), "an older evaluation")
+        assert not evaluated_elsewhere(members, campaign_store.child_runs(store.experiment_id))

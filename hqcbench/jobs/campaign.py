@@ -159,6 +159,17 @@ def taken_by_another(experiment_id: str, t: Training) -> str | None:
     return None
 
 
+def evaluated_elsewhere(members: list[Training], runs: pd.DataFrame) -> bool:
+    """Every member's latest FINISHED run already carries the current evaluation tags (another worker
+    sharing the store evaluated the group since this one planned)."""
+    stored = finished_run_ids(runs, members)
+    if len(stored) < len(members):
+        return False
+    wanted = evaluation_tags(members[0].cfg)
+    rows = runs.set_index("run_id")
+    return all(rows.loc[rid].get(f"tags.{tag}") == value for rid in stored.values() for tag, value in wanted.items())
+
+
 def finished_run_ids(runs: pd.DataFrame, members: list[Training]) -> dict[str, str]:
     """fingerprint -> run id of its latest FINISHED child run."""
     out = {}
@@ -307,8 +318,11 @@ def execute(spec: CampaignSpec, store: campaign_store.Store, todo: Plan, runs: p
                                                finished_run_ids(runs, [m]) for m in pending_groups[group]):
                 evaluate_pending(group, pending_groups.pop(group), runs, in_memory, device, cache, bar)
         for group, members in list(pending_groups.items()):
-            evaluate_pending(group, members, campaign_store.child_runs(store.experiment_id), in_memory, device,
-                             cache, bar)
+            current = campaign_store.child_runs(store.experiment_id)
+            if evaluated_elsewhere(members, current):
+                log.info("campaign: %s evaluated by another worker: skipped", "/".join(map(str, group)))
+                continue
+            evaluate_pending(group, members, current, in_memory, device, cache, bar)
     bar.close()
 
 
