@@ -1,9 +1,12 @@
 """Shared fixtures: every test gets its own MLflow store; nothing touches ./mlruns or the network."""
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import warnings
+from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -32,6 +35,27 @@ def mlflow_store(tmp_path, monkeypatch):
         mlflow.end_run()
     _forget_active_experiment()
     mlflow.set_tracking_uri(None)
+
+
+@contextlib.contextmanager
+def private_mlflow_store(folder: Path) -> Iterator[str]:
+    """A SQLite tracking store in ``folder`` for a module-scoped fixture (``mlflow_store`` is per test):
+    environment, working directory and tracking URI set while it is open, every run ended after."""
+    import mlflow
+
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.delenv("MLFLOW_RUN_ID", raising=False)
+        mp.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+        mp.chdir(folder)
+        mlflow.set_tracking_uri(uri)
+        try:
+            yield uri
+        finally:
+            while mlflow.active_run() is not None:
+                mlflow.end_run()
+            mlflow.set_tracking_uri(None)
 
 
 def _forget_active_experiment() -> None:

@@ -25,6 +25,7 @@ from hqcbench.cli import main
 from hqcbench.report import stats
 from hqcbench.report.build import write_report
 from hqcbench.report.stats import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, NO_DATA, NO_VERDICT, Interval
+from tests.conftest import private_mlflow_store
 
 T4 = 2.7764451052  # t(0.975, 4)
 T2 = 4.3026527297  # t(0.975, 2)
@@ -118,23 +119,12 @@ def built_report(tmp_path_factory):
     """One private store for the module (logging ~40 runs and building the report once keeps it fast);
     the tests only read it."""
     tmp = tmp_path_factory.mktemp("report")
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mp.delenv("MLFLOW_RUN_ID", raising=False)
-        mp.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
-        mp.chdir(tmp)
-        mlflow.set_tracking_uri(uri)
-        try:
-            fixture = {**_log_synthetic_experiment(), "uri": uri}
-            out = tmp / "out"
-            report = write_report("synthetic", str(out), ui_url="http://mlflow.example:5000", log_run=True,
-                                  report_command=f"python -m hqcbench report --experiment synthetic --out {out}")
-            yield report, out, {**fixture, "tmp": tmp}
-        finally:
-            while mlflow.active_run() is not None:
-                mlflow.end_run()
-            mlflow.set_tracking_uri(None)
+    with private_mlflow_store(tmp) as uri:
+        fixture = {**_log_synthetic_experiment(), "uri": uri}
+        out = tmp / "out"
+        report = write_report("synthetic", str(out), ui_url="http://mlflow.example:5000", log_run=True,
+                              report_command=f"python -m hqcbench report --experiment synthetic --out {out}")
+        yield report, out, {**fixture, "tmp": tmp}
 
 
 def _claim(report, key: str) -> dict:

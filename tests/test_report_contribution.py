@@ -28,6 +28,7 @@ from hqcbench.report.exports import read_related
 from hqcbench.report.load import RunSet, load_runs
 from hqcbench.report.sources import Sources
 from hqcbench.report.stats import Interval
+from tests.conftest import private_mlflow_store
 from tests.test_report import _log_child, _md_tables
 
 HYBRID = [0.90, 0.91, 0.92, 0.93, 0.94]
@@ -75,21 +76,10 @@ def _log_contribution_experiment() -> dict:
 def built(tmp_path_factory):
     """One private store, the experiment's report (not logged as a run) and its RunSet."""
     tmp = tmp_path_factory.mktemp("contribution")
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mp.delenv("MLFLOW_RUN_ID", raising=False)
-        mp.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
-        mp.chdir(tmp)
-        mlflow.set_tracking_uri(uri)
-        try:
-            fixture = _log_contribution_experiment()
-            report = write_report("contrib", str(tmp / "contrib"), log_run=False)
-            yield {"report": report, "out": tmp / "contrib", "runset": load_runs("contrib"), **fixture}
-        finally:
-            while mlflow.active_run() is not None:
-                mlflow.end_run()
-            mlflow.set_tracking_uri(None)
+    with private_mlflow_store(tmp):
+        fixture = _log_contribution_experiment()
+        report = write_report("contrib", str(tmp / "contrib"), log_run=False)
+        yield {"report": report, "out": tmp / "contrib", "runset": load_runs("contrib"), **fixture}
 
 
 def _records(out) -> pd.DataFrame:

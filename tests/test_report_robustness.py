@@ -26,6 +26,7 @@ from hqcbench.report.judge import Comparison
 from hqcbench.report.masking_gate import (PGD_METRIC, UNRESOLVED_MASKING, UNRESOLVED_NO_WORST, WORST_METRIC,
                                           ArmFlags, evaluate_robustness, gate)
 from hqcbench.report.stats import DOES_NOT_HOLD, HOLDS, Interval, Verdict
+from tests.conftest import private_mlflow_store
 from tests.test_report import T4, _glance, _log_child, _md_tables
 
 ROBUST = {"hybrid": [0.30, 0.32, 0.31, 0.33, 0.29], "cnn": [0.10, 0.11, 0.09, 0.12, 0.10],
@@ -89,25 +90,14 @@ def _log_paper() -> None:
 def reports(tmp_path_factory):
     """Three experiments in one private store, a report of each (not logged as a run)."""
     tmp = tmp_path_factory.mktemp("robust")
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mp.delenv("MLFLOW_RUN_ID", raising=False)
-        mp.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
-        mp.chdir(tmp)
-        mlflow.set_tracking_uri(uri)
-        try:
-            out = {}
-            for kind in ("clean", "masked", "old", "gradient_only"):
-                _log_fair(kind, kind)
-                if kind == "clean":
-                    _log_paper()
-                out[kind] = write_report(kind, str(tmp / kind), log_run=False), tmp / kind
-            yield out
-        finally:
-            while mlflow.active_run() is not None:
-                mlflow.end_run()
-            mlflow.set_tracking_uri(None)
+    with private_mlflow_store(tmp):
+        out = {}
+        for kind in ("clean", "masked", "old", "gradient_only"):
+            _log_fair(kind, kind)
+            if kind == "clean":
+                _log_paper()
+            out[kind] = write_report(kind, str(tmp / kind), log_run=False), tmp / kind
+        yield out
 
 
 def _robust_row(report) -> dict:
