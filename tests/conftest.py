@@ -49,12 +49,14 @@ def private_mlflow_store(folder: Path) -> Iterator[str]:
         mp.delenv("MLFLOW_RUN_ID", raising=False)
         mp.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
         mp.chdir(folder)
+        _forget_active_experiment()
         mlflow.set_tracking_uri(uri)
         try:
             yield uri
         finally:
             while mlflow.active_run() is not None:
                 mlflow.end_run()
+            _forget_active_experiment()  # else a later test logs into this store's experiment id
             mlflow.set_tracking_uri(None)
 
 

@@ -199,13 +199,11 @@ def tuning_seconds(runs: pd.DataFrame, tuning: Tuning, arm: str, trials: int) ->
     return per_epoch * cell.cfg.epochs * trials
 
 
-def describe(plan_: Plan, runs: pd.DataFrame, spec: CampaignSpec | None = None) -> tuple[list[str], float]:
+def describe(plan_: Plan, runs: pd.DataFrame, spec: CampaignSpec) -> tuple[list[str], float]:
     """Lines for --dry-run and the estimated seconds of the missing work."""
     lines, total = [], 0.0
     for tuning in plan_.tunings:
-        left = campaign_tuning.trials_left(tuning, spec) if spec is not None else {a: tuning.n_trials
-                                                                                    for a in tuning.arms}
-        for arm, trials in left.items():
+        for arm, trials in campaign_tuning.trials_left(tuning, spec).items():
             seconds = tuning_seconds(runs, tuning, arm, trials)
             total += seconds
             lines.append(f"tune     {tuning.label() + '/' + arm:48s} {trials:3d} trials  ~{seconds / 60:6.1f} min")
@@ -269,7 +267,6 @@ def run_campaign(spec_path: str, only: str = "", dry_run: bool = False, device_c
             return todo
         execute(spec, store, todo, runs, resolve_device(device_choice), seconds, progress, only)
         campaign_store.scrub_model_files(spec.store)
-        campaign_store.scrub_source_tags(store.experiment_id)
     return todo
 
 

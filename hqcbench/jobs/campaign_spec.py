@@ -230,10 +230,9 @@ def parse_spec(path: str | Path) -> CampaignSpec:
                 for seed in _list(block, "seeds", where):
                     for arm in _list(block, "arms", where):
                         cell = make_training(bname, settings, dataset, protocol, arm, seed)
-                        fingerprint = cell.fingerprint
-                        if fingerprint in seen:
-                            raise _fail(where, f"{cell.label()} trains the same model as {seen[fingerprint]}")
-                        seen[fingerprint] = cell.label()
+                        if cell.fingerprint in seen:
+                            raise _fail(where, f"{cell.label()} trains the same model as {seen[cell.fingerprint]}")
+                        seen[cell.fingerprint] = cell.label()
                         trainings.append(cell)
     related = raw.get("related", [])
     if not isinstance(related, list) or not all(isinstance(r, str) for r in related):
@@ -242,18 +241,29 @@ def parse_spec(path: str | Path) -> CampaignSpec:
                         tuple(related), tuple(tunings))
 
 
+ONLY_KEYS = ("block", "dataset", "protocol", "arm", "seed")
+
+
+def only_terms(only: str) -> list[tuple[str, set[str]]]:
+    """``--only`` parsed: (key, wanted values) per space-separated key=v1,v2 term (plural keys accepted);
+    UserInputError on a bad term."""
+    terms = []
+    for term in only.split():
+        key, _, values = term.partition("=")
+        key = key.rstrip("s") if key.rstrip("s") in ONLY_KEYS else key
+        if key not in ONLY_KEYS or not values:
+            raise UserInputError("only", f"bad term {term!r}",
+                                 f"space-separated key=v1,v2 terms, key in {', '.join(ONLY_KEYS)}")
+        terms.append((key, {v.strip() for v in values.split(",") if v.strip()}))
+    return terms
+
+
 def select(trainings: tuple[Training, ...] | list[Training], only: str) -> list[Training]:
     """``--only`` filter: space-separated key=v1,v2 terms over block, dataset, protocol, arm, seed."""
     keys = {"block": lambda t: t.block, "dataset": lambda t: t.cfg.dataset, "protocol": lambda t: t.cfg.protocol,
             "arm": lambda t: t.arm, "seed": lambda t: str(t.seed)}
     chosen = list(trainings)
-    for term in only.split():
-        key, _, values = term.partition("=")
-        key = key.rstrip("s") if key.rstrip("s") in keys else key
-        if key not in keys or not values:
-            raise UserInputError("only", f"bad term {term!r}",
-                                 "space-separated key=v1,v2 terms, key in block, dataset, protocol, arm, seed")
-        wanted = {v.strip() for v in values.split(",") if v.strip()}
+    for key, wanted in only_terms(only):
         chosen = [t for t in chosen if keys[key](t) in wanted]
     return chosen
 
@@ -262,12 +272,8 @@ def select_tunings(tunings: tuple[Tuning, ...] | list[Tuning], only: str) -> lis
     """``--only`` for tuned blocks: their block, dataset and protocol terms apply (a block's studies run
     for all its arms and seeds at once, so arm and seed terms do not split them)."""
     keys = {"block": lambda t: t.block, "dataset": lambda t: t.dataset, "protocol": lambda t: "tuned"}
-    select([], only)  # the same validation of the terms
     chosen = list(tunings)
-    for term in only.split():
-        key, _, values = term.partition("=")
-        key = key.rstrip("s") if key.rstrip("s") in ("block", "dataset", "protocol", "arm", "seed") else key
+    for key, wanted in only_terms(only):
         if key in keys:
-            wanted = {v.strip() for v in values.split(",") if v.strip()}
             chosen = [t for t in chosen if keys[key](t) in wanted]
     return chosen

@@ -70,10 +70,12 @@ def load_studies(tuning: Tuning, spec: CampaignSpec) -> dict[str, optuna.Study |
     return out
 
 
-def trials_left(tuning: Tuning, spec: CampaignSpec) -> dict[str, int]:
-    """arm -> trials its study still lacks (finished or running count as taken); empty when complete."""
+def trials_left(tuning: Tuning, spec: CampaignSpec,
+                studies: dict[str, optuna.Study | None] | None = None) -> dict[str, int]:
+    """arm -> trials its study still lacks (finished or running count as taken); empty when complete.
+    ``studies``: as ``load_studies`` returns them, when the caller has them already."""
     left = {}
-    for arm, study in load_studies(tuning, spec).items():
+    for arm, study in (studies if studies is not None else load_studies(tuning, spec)).items():
         counts = count_trials(study) if study is not None else None
         finished = counts.finished if counts else 0
         # a running trial (a live worker's, or a dead one's not failed yet) leaves the study incomplete
@@ -84,10 +86,11 @@ def trials_left(tuning: Tuning, spec: CampaignSpec) -> dict[str, int]:
 
 def best_params(tuning: Tuning, spec: CampaignSpec) -> dict[str, dict] | None:
     """arm -> the best trial's parameters once every study of the block is complete, else None."""
-    if trials_left(tuning, spec):
+    studies = load_studies(tuning, spec)
+    if trials_left(tuning, spec, studies):
         return None
     out = {}
-    for arm, study in load_studies(tuning, spec).items():
+    for arm, study in studies.items():
         try:
             out[arm] = dict(study.best_trial.params)
         except ValueError:  # no complete trial: every trial pruned or failed

@@ -75,7 +75,7 @@ def summary_markdown(diffs: Sequence[Difference], trained: Sequence[TrainedArm],
             arms.setdefault(item.arm, []).append(float(item.metrics[metric]))
     for arm, values in arms.items():
         lines.append(f"| {arm} | {len(values)} | {100 * sum(values) / len(values):.2f} |")
-    lines += ["", f"| difference | seeds | mean (pp) | 95 % t-interval (pp) |", "|---|---|---|---|"]
+    lines += ["", "| difference | seeds | mean (pp) | 95 % t-interval (pp) |", "|---|---|---|---|"]
     for d in diffs:
         i = d.interval.scaled(100)
         span = f"[{i.low:+.2f}, {i.high:+.2f}]" if i.has_interval else "one seed: no interval"

@@ -168,20 +168,6 @@ def scrub_model_files(folder: Path) -> int:
     return changed
 
 
-def scrub_source_tags(experiment_id: str) -> int:
-    """Runs whose ``mlflow.source.name`` names a script by its absolute path (MLflow's default for runs
-    created without the campaign's own tags, e.g. by an older worker) get the command instead. Returns the
-    number of runs rewritten."""
-    client = mlflow.MlflowClient()
-    changed = 0
-    for run in client.search_runs([experiment_id], max_results=50_000):
-        source = run.data.tags.get(names.MLFLOW_SOURCE_NAME, "")
-        if os.path.isabs(source):
-            client.set_tag(run.info.run_id, names.MLFLOW_SOURCE_NAME, names.SOURCE_COMMAND)
-            changed += 1
-    return changed
-
-
 def absolute_paths_in_artifacts(folder: Path, roots: tuple[str, ...] = ("/home/", "/root/", "/tmp/", "/work/")) -> list[str]:
     """Text artifacts (MLmodel, yaml, json, txt, csv) of the store that name a machine path."""
     found = []

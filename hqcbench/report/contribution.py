@@ -29,14 +29,14 @@ from hqcbench import names
 from hqcbench.config import DEFAULT_ENCODING_SCALE
 from hqcbench.report.claims import DATASET_LABELS, PUBLISHED_EPS
 from hqcbench.report.document import Document, Inline
-from hqcbench.report.formatting import (NO_DATA_CELL, fmt_claim_value, fmt_interval, fmt_p, fmt_seed_values,
-                                        fmt_seeds_needed)
+from hqcbench.report.formatting import (NO_DATA_CELL, fmt_interval, fmt_p, fmt_seed_values, fmt_seeds_needed,
+                                        shift_and_seeds)
 from hqcbench.report.judge import Pairs, paired_interval
 from hqcbench.report.load import SCALE_COLUMN, RunSet, frame_pairs, group_rank, scale_text
 from hqcbench.report.masking_gate import has_worst_case
 from hqcbench.report.plots import arm_rank, sweep_figure_name
 from hqcbench.report.sources import Sources
-from hqcbench.report.stats import (CONFIDENCE, DOES_NOT_HOLD, HOLDS, MIN_SEEDS, NO_DATA, POWER, Interval,
+from hqcbench.report.stats import (CONFIDENCE, DOES_NOT_HOLD, HOLDS, MIN_SEEDS, NO_DATA, Interval,
                                    RankEvidence, directional_verdict, equivalence_verdict, hodges_lehmann,
                                    seeds_needed, seeds_of, signed_rank_p, t_interval)
 
@@ -148,15 +148,8 @@ def evidence_text(ev: RankEvidence) -> str:
     power)'; empty without a test."""
     if not ev.test:
         return ""
-    parts = []
-    if ev.p is not None:
-        parts.append(f"Wilcoxon p = {fmt_p(ev.p)} (one-sided, hybrid higher)")
-    if ev.shift is not None:
-        parts.append(f"Hodges-Lehmann {fmt_claim_value(ev.shift, 'pp')}")
-    if ev.needed_asked:
-        parts.append(f"would need {fmt_seeds_needed(ev).replace('>', 'more than ')} seeds "
-                     f"({POWER * 100:.0f} % power)")
-    return "; ".join(parts)
+    parts = [f"Wilcoxon p = {fmt_p(ev.p)} (one-sided, hybrid higher)"] if ev.p is not None else []
+    return "; ".join(parts + shift_and_seeds(ev, "pp"))
 
 
 def difference(runset: RunSet, dataset: str, protocol: str, arm: str, quantity: str) -> Difference:

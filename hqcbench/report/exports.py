@@ -30,8 +30,8 @@ from hqcbench.errors import UserInputError
 from hqcbench.report.claims import TIME_METRIC
 from hqcbench.report.epochs import CHECKED_COLUMN, CONTENDED_COLUMN, EPOCHS_COLUMN, SHORT_COLUMN
 from hqcbench.config import DEFAULT_ENCODING_SCALE
-from hqcbench.report.load import (CURVE_PREFIX, EPOCH_MEAN_METRICS, EPOCH_METRICS, LEFT_OUT, SCALE_COLUMN, SCALE_RTOL,
-                                  RunSet, col, encoding_scales, tag_col)
+from hqcbench.report.load import (CURVE_PREFIX, EPOCH_MEAN_METRICS, EPOCH_METRICS, LEFT_OUT, SCALE_COLUMN, RunSet,
+                                  col, encoding_scales, is_default_scale, tag_col)
 
 RUNS_CSV = "runs.csv"
 HISTORY_CSV = "history.csv"
@@ -107,10 +107,8 @@ def read_related(folders: list[str]) -> pd.DataFrame:
         frame = pd.read_csv(path, dtype={"run_id": str, LEFT_OUT: str})
         left_out = frame[LEFT_OUT].fillna("") if LEFT_OUT in frame else pd.Series("", index=frame.index)
         status = frame.status if "status" in frame else pd.Series("FINISHED", index=frame.index)
-        scale = (pd.to_numeric(frame[SCALE_COLUMN], errors="coerce").fillna(DEFAULT_ENCODING_SCALE)
-                 if SCALE_COLUMN in frame else pd.Series(DEFAULT_ENCODING_SCALE, index=frame.index))
-        default = ((scale - DEFAULT_ENCODING_SCALE).abs() <= SCALE_RTOL * DEFAULT_ENCODING_SCALE)
-        used = frame[(left_out == "") & (status == "FINISHED") & default]  # a sweep run never stands in for one
+        scale = pd.to_numeric(col(frame, SCALE_COLUMN), errors="coerce").astype(float).fillna(DEFAULT_ENCODING_SCALE)
+        used = frame[(left_out == "") & (status == "FINISHED") & is_default_scale(scale)]  # never a sweep run
         used = used.dropna(subset=["dataset", "protocol", "arm", "seed"]).copy()
         used["seed"] = used.seed.astype(int)
         used["source"] = os.path.normpath(folder)

@@ -116,12 +116,18 @@ def fmt_evidence(evidence: RankEvidence, holm_p: float | None, unit: str) -> str
     if evidence.p is not None:
         holm = f"Holm {fmt_p(holm_p)}" if holm_p is not None else f"no Holm: under {MIN_SEEDS} seeds"
         parts.append(f"{evidence.test} p = {fmt_p(evidence.p)} ({holm})")
+    return "; ".join(parts + shift_and_seeds(evidence, unit))
+
+
+def shift_and_seeds(evidence: RankEvidence, unit: str) -> list[str]:
+    """The parts after the p-value: 'Hodges-Lehmann +1.00 pp', 'would need 12 seeds (80 % power)'."""
+    parts = []
     if evidence.shift is not None:
         parts.append(f"Hodges-Lehmann {fmt_claim_value(evidence.shift, unit)}")
     if evidence.needed_asked:
         needed = fmt_seeds_needed(evidence).replace(">", "more than ")
         parts.append(f"would need {needed} seeds ({POWER * 100:.0f} % power)")
-    return "; ".join(parts)
+    return parts
 
 
 def redact_uri(uri: str) -> str:

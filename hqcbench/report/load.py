@@ -222,7 +222,7 @@ def load_runs(experiment: str) -> RunSet:
     for name in [c for c in kept.columns if c.startswith("metrics.")]:
         kept[name[len("metrics."):]] = kept[name]
     scale = encoding_scales(kept)
-    default = _is_default_scale(scale)
+    default = is_default_scale(scale)
     variants = kept[~default].assign(**{SCALE_COLUMN: scale[~default]})
     kept = kept[default]
     dup = kept.duplicated(subset=["dataset", "protocol", "arm", "seed"], keep="last")
@@ -251,7 +251,8 @@ def encoding_scales(frame: pd.DataFrame) -> pd.Series:
     return values.fillna(float(DEFAULT_ENCODING_SCALE))
 
 
-def _is_default_scale(scale: pd.Series) -> pd.Series:
+def is_default_scale(scale: pd.Series) -> pd.Series:
+    """True where a run's encoding scale is the default (pi), within SCALE_RTOL."""
     return scale.map(lambda v: math.isclose(v, DEFAULT_ENCODING_SCALE, rel_tol=SCALE_RTOL, abs_tol=0.0)).astype(bool)
 
 

@@ -12,16 +12,14 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import optuna  # noqa: E402
-import pandas as pd  # noqa: E402
-from optuna.trial import TrialState  # noqa: E402
-
-from hqcbench import names  # noqa: E402
+from hqcbench import names
+from hqcbench.report.plots import save  # also selects the headless backend
 
 SEARCHED = (  # (setting keys, label, log scale): the order the table prints the space in
     (("width_min", "width_max"), "width", True),
@@ -146,7 +144,6 @@ def history_figure(studies: list[StudySummary], out_dir: Path) -> list[tuple[str
         ax.legend(fontsize=8)
         fig.tight_layout()
         name = f"tuning_{dataset}.png"
-        fig.savefig(out_dir / name, dpi=110)
-        plt.close(fig)
+        save(fig, out_dir / name)
         files.append((name, f"Tuning history, {dataset}: best validation accuracy so far per arm"))
     return files
