@@ -9,9 +9,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import os
 import platform
 import socket
+import time
 from importlib import metadata
 from typing import Any, Iterator
 
@@ -20,6 +22,8 @@ import psutil
 
 from hqcbench import names
 from hqcbench.tracking import stopping
+
+log = logging.getLogger(__name__)
 
 
 def library_versions() -> dict[str, str]:
@@ -77,6 +81,21 @@ def _status(run_id: str) -> str | None:
     return None
 
 
+def _end_retrying(run_id: str, status: str, tags: dict[str, str], attempts: int = 3) -> None:
+    """``_end`` on the way out of an exception: a store busy for a moment (SQLite "database is locked"
+    while another thread writes) must not leave the run RUNNING, so retry; a last failure is logged,
+    never raised (the original exception wins). A run left RUNNING anyway is reaped by the next campaign."""
+    for attempt in range(1, attempts + 1):
+        try:
+            _end(run_id, status, tags)
+            return
+        except Exception as err:  # noqa: BLE001 -- whatever the store says, the original exception goes on
+            if attempt == attempts:
+                log.warning("could not end run %s as %s: %s: %s", run_id, status, type(err).__name__, err)
+            else:
+                time.sleep(0.5 * attempt)
+
+
 def _end(run_id: str, status: str, tags: dict[str, str]) -> None:
     """Tag and end ``run_id``; through the fluent API when it is the active run (so MLflow's stack and
     system-metrics thread are closed too), else by id, and then only while it is still RUNNING."""
@@ -117,8 +136,8 @@ def open_run(**start_run_kwargs: Any) -> Iterator[mlflow.ActiveRun]:
     except BaseException as exc:
         if run is not None:
             status, tags = ("FINISHED", {}) if keep_finished else _outcome(exc)
-            with stopping.critical(), contextlib.suppress(Exception):  # the original exception wins
-                _end(run.info.run_id, status, tags)
+            with stopping.critical():
+                _end_retrying(run.info.run_id, status, tags)
         raise
     with stopping.critical():
         _end(run.info.run_id, "FINISHED", {})
