@@ -121,6 +121,11 @@ def robust_curve_metric(attack: str) -> str:
     return f"robust_curve_{attack}"
 
 
+def autoattack_first_metric(member: str, eps: float) -> str:
+    """e.g. autoattack_first_square_eps_0.1: share of the attacked images an AutoAttack member broke first."""
+    return f"autoattack_first_{member}_eps_{eps:g}"
+
+
 def attack_time_metric(attack: str) -> str:
     return f"attack_time_s_{attack}"
 

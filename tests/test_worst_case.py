@@ -101,6 +101,22 @@ def test_worst_case_is_at_most_every_attack_on_the_same_images(evaluated):
         assert table[:, header.index("worst_eps_0.2")].mean() == pytest.approx(worst)
 
 
+def test_autoattack_members_account_for_every_image_it_broke(evaluated):
+    """Each AutoAttack member's first breaks are disjoint shares; together they are what AutoAttack took
+    from the clean accuracy. On the masked model every APGD variant fails (zero gradient), so Square
+    breaks nearly all it breaks alone (APGD's random starts land on a few), and the square check reads that as masking."""
+    for arm, found in evaluated.items():
+        shares = {m: found.metrics[names.autoattack_first_metric(m, 0.2)] for m in attacks.autoattack_members(10)}
+        taken = found.metrics["clean_acc_attack_subset"] - found.metrics["robust_acc_autoattack_eps_0.2"]
+        assert sum(shares.values()) == pytest.approx(taken), (arm, shares)
+    masked = evaluated["hybrid"]
+    apgd = sum(masked.metrics[names.autoattack_first_metric(m, 0.2)] for m in ("apgd_ce", "apgd_dlr", "apgd_t"))
+    first = {k: v for k, v in masked.metrics.items() if k.startswith("autoattack_first")}
+    assert masked.metrics[names.autoattack_first_metric("square", 0.2)] > 2 * apgd, first
+    assert _check(masked, "square") == "fail"
+    assert _check(evaluated["cnn"], "square") == "pass", evaluated["cnn"].texts[rb.SUMMARY_FILE]
+
+
 def test_convergence_curves_and_figure(evaluated):
     cnn = evaluated["cnn"]
     steps = sorted(s for n, _, s in cnn.stepped if n == names.CONVERGENCE_STEPS_CURVE)

@@ -248,8 +248,24 @@ def make_autoattack(classifier, eps: float, batch_size: int):
         attacks.append(TopTargetsAPGD(targeted, min(APGD_TARGETS, classes - 1), batch_size))
     attacks.append(SquareAttack(classifier, norm=np.inf, eps=eps, max_iter=SQUARE_MAX_ITER_STRONG,
                                 p_init=SQUARE_P_INIT, nb_restarts=1, batch_size=batch_size, verbose=False))
+    assert len(attacks) == len(autoattack_members(classes))
     return AutoAttack(classifier, norm=np.inf, eps=eps, eps_step=2 * eps, attacks=attacks, batch_size=batch_size,
                       targeted=False)
+
+
+def autoattack_members(classes: int) -> tuple[str, ...]:
+    """Names of ``make_autoattack``'s attacks in the order AutoAttack runs them (the DLR attacks need a
+    third class)."""
+    return ("apgd_ce", "apgd_dlr", "apgd_t", "square") if classes >= 3 else ("apgd_ce", "square")
+
+
+def first_breaks(autoattack, classes: int) -> dict[str, np.ndarray]:
+    """member -> mask of the images that member broke first, read from ART's ``AutoAttack.best_attacks``
+    after ``generate`` (per image: the index of the first successful attack, negative when none was
+    or the image was misclassified already). Each member only attacks what the earlier ones left, so
+    Square's mask is the images a gradient-free search broke after every APGD variant had failed."""
+    best = np.asarray(autoattack.best_attacks)
+    return {name: best == i for i, name in enumerate(autoattack_members(classes))}
 
 
 def autoattack_settings() -> str:

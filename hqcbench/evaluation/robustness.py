@@ -25,7 +25,7 @@ from hqcbench.data.datasets import Splits
 from hqcbench.evaluation import worst_case
 from hqcbench.evaluation.attacks import (ATTACK_RNG_SEED, SQUARE_MAX_ITER, SQUARE_P_INIT, AttackSet,
                                          art_classifier, attack_batch_size, attack_subset, autoattack_settings,
-                                         eot_samples_for, inputs_only, make_attack, predict_labels,
+                                         eot_samples_for, first_breaks, inputs_only, make_attack, predict_labels,
                                          sampled_shots, seeded_numpy, square_queries)
 from hqcbench.evaluation.masking import (HIGH_EPS, BoundCheck, Check, Convergence, ZeroGrad, masking_reasons,
                                          run_checks)
@@ -90,6 +90,8 @@ class ModelResult:
     zero_grad: ZeroGrad | None = None
     bpda_surrogates: list[str] | None = None  # None: bpda not requested
     convergence: Convergence | None = None
+    # eps -> AutoAttack member -> images it broke first (each member attacks only what the earlier left)
+    autoattack_first: dict[float, dict[str, np.ndarray]] = field(default_factory=dict)
     eot: int = 1  # readout samples averaged per gradient
     shots: int | None = None
     eps: tuple[float, ...] = ()  # the run's eps
@@ -103,15 +105,18 @@ class ModelResult:
 
 
 def _standalone(classifier, attack: str, data: AttackSet, eps: float, cfg: RunConfig, batch: int,
-                bounds: BoundCheck) -> tuple[np.ndarray, np.ndarray, float]:
-    """Attack every image of the subset at one eps: (adversarial examples, fooled mask, seconds)."""
+                bounds: BoundCheck) -> tuple[np.ndarray, np.ndarray, float, dict[str, np.ndarray]]:
+    """Attack every image of the subset at one eps: (adversarial examples, fooled mask, seconds, and for
+    ``autoattack`` the images each member broke first; else empty)."""
     t0 = time.perf_counter()
+    made = make_attack(attack, classifier, eps, cfg, batch)
     with seeded_numpy(ATTACK_RNG_SEED):
-        x_adv = make_attack(attack, classifier, eps, cfg, batch).generate(data.x, data.y)
+        x_adv = made.generate(data.x, data.y)
     seconds = time.perf_counter() - t0
     bounds.update(data.x, x_adv, eps)
     fooled = predict_labels(classifier, x_adv, batch) != data.y
-    return x_adv, fooled, seconds
+    members = first_breaks(made, classifier.nb_classes) if attack == "autoattack" else {}
+    return x_adv, fooled, seconds, members
 
 
 def robustness_sweep(classifier, attack: str, data: AttackSet, points: Sequence[float], done: dict[float, np.ndarray],
@@ -162,8 +167,10 @@ def attack_model(model: nn.Module, arm: str, data: AttackSet, input_shape: tuple
         fooled_at: dict[float, np.ndarray] = {}
         result.times[attack] = 0.0
         for eps in cfg.eps_list:
-            x_adv, fooled, seconds = _standalone(classifier, attack, data, eps, cfg, batch, result.bounds)
+            x_adv, fooled, seconds, members = _standalone(classifier, attack, data, eps, cfg, batch, result.bounds)
             fooled_at[eps] = fooled
+            if members:
+                result.autoattack_first[eps] = members
             result.times[attack] += seconds
             # an image the model already gets wrong stays wrong: robust accuracy counts it as broken
             result.robust.setdefault(attack, {})[eps] = 1.0 - float((fooled | clean_wrong).mean())
@@ -269,6 +276,9 @@ def to_findings(result: ModelResult, checks: list[Check], cfg: RunConfig, data: 
                 found.stepped.append((names.robust_curve_metric(attack), acc, names.eps_step(eps)))
     for (source, eps), acc in result.transfer.items():
         m[f"transfer_acc_from_{source}_eps_{eps:g}"] = acc
+    for eps, members in result.autoattack_first.items():
+        for member, mask in members.items():
+            m[names.autoattack_first_metric(member, eps)] = float(mask.mean())
     high = [c[HIGH_EPS] for c in result.curves.values() if HIGH_EPS in c]
     if high:
         m["check_high_eps_robust_acc"] = min(high)
@@ -313,6 +323,9 @@ def summary_lines(result: ModelResult, checks: list[Check], cfg: RunConfig, data
         lines.append(f"curve {attack}: " + ", ".join(f"{e:g}: {a:.3f}" for e, a in sorted(curve.items())))
     for (source, eps), acc in sorted(result.transfer.items()):
         lines.append(f"transfer (pgd crafted on {source}) eps {eps:g}: {acc:.4f}")
+    for eps, members in sorted(result.autoattack_first.items()):
+        lines.append(f"autoattack eps {eps:g}, images each member broke first: "
+                     + ", ".join(f"{k} {int(v.sum())}" for k, v in members.items()))
     lines.append("checks:")
     for check in checks:
         lines.append(f"  {check.name}: {check.status.upper()} - {check.detail}")
