@@ -27,7 +27,7 @@ is not allowed, the process is sampled as well (a spike shorter than ``interval_
 No library offers per-window peaks of a process tree plus NVML per-process memory, hence this module.
 
 Size: about 510 lines, one monitor and the probes its sampling thread reads (process, children,
-NVML), the timing lock that keeps timed jobs from sharing a core, and the count of CPUs available; split apart, the NVML probe
+NVML), and the timing lock that keeps timed jobs from sharing a core; split apart, the NVML probe
 would be a module used by nothing else.
 """
 from __future__ import annotations
@@ -47,6 +47,7 @@ import psutil
 import torch
 
 from hqcbench import names
+from hqcbench.threads import affinity
 
 MB = 2 ** 20
 GIB = 2 ** 30
@@ -460,7 +461,7 @@ def timing_lock(announce=print) -> Iterator[list[int]]:
     """Hold one lock per CPU this process may run on (``<base>.cpu<N>``), so timed jobs that share a
     core wait for each other, while jobs pinned to different cores (``taskset``) run side by side.
     Locks are taken in CPU order (no deadlock) and released by the OS if the process dies."""
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    cpus = affinity()
     base = timing_lock_base()
     base.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
@@ -472,38 +473,3 @@ def timing_lock(announce=print) -> Iterator[list[int]]:
                 announce(f"waiting for the timing lock of CPU {cpu} ({lock.lock_file}): another timed job runs there")
                 stack.enter_context(lock.acquire())
         yield cpus
-
-
-# ----------------------------------------------------------------------------- CPUs available
-CGROUP_ROOT = Path("/sys/fs/cgroup")
-
-
-def _cgroup_quota_cpus(root: Path = CGROUP_ROOT) -> float | None:
-    """CPUs a cgroup CPU quota allows (cgroup v2 ``cpu.max``, else v1 ``cpu.cfs_quota_us`` /
-    ``cpu.cfs_period_us``); None without a quota. Containers limited with ``--cpus`` see every
-    host core in their affinity mask, so a thread count from the mask alone oversubscribes them."""
-    with contextlib.suppress(OSError, ValueError):
-        quota, period = (root / "cpu.max").read_text().split()[:2]
-        return None if quota == "max" else int(quota) / int(period)
-    with contextlib.suppress(OSError, ValueError):
-        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
-        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
-        return None if quota <= 0 or period <= 0 else quota / period
-    return None
-
-
-def available_cpus(root: Path = CGROUP_ROOT) -> int:
-    """CPUs this process may really use: its affinity mask (``taskset``), capped by a cgroup quota
-    (rounded down, at least 1). torch's default thread count follows the mask but not the quota."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    quota = _cgroup_quota_cpus(root)
-    if quota is not None:
-        cpus = min(cpus, max(1, math.floor(quota)))
-    return max(1, cpus)
-
-
-def apply_threads(requested: int = 0) -> int:
-    """Set torch's intra-op threads: ``requested``, or with 0 the CPUs available (``available_cpus``);
-    returns the count in use (logged per epoch as ``torch_threads``)."""
-    torch.set_num_threads(requested or available_cpus())
-    return torch.get_num_threads()

@@ -41,7 +41,8 @@ from hqcbench.jobs.campaign_spec import CampaignSpec, Training, Tuning, make_tra
 from hqcbench.jobs.evaluate import TrainedArm, evaluate_group, evaluate_runs, evaluation_tags, splits_for
 from hqcbench.jobs.run import machine_tags, resolve_device, train_arm
 from hqcbench.report.build import write_report
-from hqcbench.resources import ResourceMonitor, apply_threads, timing_lock
+from hqcbench.resources import ResourceMonitor, timing_lock
+from hqcbench.threads import apply_threads
 from hqcbench.tracking import runs as tracking
 from hqcbench.training.recipes import protocol_tags
 

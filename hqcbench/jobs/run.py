@@ -18,7 +18,8 @@ from hqcbench.evaluation.paper_attack import make_epoch_hook
 from hqcbench.jobs import headline
 from hqcbench.jobs.checkpoints import log_weights
 from hqcbench.jobs.evaluate import TrainedArm, evaluate_group, splits_for
-from hqcbench.resources import ResourceMonitor, apply_threads, hardware_tags, run_summary
+from hqcbench.resources import ResourceMonitor, hardware_tags, run_summary
+from hqcbench.threads import apply_threads
 from hqcbench.models.arms import build_model, count_parameters
 from hqcbench.models.memory import run_device
 from hqcbench.models.quantum import configure_readout
@@ -135,7 +136,7 @@ def log_headline(trained: list[TrainedArm], title: str) -> None:
 def run_main(cfg: RunConfig, progress: bool = True) -> list[TrainedArm]:
     """Validate, then train every arm for every seed under one parent run (``progress``: tqdm bars)."""
     cfg.validate()
-    apply_threads(cfg.threads)  # 0: the CPUs available to this process (affinity, cgroup quota)
+    apply_threads(cfg.threads)  # 0: the CPUs available to this process (affinity, cgroup quota), fewer while others load them
     device = resolve_device(cfg.device)
     t_start = time.perf_counter()
     params = cfg.to_dict()

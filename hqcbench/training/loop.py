@@ -10,10 +10,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from hqcbench import threads
 from hqcbench.data.datasets import ImageSet, iterate_batches, to_float
+from hqcbench.resources import ResourceMonitor
 from hqcbench.training import seeding
 from hqcbench.training.recipes import Recipe
-from hqcbench.resources import ResourceMonitor
 
 
 @dataclass
@@ -102,6 +103,7 @@ def train_one_epoch(model: nn.Module, data: ImageSet, recipe: Recipe, batch_size
     batches = iterate_batches(data, batch_size, shuffle=True, generator=generator)
     show = progress and n_batches >= 50  # a bar per epoch is noise for tiny datasets
     for images, labels in tqdm(batches, total=n_batches, desc=desc, leave=False, disable=not show):
+        threads.adapt()  # fewer torch threads while other processes hold cores (hqcbench.threads)
         x, y = prepare_batch(images, device, recipe.augment, generator), labels.to(device, non_blocking=True)
         recipe.optimizer.zero_grad(set_to_none=True)
         logits = model(x)
@@ -159,7 +161,7 @@ def _fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe, epoch
         metrics = {"train_loss": train_loss, "train_acc": train_acc, "val_loss": val_res.loss, "val_acc": val_res.acc,
                    "epoch_time_s": train_res["wall_s"], "eval_time_s": eval_res["wall_s"],
                    "samples_per_s": len(train) / train_res["wall_s"] if train_res["wall_s"] > 0 else 0.0,
-                   "lr": recipe.optimizer.param_groups[0]["lr"], "torch_threads": float(torch.get_num_threads())}
+                   "lr": recipe.optimizer.param_groups[0]["lr"], "torch_threads": threads.epoch_threads()}
         metrics.update({k: v for k, v in train_res.items() if k != "wall_s"})
         history.append(metrics)
         if val_res.acc > best_acc:
