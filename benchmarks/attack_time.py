@@ -17,12 +17,18 @@ small set, so the scaled figure of a tiny run (``--images 20``) overstates them.
     python benchmarks/attack_time.py --data-dir ../shared/data                 # paper arms, 200 images
     python benchmarks/attack_time.py --images 20 --attacks fgsm,pgd            # smoke run
     python benchmarks/attack_time.py --protocol fair --arms cnn,hybrid --images 500
+
+``--from-report reports/mnist`` prints instead what the campaign's own evaluation measured on its fully
+trained models (each child run's ``attack_time_s_*``, the attacked-image count from its spec), per
+protocol, arm and attack as the median over seeds, scaled to 1000 images; then the evaluation's total
+and what the full test set would cost, and saves the table under ``benchmarks/results/``.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -50,6 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--pgd-steps", type=int, default=40)
     ap.add_argument("--train-limit", type=int, default=2000, help="training images of the one training epoch")
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    ap.add_argument("--from-report", default="", help="a report folder (with campaign.toml, runs.csv): its measured times")
+    ap.add_argument("--no-save", action="store_true", help="with --from-report: print only")
     return ap.parse_args(argv)
 
 
@@ -90,8 +98,63 @@ def time_attack(name: str, model: nn.Module, data, cfg: RunConfig, shape: tuple[
     return time.perf_counter() - t0, acc
 
 
+REPORT_ATTACKS = ("fgsm", "pgd", "autoattack", "bpda", "zero_grad", "pgd_convergence", "pgd_paper")
+
+
+def from_report(folder: Path, save: bool) -> str:
+    """The table of ``--from-report`` (module docstring), as markdown."""
+    import pandas as pd
+
+    from epoch_time import machine_slug  # same folder: the benchmarks share the result naming
+    from hqcbench.jobs.campaign_spec import parse_spec
+    from hqcbench.jobs.campaign_tuning import resolve
+
+    spec, _, _ = resolve(parse_spec(folder / "campaign.toml"))  # with the tuned blocks' cells
+    images = {t.fingerprint: t.cfg.attack_sample_count for t in spec.trainings}
+    runs = pd.read_csv(folder / "runs.csv")
+    runs = runs[runs.fingerprint.isin(images) & runs.left_out.isna()].copy()
+    runs["images"] = runs.fingerprint.map(images)
+    if "pgd_convergence_images" not in runs:
+        runs["pgd_convergence_images"] = float("nan")
+    test_size = 10000  # MNIST's test split: what attacking every test image would take
+    lines = [f"# Attack cost per 1000 images: the {spec.name} campaign's evaluation", "",
+             f"- source: `{folder.name}/runs.csv` (each child run's `attack_time_s_*`, logged by the evaluation), "
+             f"`{folder.name}/campaign.toml` (attacked images)",
+             f"- machine: {machine_slug(torch.device('cpu'))}, one torch thread per evaluation (the spec's threads)",
+             "- seconds per 1000 images = median over seeds of attack_time_s x 1000 / images attacked "
+             "(pgd_convergence: its images; pgd_paper: the validation subset of the same size)", "",
+             "| protocol | arm | models | " + " | ".join(REPORT_ATTACKS) + " | whole evaluation (s, median) |",
+             "|---|---|---|" + "---|" * (len(REPORT_ATTACKS) + 1)]
+    total_s, full_s = 0.0, 0.0
+    for (protocol, arm), group in runs.groupby(["protocol", "arm"], sort=True):
+        cells = []
+        for attack in REPORT_ATTACKS:
+            column = f"attack_time_s_{attack}"
+            if column not in group or group[column].isna().all():
+                cells.append("-")
+                continue
+            used = group.pgd_convergence_images if attack == "pgd_convergence" else group.images
+            cells.append(f"{(group[column] * 1000 / used).median():.0f}")
+        whole = group.robustness_time_s
+        total_s += float(whole.sum())
+        full_s += float((whole * test_size / group.images).sum())
+        lines.append(f"| {protocol} | {arm} | {len(group)} | " + " | ".join(cells) + f" | {whole.median():.0f} |")
+    lines += ["", f"Whole evaluation of the {len(runs)} models (robustness_time_s summed): {total_s / 3600:.2f} "
+              f"core-hours at the images attacked; scaled to all {test_size} test images: {full_s / 3600:.1f} "
+              "core-hours (the convergence runs would not grow: they use 200 images)."]
+    text = "\n".join(lines) + "\n"
+    if save:
+        out = Path(__file__).resolve().parent / "results" / f"attack_time-{spec.name}-campaign-{machine_slug(torch.device('cpu'))}.md"
+        out.write_text(text)
+        print(f"saved {out.name}")
+    return text
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.from_report:
+        print(from_report(Path(args.from_report), not args.no_save))
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
