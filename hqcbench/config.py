@@ -19,6 +19,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
+import psutil
+
 from hqcbench.errors import UserInputError
 
 T = TypeVar("T")
@@ -77,6 +79,18 @@ def memory_shortfall(cfg: "RunConfig") -> str | None:
         if reason:
             return reason
     return None
+
+
+def _qubits_beyond_simulator(n_qubits: int, batch_size: int) -> str:
+    """Why ``n_qubits`` outside 1..MAX_QUBITS is refused, with the memory one state vector would take."""
+    if n_qubits < 1:
+        return f"{n_qubits} qubits: a circuit needs at least one"
+    gib = 2.0 ** 30
+    per_sample = 8 * 2.0 ** n_qubits  # complex64 amplitudes of one state vector
+    return (f"{n_qubits} qubits need {per_sample / gib:,.2f} GiB per sample for one state vector alone (complex64), "
+            f"{per_sample * batch_size / gib:,.0f} GiB for a batch of {batch_size}, before any gradient, against "
+            f"{psutil.virtual_memory().available / gib:.1f} GiB available; the simulator stops at {MAX_QUBITS} "
+            f"qubits (8 MiB per sample)")
 
 
 def _param(default: Any, help: str, allowed: str | None = None) -> Any:
@@ -192,9 +206,7 @@ class RunConfig:
         require(bool(seeds) and all(s >= 0 for s in seeds), "seeds", f"bad seeds {self.seeds!r}")
         require(len(set(seeds)) == len(seeds), "seeds", f"repeated seed in {self.seeds!r}")
         require(1 <= self.width <= MAX_WIDTH, "width", f"got {self.width}")
-        require(1 <= self.n_qubits <= MAX_QUBITS, "n_qubits",
-                f"{self.n_qubits} is outside what the simulator supports (a dense state of 2**n amplitudes per "
-                f"sample: {MAX_QUBITS} qubits are 8 MiB per sample in complex64)")
+        require(1 <= self.n_qubits <= MAX_QUBITS, "n_qubits", _qubits_beyond_simulator(self.n_qubits, self.batch_size))
         require(self.depth >= 1, "depth", f"got {self.depth}")
         require(self.encoding in ENCODINGS, "encoding", f"unknown encoding {self.encoding!r}")
         require(math.isfinite(self.encoding_scale) and self.encoding_scale > 0, "encoding_scale",

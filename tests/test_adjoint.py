@@ -322,7 +322,8 @@ def test_qubit_limit_is_checked_before_memory_and_twenty_qubits_fit_a_large_mach
     monkeypatch.setattr(memory, "available_bytes", lambda device: 64 * 2 ** 30)
     assert MAX_QUBITS == 20
     RunConfig(arms="hybrid", n_qubits=20, depth=6, attacks="none", device="cpu").validate()
-    with pytest.raises(UserInputError, match=r"n_qubits: 30 is outside.*allowed: 1\.\.20"):
+    with pytest.raises(UserInputError, match=r"n_qubits: 30 qubits need 8\.00 GiB per sample .* batch of 32.*"
+                                             r"GiB available.*allowed: 1\.\.20"):
         RunConfig(arms="hybrid", n_qubits=30, device="cpu").validate()
 
 
