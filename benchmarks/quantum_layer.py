@@ -24,11 +24,38 @@ Targets for ``fused``: >= 5x faster than tq_dynamic at 4 qubits / depth 2 / batc
 
     python benchmarks/quantum_layer.py                       # full table, saved under benchmarks/results/
     python benchmarks/quantum_layer.py --qubits 4 --depths 2 --batches 64 --no-save --no-memory
+
+``--preset scale``: 12, 16 and 20 qubits, depths 2 and 6, batches 32 and 256; engines ``fused``,
+``tq_dynamic``, ``pennylane`` and ``pennylane_lightning`` (``lightning.qubit``, ``diff_method="adjoint"``,
+through ``qml.qnn.TorchLayer``; it simulates the batch's samples one by one). Per cell and engine:
+
+* a fits-in-memory guard first: each engine's estimated peak (``estimate_bytes``; the fused engine's
+  is ``hqcbench.models.memory.estimate_peak_bytes``) against the smaller of ``--mem-limit-gb`` and the
+  memory available; a cell that would not fit is reported as "does not fit (estimate X GB)" and not run;
+* time: below ``--subprocess-qubits`` (16) the interleaved rounds above, in one process; from there on
+  each engine runs in its own process under ``--cell-timeout-s``: one warm-up call, then up to
+  ``--large-calls`` (3) timed calls. A call still running at the timeout is reported as "> T s" (T: how
+  long it had run), and the same engine is not started again on a cell at least as large in qubits,
+  depth and batch (it cannot be faster there);
+* peak memory: the rise of the process's peak RSS during one forward + backward in a fresh process
+  (for the large cells, the warm-up call);
+* saved-for-backward bytes: what autograd keeps from one forward pass (``count_saved_bytes``:
+  ``torch.autograd.graph.saved_tensors_hooks``, each distinct storage counted once, whole), for every
+  engine whose circuit autograd records (not ``pennylane_lightning``: its adjoint runs in C++).
+
+Targets of the scale preset, all from one run: (a) ``fused`` never slower than any other engine in any
+cell where both ran; (b) ``fused`` >= 3x faster than ``tq_dynamic`` in every 16-qubit cell where both
+ran; (c) at 16 qubits / depth 6 / batch 32, ``fused``'s saved-for-backward bytes at most a quarter of
+``tq_dynamic``'s.
+
+    python benchmarks/quantum_layer.py --preset scale      # -> benchmarks/results/quantum_layer_scale-...
+    python benchmarks/quantum_layer.py --preset scale --qubits 8 --depths 2 --batches 32 --no-save
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib
 import json
 import math
 import os
@@ -39,19 +66,45 @@ import subprocess
 import sys
 import time
 import warnings
+from importlib import metadata
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from hqcbench.models.circuit import ANGLE_SCALE, cnot_ring_pairs, input_width
+from hqcbench.models.adjoint import choose_diff_method
+from hqcbench.models.circuit import ANGLE_SCALE, choose_method, cnot_ring_pairs, input_width, weight_shape
+from hqcbench.models.memory import available_bytes, chunk_rows, estimate_peak_bytes
 from hqcbench.models.quantum import QuantumLayer
-from hqcbench.tracking.runs import cpu_model, library_versions
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ENGINES = ("tq_dynamic", "tq_static", "fused", "pennylane")
 EXTRA_ENGINES = ("fused_unitary", "fused_gates")  # one fused method forced: checks the auto choice
+LIGHTNING = "pennylane_lightning"  # lightning.qubit, adjoint differentiation (scale preset)
+ALL_ENGINES = ENGINES + EXTRA_ENGINES + (LIGHTNING,)
 TARGETS = {(4, 2, 64): 5.0, (8, 4, 256): 2.0}  # fused speed-up over tq_dynamic
+SCALE_ENGINES = ("fused", "tq_dynamic", "pennylane", LIGHTNING)
+SCALE_SPEEDUP_QUBITS, SCALE_SPEEDUP = 16, 3.0  # target (b): fused >= 3x tq_dynamic at 16 qubits
+SCALE_SAVED_CELL, SCALE_SAVED_RATIO = (16, 6, 32), 0.25  # target (c): fused saved <= 1/4 of tq_dynamic's
+PRESETS = {  # defaults of the options the user does not give
+    "default": {"qubits": [4, 8, 10], "depths": [2, 4], "batches": [64, 256], "engines": list(ENGINES),
+                "block": 5, "min_rounds": 4, "max_rounds": 20, "budget_s": 4.0},
+    "scale": {"qubits": [12, 16, 20], "depths": [2, 6], "batches": [32, 256], "engines": list(SCALE_ENGINES),
+              "block": 2, "min_rounds": 2, "max_rounds": 6, "budget_s": 10.0},
+}
+GB = 1e9
+MIB = 2 ** 20
+# Memory-estimate factors of the other engines, from their saved-for-backward bytes (count_saved_bytes,
+# 8 qubits, depth 2 and 8, batch 4 and 32) and the peak-RSS rise of one pass (12 qubits, depth 2, batch
+# 256: tq_dynamic 1173 MB, pennylane 3624 MB; docs/quantum_layer.md): TorchQuantum keeps ~0.7 complex64
+# states per gate and peaks at ~1.7 (matmul inputs copied out of permuted views, backward temporaries);
+# default.qubit keeps ~0.7 complex128 states per gate and peaks at ~2.6 per gate (the readout adds two
+# per wire). Both rounded up: the guard must refuse what cannot fit, not predict to the MiB.
+TQ_STATES_PER_GATE = 2.0  # complex64 states
+PENNYLANE_STATES_PER_OP = 3.0  # complex128 states, per gate and per two wires of readout
+LIGHTNING_STATES = 6  # complex128 states of one sample beside one per observable (n): adjoint, one tape at a time
+LIGHTNING_FACTOR = 2.0
+CHILD_HEADROOM_BYTES = int(4 * GB)  # a child's data-segment limit: the cell's memory budget plus this
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
@@ -114,14 +167,16 @@ def tq_static_layer(ref: QuantumLayer, wires_per_block: int) -> nn.Module:
     return StaticLayer()
 
 
-def pennylane_layer(ref: QuantumLayer) -> nn.Module:
-    """ref's circuit as a PennyLane default.qubit TorchLayer (backprop), weights copied from ref."""
+def pennylane_layer(ref: QuantumLayer, device_name: str = "default.qubit", diff_method: str = "backprop") -> nn.Module:
+    """ref's circuit as a PennyLane TorchLayer, weights copied from ref: ``default.qubit`` with backprop
+    (``pennylane``), or ``lightning.qubit`` with the adjoint method (``pennylane_lightning``; it does not
+    broadcast, so PennyLane splits a batch into one circuit per sample)."""
     import pennylane as qml
 
     n, depth, encoding, ansatz = ref.n_qubits, ref.depth, ref.encoding, ref.ansatz
-    dev = qml.device("default.qubit", wires=n)
+    dev = qml.device(device_name, wires=n)
 
-    @qml.qnode(dev, interface="torch", diff_method="backprop")
+    @qml.qnode(dev, interface="torch", diff_method=diff_method)
     def circuit(inputs, weights):
         if encoding == "angle":
             angles = ANGLE_SCALE * torch.tanh(inputs)
@@ -155,6 +210,28 @@ def pennylane_version() -> str | None:
         return None
 
 
+def lightning_version() -> str | None:
+    """pennylane-lightning's version, or None when it (or PennyLane) cannot be imported."""
+    if pennylane_version() is None:  # lightning.qubit is a PennyLane device
+        return None
+    try:
+        importlib.import_module("pennylane_lightning.lightning_qubit")  # the compiled device loads
+        return metadata.version("pennylane_lightning")
+    except (ImportError, metadata.PackageNotFoundError):
+        return None
+
+
+def missing_engines(engines: list[str]) -> dict[str, str]:
+    """Optional engines that cannot run here, with the note printed for each."""
+    missing = {}
+    if "pennylane" in engines and pennylane_version() is None:
+        missing["pennylane"] = "pennylane column skipped: PennyLane is not installed (pip install -e .[bench])"
+    if LIGHTNING in engines and lightning_version() is None:
+        missing[LIGHTNING] = (f"{LIGHTNING} column skipped: pennylane-lightning is not installed "
+                              "(pip install -e .[bench])")
+    return missing
+
+
 def build(engine: str, n: int, depth: int, encoding: str, ansatz: str, wires_per_block: int) -> nn.Module:
     ref = QuantumLayer(n, depth, encoding, ansatz, engine="fused", seed=1234)
     if engine == "fused":
@@ -167,6 +244,8 @@ def build(engine: str, n: int, depth: int, encoding: str, ansatz: str, wires_per
         return layer
     if engine == "tq_static":
         return tq_static_layer(ref, wires_per_block)
+    if engine == LIGHTNING:
+        return pennylane_layer(ref, "lightning.qubit", "adjoint")
     return pennylane_layer(ref)
 
 
@@ -185,12 +264,23 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def cell_input(n: int, batch: int, encoding: str, device: torch.device) -> torch.Tensor:
+    """The cell's inputs, the same in every process (seeded by the cell)."""
+    gen = torch.Generator().manual_seed(n * 1000 + batch)
+    return torch.randn(batch, input_width(n, encoding), generator=gen).to(device).requires_grad_(True)
+
+
 def time_config(engines: list[str], n: int, depth: int, batch: int, args, device: torch.device) -> list[dict]:
+    rows, _ = time_engines(engines, n, depth, batch, args, device)
+    return rows
+
+
+def time_engines(engines: list[str], n: int, depth: int, batch: int, args,
+                 device: torch.device) -> tuple[list[dict], dict[str, torch.Tensor]]:
+    """Interleaved rounds in this process: one row per engine, and each engine's output."""
     encoding, ansatz = args.encoding, args.ansatz
     layers = {e: build(e, n, depth, encoding, ansatz, args.wires_per_block).to(device) for e in engines}
-    gen = torch.Generator().manual_seed(n * 1000 + batch)
-    width = input_width(n, encoding)
-    x = torch.randn(batch, width, generator=gen).to(device).requires_grad_(True)
+    x = cell_input(n, batch, encoding, device)
     outputs, first = {}, {}
     for e, layer in layers.items():  # warm-up (static mode builds its graph on the first call)
         for _ in range(2):
@@ -212,17 +302,17 @@ def time_config(engines: list[str], n: int, depth: int, batch: int, args, device
                 step(layer, x)
                 sync(device)
                 samples[e].append(time.perf_counter() - t0)
-    fused = layers["fused"]
+    fused = layers.get("fused")
     ref_out = outputs.get("tq_dynamic")
     rows = []
     for e in engines:
         rows.append({
             "n_qubits": n, "depth": depth, "batch": batch, "engine": e,
-            "ms": statistics.median(samples[e]) * 1e3, "calls": len(samples[e]),
+            "ms": statistics.median(samples[e]) * 1e3, "ms_min": min(samples[e]) * 1e3, "calls": len(samples[e]),
             "max_abs_diff_vs_tq": (float((outputs[e] - ref_out).abs().max()) if ref_out is not None else math.nan),
             "method": fused.method_for(batch) if e == "fused" else "",
         })
-    return rows
+    return rows, outputs
 
 
 # ------------------------------------------------------------------------- memory
@@ -237,6 +327,28 @@ def _rss_kb() -> tuple[int, int]:
     return fields["VmRSS"], fields["VmHWM"]
 
 
+def peak_of_step(layer: nn.Module, x: torch.Tensor, device: torch.device) -> dict:
+    """One forward + backward: its peak memory (rise of peak RSS over the RSS before; CUDA: allocator
+    peak over what was allocated before), its seconds and its output."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        t0 = time.perf_counter()
+        out = step(layer, x)
+        torch.cuda.synchronize()
+        return {"peak_mb": (torch.cuda.max_memory_allocated() - base) / 2 ** 20, "s": time.perf_counter() - t0,
+                "out": out, "how": "torch.cuda.max_memory_allocated - allocated before"}
+    with open("/proc/self/clear_refs", "w") as fh:  # resets VmHWM to the current RSS (Linux >= 4.0)
+        fh.write("5")
+    rss0, _ = _rss_kb()
+    t0 = time.perf_counter()
+    out = step(layer, x)
+    seconds = time.perf_counter() - t0
+    _, hwm = _rss_kb()
+    return {"peak_mb": (hwm - rss0) / 1024, "s": seconds, "out": out, "how": "VmHWM - VmRSS before, fresh process"}
+
+
 def memory_child(engine: str, n: int, depth: int, batch: int, args) -> dict:
     """Runs in a fresh process: peak memory of one forward + backward of one engine."""
     device = torch.device(args.device)
@@ -244,20 +356,8 @@ def memory_child(engine: str, n: int, depth: int, batch: int, args) -> dict:
     width = input_width(n, args.encoding)
     step(layer, torch.randn(2, width, device=device, requires_grad=True))  # lazy initialisation off the books
     x = torch.randn(batch, width, device=device, requires_grad=True)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        step(layer, x)
-        torch.cuda.synchronize()
-        return {"engine": engine, "peak_mb": (torch.cuda.max_memory_allocated() - base) / 2 ** 20,
-                "how": "torch.cuda.max_memory_allocated - allocated before"}
-    with open("/proc/self/clear_refs", "w") as fh:  # resets VmHWM to the current RSS (Linux >= 4.0)
-        fh.write("5")
-    rss0, _ = _rss_kb()
-    step(layer, x)
-    _, hwm = _rss_kb()
-    return {"engine": engine, "peak_mb": (hwm - rss0) / 1024, "how": "VmHWM - VmRSS before, fresh process"}
+    peak = peak_of_step(layer, x, device)
+    return {"engine": engine, "peak_mb": peak["peak_mb"], "how": peak["how"]}
 
 
 def measure_memory(engines: list[str], args) -> list[dict]:
@@ -276,9 +376,207 @@ def measure_memory(engines: list[str], args) -> list[dict]:
     return rows
 
 
+# ------------------------------------------------------------------------- saved for backward
+def count_saved_bytes(fn) -> tuple[object, int]:
+    """fn()'s result and the bytes autograd saves for the backward pass while fn runs.
+
+    Every tensor packed by ``torch.autograd.graph.saved_tensors_hooks`` is counted by its storage,
+    whole (a saved view keeps all of its storage alive), and each distinct storage once: a tensor
+    saved twice (x * x) or two views of one buffer count one storage. Storages are told apart by
+    device and data pointer, and held until the count ends, so a freed address cannot come back as
+    a "new" storage. Tensors without a plain storage count numel x element size.
+    """
+    storages: dict[tuple, object] = {}
+    total = [0]
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        try:
+            storage = t.untyped_storage()
+            ptr = storage.data_ptr()
+            key = (t.device.type, t.device.index, ptr) if ptr else ("no-address", id(storage))
+            nbytes = storage.nbytes()
+        except (RuntimeError, NotImplementedError, TypeError):  # no plain storage (sparse, wrapper subclasses)
+            storage, key, nbytes = t, ("tensor", id(t)), t.numel() * t.element_size()
+        if key not in storages:
+            storages[key] = storage
+            total[0] += nbytes
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    storages.clear()
+    return out, total[0]
+
+
+def autograd_records(engine: str) -> bool:
+    """Whether autograd records the engine's circuit (lightning's adjoint runs in C++: nothing to count)."""
+    return engine != LIGHTNING
+
+
+# ------------------------------------------------------------------------- fits-in-memory guard
+def n_gates(n: int, depth: int, encoding: str, ansatz: str) -> int:
+    """Gates of the circuit: the encoding (one RY per wire, or one state preparation) and, per layer,
+    the rotations and the CNOT ring."""
+    per_layer = n * (2 if ansatz == "strong" else 1) + len(cnot_ring_pairs(n))
+    return (n if encoding == "angle" else 1) + depth * per_layer
+
+
+def estimate_bytes(engine: str, n: int, depth: int, batch: int, encoding: str = "angle",
+                   ansatz: str = "strong") -> int:
+    """Estimated peak bytes of one forward + backward of ``engine`` (the guard; errs high).
+
+    fused: the layer's own estimate (``memory.estimate_peak_bytes``, the method ``auto`` picks; the
+    forced ``unitary`` method adds its 2**n x 2**n matrices). TorchQuantum keeps every gate's output
+    for autograd: gates x batch x 2**n complex64 x ``TQ_STATES_PER_GATE``. PennyLane ``default.qubit``
+    (backprop, complex128): the same per gate and per two wires of readout, x ``PENNYLANE_STATES_PER_OP``.
+    lightning (adjoint, one sample at a time): the state, one per observable and a few more, complex128.
+    """
+    dim, width = 2 ** n, input_width(n, encoding)
+    if engine.startswith("fused"):
+        method = "backprop" if engine == "fused_unitary" else "auto"
+        peak = estimate_peak_bytes(n, depth, batch, method, torch.float32, encoding, ansatz, True, "fused")
+        if engine == "fused_unitary":
+            peak += 3 * 2 * depth * 4 ** n * 8
+        return int(peak)
+    gates = n_gates(n, depth, encoding, ansatz)
+    if engine in ("tq_dynamic", "tq_static"):
+        return int(gates * batch * dim * 8 * TQ_STATES_PER_GATE + dim * (20 * n + 16))
+    if engine == "pennylane":
+        return int((gates + 2 * n) * batch * dim * 16 * PENNYLANE_STATES_PER_OP)
+    if engine == LIGHTNING:
+        params = width + math.prod(weight_shape(n, depth, ansatz))
+        return int((n + LIGHTNING_STATES) * dim * 16 * LIGHTNING_FACTOR + batch * (width + n * params) * 8)
+    raise ValueError(f"estimate_bytes: unknown engine {engine!r}")
+
+
+def memory_budget(limit_gb: float, device: torch.device) -> int:
+    """Bytes one cell may take: the smaller of --mem-limit-gb and the memory available on the device."""
+    return int(min(limit_gb * GB, available_bytes(device)))
+
+
+def fits_message(engine: str, n: int, depth: int, batch: int, budget: int, encoding: str = "angle",
+                 ansatz: str = "strong") -> tuple[int, str | None]:
+    """(estimate, None) when the cell fits in ``budget`` bytes, else (estimate, "does not fit (estimate X GB)")."""
+    estimate = estimate_bytes(engine, n, depth, batch, encoding, ansatz)
+    if estimate <= budget:
+        return estimate, None
+    return estimate, f"does not fit (estimate {estimate / GB:.1f} GB)"
+
+
+# ------------------------------------------------------------------------- one cell in a subprocess
+def cell_child(engine: str, n: int, depth: int, batch: int, args) -> None:
+    """Runs in a fresh process; prints one JSON line per phase as it completes (what a timeout cuts
+    short is still read): ready, first (the warm-up call: peak memory, time, output), saved (bytes
+    saved for backward by one forward pass), then one line per timed call. Starts no timed call that
+    would end after the parent's deadline at the last call's pace."""
+    def emit(**fields) -> None:
+        print(json.dumps(fields), flush=True)
+
+    device = torch.device(args.device)
+    layer = build(engine, n, depth, args.encoding, args.ansatz, args.wires_per_block).to(device)
+    width = input_width(n, args.encoding)
+    step(layer, torch.randn(2, width, device=device, requires_grad=True))  # lazy initialisation off the books
+    x = cell_input(n, batch, args.encoding, device)
+    emit(phase="ready", t=time.time())
+    first = peak_of_step(layer, x, device)
+    emit(phase="first", s=first["s"], peak_mb=first["peak_mb"], how=first["how"],
+         out=first["out"].double().cpu().tolist())
+    if args.cell_saved and autograd_records(engine):
+        _, saved = count_saved_bytes(lambda: layer(x))  # the graph is dropped with the output
+        emit(phase="saved", bytes=saved)
+    last = first["s"]
+    for _ in range(args.cell_calls):
+        if args.cell_deadline and time.time() + 1.2 * last > args.cell_deadline:
+            emit(phase="stop", why="the next call would end after the timeout")
+            break
+        sync(device)
+        t0, c0 = time.perf_counter(), time.process_time()
+        step(layer, x)
+        sync(device)
+        last = time.perf_counter() - t0
+        emit(phase="call", s=last, cpu_s=time.process_time() - c0)  # CPU time: shows contention (wall >> cpu/threads)
+
+
+def _data_limit(nbytes: int):
+    """preexec_fn: caps the child's data segment, so an estimate that erred low ends in an allocation
+    error in the child instead of the system's out-of-memory killer."""
+    def apply() -> None:
+        import resource
+
+        _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+        resource.setrlimit(resource.RLIMIT_DATA, (nbytes if hard == resource.RLIM_INFINITY else min(nbytes, hard),
+                                                  hard))
+    return apply
+
+
+def run_cell_child(engine: str, n: int, depth: int, batch: int, args, calls: int, saved: bool,
+                   budget: int) -> dict:
+    """cell_child in a fresh process under --cell-timeout-s; what it reported, as a result row's fields."""
+    import tempfile
+
+    timeout = args.cell_timeout_s
+    start = time.time()
+    cmd = [sys.executable, __file__, "--cell-child", engine, "--cell", str(n), str(depth), str(batch),
+           "--cell-calls", str(calls), "--cell-deadline", repr(start + timeout), "--threads", str(args.threads),
+           "--encoding", args.encoding, "--ansatz", args.ansatz, "--device", args.device,
+           "--wires-per-block", str(args.wires_per_block)] + ([] if saved else ["--no-saved"])
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))  # lightning's OpenMP threads, as torch's
+    limit = _data_limit(budget + CHILD_HEADROOM_BYTES) if args.device == "cpu" and sys.platform == "linux" else None
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env, preexec_fn=limit)
+        try:
+            rc = proc.wait(timeout=max(timeout - (time.time() - start), 0.01))
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            rc, timed_out = None, True
+        killed_at = time.time()
+        out.seek(0)
+        err.seek(0)
+        lines, stderr = out.read().splitlines(), err.read()
+    phases: dict[str, dict] = {}
+    calls_s: list[float] = []
+    cpu_s: list[float] = []
+    for line in lines:
+        if not line.startswith("{"):
+            continue
+        rec = json.loads(line)
+        if rec.get("phase") == "call":
+            calls_s.append(rec["s"])
+            cpu_s.append(rec["cpu_s"])
+        else:
+            phases[rec.get("phase", "")] = rec
+    res: dict = {}
+    if "first" in phases:
+        first = phases["first"]
+        res.update(peak_mib=first["peak_mb"], first_call_s=first["s"], out=first["out"], how=first["how"])
+    if "saved" in phases:
+        res["saved_mib"] = phases["saved"]["bytes"] / MIB
+    if calls_s:
+        res.update(status="ok", ms=statistics.median(calls_s) * 1e3, ms_min=min(calls_s) * 1e3, calls=len(calls_s),
+                   cpu_ms=statistics.median(cpu_s) * 1e3)
+    elif "first" in phases and calls:  # only the warm-up call fitted in the time: its time, flagged
+        s = phases["first"]["s"]
+        res.update(status="ok", ms=s * 1e3, ms_min=s * 1e3, calls=0, note="first call only")
+    elif "first" in phases:
+        res.update(status="ok")  # memory / saved bytes only (calls=0 asked)
+    if timed_out and not calls_s and "first" not in phases:
+        ready = phases.get("ready", {}).get("t")
+        res.update(status="timeout", lower_s=(killed_at - ready) if ready else None,
+                   note=f"timeout after {timeout:g} s" + ("" if ready else " (before the first call)"))
+    elif rc not in (0, None) or ("first" not in phases and not timed_out):
+        tail = stderr.strip().splitlines()[-1:] or [f"exit code {rc}"]
+        oom = any(k in stderr for k in ("can't allocate memory", "MemoryError", "std::bad_alloc", "out of memory"))
+        res.update(status="failed", note=("ran out of memory under its limit" if oom else tail[0][-200:]))
+    return res
+
+
 # ------------------------------------------------------------------------- report
 def machine_slug(device: torch.device) -> str:
     """e.g. 'cpu2-intel-xeon-processor' or 'nvidia-h100-80gb-hbm3': the hardware in the file name."""
+    from hqcbench.tracking.runs import cpu_model  # imports MLflow: kept out of the child processes
+
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu{os.cpu_count()}-{cpu_model()}"
     name = re.sub(r"\(r\)|\(tm\)|cpu @.*|@.*", "", name.lower())
     return re.sub(r"[^a-z0-9]+", "-", name).strip("-")[:60]
@@ -291,7 +589,7 @@ def speedups(rows: list[dict]) -> list[dict]:
         cell = {r["engine"]: r for r in rows if (r["n_qubits"], r["depth"], r["batch"]) == key}
         fused = cell["fused"]["ms"]
         entry = {"n_qubits": key[0], "depth": key[1], "batch": key[2], "method": cell["fused"]["method"]}
-        for e in ENGINES + EXTRA_ENGINES:
+        for e in ENGINES + EXTRA_ENGINES + ((LIGHTNING,) if LIGHTNING in cell else ()):
             entry[f"{e}_ms"] = cell[e]["ms"] if e in cell else math.nan
             entry[f"{e}_over_fused"] = cell[e]["ms"] / fused if e in cell else math.nan
             entry[f"{e}_diff"] = cell[e]["max_abs_diff_vs_tq"] if e in cell else math.nan
@@ -337,32 +635,347 @@ def render(table: list[dict], memory: list[dict], header: dict, engines: list[st
     return "\n".join(lines) + "\n"
 
 
+# ------------------------------------------------------------------------- scale preset
+def fused_plan(n: int, depth: int, batch: int) -> str:
+    """The fused engine's method and differentiation for one chunk of ``batch`` (as ``auto`` picks them)."""
+    rows = min(batch, chunk_rows(n))
+    return f"{choose_method(n, depth, rows)}, {choose_diff_method(n, depth, rows)}"
+
+
+def _dominates(done: tuple[int, int, int], cell: tuple[int, int, int]) -> bool:
+    """cell is at least as large as done in qubits, depth and batch (an engine is no faster there)."""
+    return all(c >= d for c, d in zip(cell, done))
+
+
+def run_scale(engines: list[str], args, device: torch.device) -> list[dict]:
+    """Every cell of the scale preset: one result row per (cell, engine), printed as it completes."""
+    results: list[dict] = []
+    timed_out: dict[str, list[tuple[tuple[int, int, int], float | None]]] = {}  # engine -> (cell, lower bound)
+    for n in sorted(args.qubits):
+        for depth in sorted(args.depths):
+            for batch in sorted(args.batches):
+                key = (n, depth, batch)
+                budget = memory_budget(args.mem_limit_gb, device)  # what is available now
+                cell, runnable = {}, []
+                for e in engines:
+                    estimate, message = fits_message(e, n, depth, batch, budget, args.encoding, args.ansatz)
+                    row = {"n_qubits": n, "depth": depth, "batch": batch, "engine": e, "status": "",
+                           "ms": math.nan, "ms_min": math.nan, "cpu_ms": math.nan, "calls": 0,
+                           "first_call_s": math.nan, "lower_s": None, "peak_mib": math.nan, "saved_mib": math.nan,
+                           "estimate_gb": estimate / GB, "plan": fused_plan(n, depth, batch) if e == "fused" else "",
+                           "max_abs_diff_vs_fused": math.nan, "note": ""}
+                    cell[e] = row
+                    smaller = [(done, lower) for done, lower in timed_out.get(e, []) if _dominates(done, key)]
+                    if message:
+                        row.update(status="nofit", note=message)
+                    elif smaller:
+                        (n0, d0, b0), lower = smaller[0]
+                        row.update(status="skipped", lower_s=lower,
+                                   note=f"not started: timed out at n={n0} d={d0} B={b0}")
+                    else:
+                        runnable.append(e)
+                outputs: dict[str, torch.Tensor] = {}
+                if n >= args.subprocess_qubits:
+                    for e in runnable:
+                        res = run_cell_child(e, n, depth, batch, args, args.large_calls, True, budget)
+                        if "out" in res:
+                            outputs[e] = torch.tensor(res.pop("out"), dtype=torch.float64)
+                        res.pop("how", None)
+                        cell[e].update(res)
+                        if cell[e]["status"] == "timeout":
+                            timed_out.setdefault(e, []).append((key, cell[e]["lower_s"]))
+                elif runnable:
+                    rows, outs = time_engines(runnable, n, depth, batch, args, device)
+                    for r in rows:
+                        cell[r["engine"]].update(status="ok", ms=r["ms"], ms_min=r["ms_min"], calls=r["calls"])
+                    outputs = {e: o.double().cpu() for e, o in outs.items()}
+                    x = cell_input(n, batch, args.encoding, device)
+                    for e in runnable:
+                        if autograd_records(e):
+                            layer = build(e, n, depth, args.encoding, args.ansatz, args.wires_per_block).to(device)
+                            _, saved = count_saved_bytes(lambda: layer(x))
+                            cell[e]["saved_mib"] = saved / MIB
+                    if not args.no_memory:
+                        for e in runnable:
+                            res = run_cell_child(e, n, depth, batch, args, 0, False, budget)
+                            if res.get("status") in ("timeout", "failed"):
+                                cell[e]["note"] = f"memory: {res['note']}"
+                            cell[e]["peak_mib"] = res.get("peak_mib", math.nan)
+                if "fused" in outputs:
+                    for e, out in outputs.items():
+                        cell[e]["max_abs_diff_vs_fused"] = float((out - outputs["fused"]).abs().max())
+                print(f"[n={n} d={depth} B={batch}] " + "  ".join(cell_line(e, r) for e, r in cell.items()), flush=True)
+                results += cell.values()
+    return results
+
+
+def cell_line(engine: str, r: dict) -> str:
+    """One engine's result in the progress line: time, and what else was measured."""
+    extra = [f"cpu {ms_text(r['cpu_ms'])} ms" if not math.isnan(r["cpu_ms"]) else "",
+             f"peak {r['peak_mib']:.0f} MiB" if not math.isnan(r["peak_mib"]) else "",
+             f"saved {mib_text(r['saved_mib'])} MiB" if not math.isnan(r["saved_mib"]) else ""]
+    extra = [e for e in extra if e]
+    return f"{engine}={time_text(r)}" + (f" ({', '.join(extra)})" if extra else "")
+
+
+def mib_text(mib: float) -> str:
+    return fmt(mib, ".3f" if mib < 1 else ".1f")
+
+
+def ms_text(ms: float) -> str:
+    return fmt(ms, ".2f" if ms < 10 else ".1f" if ms < 1000 else ".0f")
+
+
+def time_text(r: dict) -> str:
+    """A result row's time cell: ms, "> T s" (timed out, or not started after timing out on a smaller
+    cell), "does not fit (estimate X GB)", or "failed"."""
+    if r["status"] == "ok" and not math.isnan(r["ms"]):
+        return ms_text(r["ms"]) + (" (first call)" if r["calls"] == 0 else "")
+    if r["status"] in ("timeout", "skipped"):
+        return f"> {r['lower_s']:.0f} s" if r["lower_s"] is not None else "timeout"
+    if r["status"] == "nofit":
+        return r["note"]
+    return r["status"] or "n/a"
+
+
+def _time_bound(r: dict) -> tuple[float, bool] | None:
+    """(ms, exact): the engine's time, or a lower bound for a timeout; None when it did not run."""
+    if r["status"] == "ok" and not math.isnan(r["ms"]):
+        return r["ms"], True
+    if r["status"] in ("timeout", "skipped") and r["lower_s"]:
+        return r["lower_s"] * 1e3, False
+    return None
+
+
+def _why(r: dict) -> str:
+    return r["note"] or r["status"] or "not run"
+
+
+def _cell_name(r: dict) -> str:
+    return f"{r['n_qubits']}/{r['depth']}/{r['batch']}"
+
+
+def scale_targets(results: list[dict], engines: list[str]) -> list[str]:
+    """The three targets, each "met", "NOT met" or "not measured", with the numbers behind it."""
+    cells: dict[tuple, dict[str, dict]] = {}
+    for r in results:
+        cells.setdefault((r["n_qubits"], r["depth"], r["batch"]), {})[r["engine"]] = r
+    lines = []
+
+    # (a) fused never slower than any other engine that ran
+    slower, margins, undecided = [], [], []
+    for key, cell in sorted(cells.items()):
+        f = cell.get("fused")
+        fb = _time_bound(f) if f else None
+        if fb is None or not fb[1]:
+            continue
+        for e, r in cell.items():
+            ob = _time_bound(r) if e != "fused" else None
+            if ob is None:
+                continue
+            ratio = ob[0] / fb[0]
+            where = f"{e} {time_text(r)} vs fused {ms_text(fb[0])} ms at {_cell_name(r)}"
+            if ob[1] and ratio < 1:
+                slower.append(where)
+            elif not ob[1] and ratio < 1:
+                undecided.append(where)
+            else:
+                margins.append((ratio, ob[1], where))
+    label = "(a) fused never slower than any other engine in any cell that ran"
+    if slower:
+        lines.append(f"{label}: NOT met: slower in " + "; ".join(slower))
+    elif not margins:
+        why = "; ".join(undecided) if undecided else "no cell where fused and another engine both ran"
+        lines.append(f"{label}: not measured ({why})")
+    else:
+        ratio, exact, where = min(margins)
+        lines.append(f"{label}: met ({len(margins)} comparisons; closest: {where}, {'' if exact else '> '}{ratio:.2f}x)"
+                     + (f"; undecided: {'; '.join(undecided)}" if undecided else ""))
+
+    # (b) >= 3x over tq_dynamic at 16 qubits
+    label = f"(b) fused >= {SCALE_SPEEDUP:g}x faster than tq_dynamic at {SCALE_SPEEDUP_QUBITS} qubits"
+    ratios, missing, failing = [], [], []
+    for key, cell in sorted(cells.items()):
+        if key[0] != SCALE_SPEEDUP_QUBITS:
+            continue
+        f, t = cell.get("fused"), cell.get("tq_dynamic")
+        if f is None or t is None:
+            who = "tq_dynamic not among the engines" if t is None else "fused not run"
+            missing.append(f"{'/'.join(map(str, key))}: {who}")
+            continue
+        fb, tb = _time_bound(f), _time_bound(t)
+        if fb is None or not fb[1] or tb is None:
+            who = f"fused {_why(f)}" if fb is None or not fb[1] else f"tq_dynamic {_why(t)}"
+            missing.append(f"{_cell_name(f)}: {who}")
+            continue
+        ratio = tb[0] / fb[0]
+        text = f"{_cell_name(f)}: {'' if tb[1] else '> '}{ratio:.1f}x ({time_text(t)} vs {ms_text(fb[0])} ms)"
+        if ratio >= SCALE_SPEEDUP:
+            ratios.append(text)
+        elif tb[1]:
+            failing.append(text)
+        else:
+            missing.append(text + " (timeout: undecided)")
+    tail = f"; not run: {'; '.join(missing)}" if missing else ""
+    if failing:
+        met = f"; met: {'; '.join(ratios)}" if ratios else ""
+        lines.append(f"{label}: NOT met: {'; '.join(failing)}{met}{tail}")
+    elif ratios:
+        lines.append(f"{label}: met: {'; '.join(ratios)}{tail}")
+    else:
+        why = "; ".join(missing) if missing else f"no {SCALE_SPEEDUP_QUBITS}-qubit cell in this run"
+        lines.append(f"{label}: not measured ({why})")
+
+    # (c) saved-for-backward bytes at 16 / 6 / 32
+    n, depth, batch = SCALE_SAVED_CELL
+    label = (f"(c) fused saved-for-backward bytes <= {SCALE_SAVED_RATIO:g} x tq_dynamic's at "
+             f"{n} qubits / depth {depth} / batch {batch}")
+    cell = cells.get(SCALE_SAVED_CELL)
+    if cell is None:
+        lines.append(f"{label}: not measured (cell not in this run)")
+    elif "fused" not in cell or "tq_dynamic" not in cell:
+        lines.append(f"{label}: not measured ({'tq_dynamic' if 'fused' in cell else 'fused'} not among the engines)")
+    else:
+        f, t = cell["fused"], cell["tq_dynamic"]
+        if math.isnan(f["saved_mib"]) or not t["saved_mib"] > 0:
+            who = f if math.isnan(f["saved_mib"]) else t
+            lines.append(f"{label}: not measured ({who['engine']}: {_why(who)})")
+        else:
+            ratio = f["saved_mib"] / t["saved_mib"]
+            verdict = "met" if ratio <= SCALE_SAVED_RATIO else "NOT met"
+            lines.append(f"{label}: {verdict} (fused {mib_text(f['saved_mib'])} MiB, tq_dynamic "
+                         f"{mib_text(t['saved_mib'])} MiB: "
+                         f"{ratio:.3f}x)")
+    return lines
+
+
+def render_scale(results: list[dict], targets: list[str], header: dict, engines: list[str]) -> str:
+    lines = [f"# Quantum layer at scale: forward+backward per engine ({header['date']})", ""]
+    lines += [f"- {k}: {v}" for k, v in header.items() if k != "date"]
+    cells: dict[tuple, dict[str, dict]] = {}
+    for r in results:
+        cells.setdefault((r["n_qubits"], r["depth"], r["batch"]), {})[r["engine"]] = r
+    others = [e for e in engines if e != "fused"]
+
+    lines += ["", "## Time", "", "Milliseconds per forward + backward (median of the timed calls); "
+              "speed-up = engine ms / fused ms (\">\": the engine timed out, a lower bound); "
+              "diff = max |output - fused output| (float64).", ""]
+    cols = ["n", "depth", "batch"] + [f"{e} ms" for e in engines] + ["fused method, diff"]
+    cols += [f"{e} / fused" for e in others] + [f"{e} diff" for e in others]
+    lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for key, cell in sorted(cells.items()):
+        f = cell.get("fused")
+        fb = _time_bound(f) if f else None
+        row = [str(k) for k in key] + [time_text(cell[e]) for e in engines] + [f["plan"] if f else ""]
+        for e in others:
+            ob = _time_bound(cell[e])
+            row.append("n/a" if ob is None or fb is None or not fb[1]
+                       else f"{'' if ob[1] else '> '}{ob[0] / fb[0]:.2f}x")
+        row += [fmt(cell[e]["max_abs_diff_vs_fused"], ".1e") for e in others]
+        lines.append("| " + " | ".join(row) + " |")
+
+    lines += ["", "## Memory", "", "Peak: rise of the process's peak RSS during one forward + backward in a fresh "
+              "process (VmHWM after resetting it, over the RSS before), MiB; estimate: the guard's, GB. Saved: bytes "
+              "autograd keeps for the backward pass after one forward (saved_tensors_hooks, distinct storages), MiB "
+              f"({LIGHTNING}: n/a, its adjoint runs outside autograd).", ""]
+    cols = ["n", "depth", "batch"] + [f"{e} peak MiB (estimate GB)" for e in engines]
+    cols += [f"{e} saved MiB" for e in engines if autograd_records(e)]
+    if "fused" in engines and "tq_dynamic" in engines:
+        cols.append("fused / tq_dynamic saved")
+    lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for key, cell in sorted(cells.items()):
+        row = [str(k) for k in key]
+        for e in engines:
+            r = cell[e]
+            not_run = r["status"] in ("nofit", "skipped") or (r["status"] == "timeout" and math.isnan(r["peak_mib"]))
+            peak = "not run" if not_run else fmt(r["peak_mib"], ".0f")
+            row.append(f"{peak} ({r['estimate_gb']:.2f})")
+        row += [mib_text(cell[e]["saved_mib"]) for e in engines if autograd_records(e)]
+        if "fused" in engines and "tq_dynamic" in engines:
+            tq_saved = cell["tq_dynamic"]["saved_mib"]
+            row.append(fmt(cell["fused"]["saved_mib"] / tq_saved, ".3f") if tq_saved > 0 else "n/a")
+        lines.append("| " + " | ".join(row) + " |")
+
+    notes = [f"- {r['engine']} at {_cell_name(r)}: {r['note']}" for r in results
+             if r["note"] and r["status"] != "nofit"]
+    if notes:
+        lines += ["", "Notes:", ""] + notes
+    lines += ["", "## Targets", ""] + [f"- {t}" for t in targets]
+    return "\n".join(lines) + "\n"
+
+
+SCALE_CSV = ("n_qubits", "depth", "batch", "engine", "status", "ms", "ms_min", "cpu_ms", "calls", "first_call_s",
+             "lower_s", "peak_mib", "saved_mib", "estimate_gb", "plan", "max_abs_diff_vs_fused", "note")
+
+
+def scale_csv(results: list[dict]) -> str:
+    def cell(v) -> str:
+        text = "" if v is None else str(v)
+        return f'"{text}"' if "," in text else text
+
+    return "\n".join([",".join(SCALE_CSV)] + [",".join(cell(r.get(c)) for c in SCALE_CSV) for r in results]) + "\n"
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--qubits", type=int, nargs="+", default=[4, 8, 10])
-    ap.add_argument("--depths", type=int, nargs="+", default=[2, 4])
-    ap.add_argument("--batches", type=int, nargs="+", default=[64, 256])
-    ap.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES + EXTRA_ENGINES,
-                    help="default: the four engines; fused_unitary / fused_gates force one fused method")
+    ap.add_argument("--preset", default="default", choices=list(PRESETS),
+                    help="default: 4-10 qubits, four engines; scale: 12-20 qubits, memory guard, peak and saved bytes")
+    ap.add_argument("--qubits", type=int, nargs="+", help="default: the preset's (4 8 10; scale: 12 16 20)")
+    ap.add_argument("--depths", type=int, nargs="+", help="default: the preset's (2 4; scale: 2 6)")
+    ap.add_argument("--batches", type=int, nargs="+", help="default: the preset's (64 256; scale: 32 256)")
+    ap.add_argument("--engines", nargs="+", choices=ALL_ENGINES,
+                    help="default: the preset's (tq_dynamic tq_static fused pennylane; scale: fused tq_dynamic "
+                         "pennylane pennylane_lightning); fused_unitary / fused_gates force one fused method")
     ap.add_argument("--encoding", default="angle", choices=["angle", "amplitude"])
     ap.add_argument("--ansatz", default="strong", choices=["strong", "basic"])
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--wires-per-block", type=int, default=4, help="TorchQuantum static mode block size")
-    ap.add_argument("--block", type=int, default=5, help="timed consecutive calls per engine and round")
-    ap.add_argument("--min-rounds", type=int, default=4)
-    ap.add_argument("--max-rounds", type=int, default=20)
-    ap.add_argument("--budget-s", type=float, default=4.0, help="timing budget per configuration")
+    ap.add_argument("--block", type=int, help="timed consecutive calls per engine and round (default 5; scale: 2)")
+    ap.add_argument("--min-rounds", type=int, help="default 4; scale: 2")
+    ap.add_argument("--max-rounds", type=int, help="default 20; scale: 6")
+    ap.add_argument("--budget-s", type=float, help="timing budget per configuration (default 4; scale: 10)")
     ap.add_argument("--mem-qubits", type=int, default=12)
     ap.add_argument("--mem-depth", type=int, default=2)
     ap.add_argument("--mem-batch", type=int, default=256)
     ap.add_argument("--mem-timeout-s", type=float, default=600)
+    ap.add_argument("--mem-limit-gb", type=float, default=20.0,
+                    help="scale: a cell runs only where its estimated peak is below this and the memory available")
+    ap.add_argument("--cell-timeout-s", type=float, default=300.0,
+                    help="scale: seconds an engine's process may take on one cell (large cells; memory children)")
+    ap.add_argument("--subprocess-qubits", type=int, default=16,
+                    help="scale: from this many qubits each engine runs alone in a process under --cell-timeout-s")
+    ap.add_argument("--large-calls", type=int, default=3, help="scale: timed calls after the warm-up in those cells")
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--no-save", action="store_true")
     ap.add_argument("--note", default="shared 2-core dev machine: other jobs may run beside it (see the load averages)",
                     help="a line about the machine's conditions, written into the results file")
-    ap.add_argument("--memory-child", choices=ENGINES + EXTRA_ENGINES, help=argparse.SUPPRESS)
-    return ap.parse_args(argv)
+    ap.add_argument("--memory-child", choices=ALL_ENGINES, help=argparse.SUPPRESS)
+    ap.add_argument("--cell-child", choices=ALL_ENGINES, help=argparse.SUPPRESS)
+    ap.add_argument("--cell", type=int, nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--cell-calls", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--cell-deadline", type=float, default=0.0, help=argparse.SUPPRESS)
+    ap.add_argument("--no-saved", dest="cell_saved", action="store_false", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    for key, value in PRESETS[args.preset].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
+def base_header(args, device: torch.device, versions: dict, argv: list[str] | None) -> dict:
+    from hqcbench.tracking.runs import cpu_model
+
+    return {
+        "date": dt.date.today().isoformat(),
+        "machine": (f"{cpu_model()}, {os.cpu_count()} logical CPUs"
+                    + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ", no GPU")),
+        "threads": f"torch.set_num_threads({args.threads})",
+        "versions": (f"python {platform.python_version()}, torch {versions['torch']}, "
+                     f"torchquantum {versions['torchquantum']}, pennylane {pennylane_version() or 'absent'}"
+                     + (f", pennylane-lightning {lightning_version() or 'absent'}" if args.preset == "scale" else "")),
+        "circuit": f"{args.encoding} encoding, {args.ansatz} ansatz, <Z> on every wire",
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -371,23 +984,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.memory_child:
         print(json.dumps(memory_child(args.memory_child, args.mem_qubits, args.mem_depth, args.mem_batch, args)))
         return 0
+    if args.cell_child:
+        cell_child(args.cell_child, *args.cell, args)
+        return 0
+    from hqcbench.tracking.runs import library_versions
+
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))  # lightning's OpenMP, read when it loads
     device = torch.device(args.device)
-    engines = [e for e in ENGINES + EXTRA_ENGINES if e in args.engines]
-    notes = []
-    if "pennylane" in engines and pennylane_version() is None:
-        engines.remove("pennylane")
-        notes.append("pennylane column skipped: PennyLane is not installed (pip install -e .[bench])")
+    if args.preset == "scale":
+        return main_scale(args, device, argv)
+    engines = [e for e in ALL_ENGINES if e in args.engines]
+    missing = missing_engines(engines)
+    notes = list(missing.values())
+    engines = [e for e in engines if e not in missing]
     if "fused" not in engines:
         engines.append("fused")
     versions = library_versions()
-    header = {
-        "date": dt.date.today().isoformat(),
-        "machine": (f"{cpu_model()}, {os.cpu_count()} logical CPUs"
-                    + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ", no GPU")),
-        "threads": f"torch.set_num_threads({args.threads})",
-        "versions": (f"python {platform.python_version()}, torch {versions['torch']}, "
-                     f"torchquantum {versions['torchquantum']}, pennylane {pennylane_version() or 'absent'}"),
-        "circuit": f"{args.encoding} encoding, {args.ansatz} ansatz, <Z> on every wire",
+    header = base_header(args, device, versions, argv)
+    header.update({
         "tq_static": f"static_on(wires_per_block={args.wires_per_block}) (capped at n_qubits)",
         "timing": (f"median over {args.min_rounds}..{args.max_rounds} interleaved rounds of {args.block} consecutive "
                    f"timed calls per engine (after one untimed call), ~{args.budget_s:g} s per configuration"),
@@ -396,7 +1010,7 @@ def main(argv: list[str] | None = None) -> int:
         "note": args.note,
         "load average (1 min) at start": f"{os.getloadavg()[0]:.2f} (2-thread timings stall when other "
                                          "processes hold the cores: run on an idle machine)",
-    }
+    })
     if notes:
         header["notes"] = "; ".join(notes)
     print("\n".join(f"{k}: {v}" for k, v in header.items()), flush=True)
@@ -422,6 +1036,51 @@ def main(argv: list[str] | None = None) -> int:
         csv_cols = list(table[0].keys())
         csv = [",".join(csv_cols)] + [",".join(str(r[c]) for c in csv_cols) for r in table]
         (RESULTS / f"{stem}.csv").write_text("\n".join(csv) + "\n")
+        print(f"saved {RESULTS / stem}.md and .csv")
+    return 0
+
+
+def main_scale(args, device: torch.device, argv: list[str] | None) -> int:
+    from hqcbench.tracking.runs import library_versions
+
+    engines = list(dict.fromkeys(["fused"] + [e for e in args.engines if e != "fused"]))
+    missing = missing_engines(engines)
+    for note in missing.values():
+        print(f"note: {note}", flush=True)
+    engines = [e for e in engines if e not in missing]
+    versions = library_versions()
+    budget = memory_budget(args.mem_limit_gb, device)
+    header = base_header(args, device, versions, argv)
+    header.update({
+        "engines": (", ".join(engines) + ("; skipped: " + "; ".join(missing.values()) if missing else "")
+                    + (f"; {LIGHTNING}: lightning.qubit, diff_method=adjoint, complex128 (its default), one circuit "
+                       "per sample" if LIGHTNING in engines else "")
+                    + ("; pennylane: default.qubit, backprop, complex128" if "pennylane" in engines else "")),
+        "timing": (f"below {args.subprocess_qubits} qubits: median over {args.min_rounds}..{args.max_rounds} "
+                   f"interleaved rounds of {args.block} timed calls per engine in one process (~{args.budget_s:g} s "
+                   f"per cell); from {args.subprocess_qubits} qubits: each engine in a fresh process, 1 warm-up "
+                   f"call then up to {args.large_calls} timed calls, within --cell-timeout-s {args.cell_timeout_s:g}"),
+        "memory guard": (f"a cell runs where the engine's estimated peak is at most {budget / GB:.1f} GB (the "
+                         f"smaller of --mem-limit-gb {args.mem_limit_gb:g} and {available_bytes(device) / GB:.1f} GB "
+                         "available)"),
+        "command": "python benchmarks/quantum_layer.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "note": args.note,
+        "load average (1 min) at start": f"{os.getloadavg()[0]:.2f} (run on an idle machine)",
+    })
+    print("\n".join(f"{k}: {v}" for k, v in header.items()), flush=True)
+    started = time.perf_counter()
+    results = run_scale(engines, args, device)
+    header["load average (1 min) at end"] = f"{os.getloadavg()[0]:.2f}"
+    header["wall time"] = f"{time.perf_counter() - started:.0f} s"
+    targets = scale_targets(results, engines)
+    text = render_scale(results, targets, header, engines)
+    print()
+    print(text)
+    if not args.no_save:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        stem = f"quantum_layer_scale-{machine_slug(device)}-torch{versions['torch']}"
+        (RESULTS / f"{stem}.md").write_text(text)
+        (RESULTS / f"{stem}.csv").write_text(scale_csv(results))
         print(f"saved {RESULTS / stem}.md and .csv")
     return 0
 
