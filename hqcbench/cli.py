@@ -1,4 +1,4 @@
-"""``python -m hqcbench run | tune | campaign | evaluate | report`` -- the MLproject entry points call these.
+"""``python -m hqcbench run | tune | campaign | evaluate | report | study`` -- the MLproject entry points call these.
 
 Flags are ``--name value`` with the MLproject parameter names. Bad input exits with code 2 and one
 line naming the parameter and its allowed values. SIGTERM and Ctrl-C stop a job cleanly: its open
@@ -23,6 +23,7 @@ from hqcbench.jobs.evaluate import evaluate_experiment
 from hqcbench.jobs.run import run_main
 from hqcbench.jobs.tune import run_tune
 from hqcbench.report import build as report_build
+from hqcbench.study import scaling as study_scaling
 from hqcbench.tracking.runs import mark_failed, mark_killed
 from hqcbench.tracking.stopping import (Stopped, end_launcher, follow_launcher, mlflow_run_launcher,
                                        stop_on_signals)
@@ -121,6 +122,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _study(args: argparse.Namespace) -> int:
+    settings = study_scaling.settings_from_args(args)  # the study name and every option, before any work
+    _data_dir(settings.data_dir)
+    print(f"hqcbench study {args.name}: README written to {study_scaling.run(settings)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m hqcbench",
                                      description="Hybrid quantum-classical vs classical image classifiers.")
@@ -160,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="MLflow runs of one experiment -> report.md, report.html, plots")
     report_build.add_arguments(report)
     report.set_defaults(handler=report_build.handle)
+    study = sub.add_parser("study", help="measurements about the models: 'scaling' = gradient variance (barren "
+                                         "plateaus) and trained accuracy against qubits (docs/scaling.md)")
+    study_scaling.add_arguments(study)
+    study.set_defaults(handler=_study)
     return parser
 
 

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 # unit are free (but may not form a cycle). Read it bottom-up: errors, names and threads depend on nothing;
 # config on those; data, models, tracking and resources on config; training adds data, models and
 # resources; evaluation adds training and tracking; report reads MLflow through tracking and never
-# touches training code; jobs compose everything; cli sits on top and nothing but __main__ imports it.
+# touches training code; jobs compose everything; a study composes jobs; cli sits on top and nothing but __main__ imports it.
 _BASE = frozenset({"errors", "names"})
 _LOW = _BASE | {"config"}
 LAYERS: dict[str, frozenset[str]] = {
@@ -35,7 +35,9 @@ LAYERS: dict[str, frozenset[str]] = {
     "evaluation": _LOW | {"data", "models", "resources", "threads", "training", "tracking"},
     "report": _LOW | {"tracking"},
     "jobs": _LOW | {"data", "models", "resources", "threads", "training", "evaluation", "tracking", "report"},
-    "cli": _LOW | {"data", "models", "resources", "threads", "training", "evaluation", "tracking", "report", "jobs"},
+    "study": _LOW | {"data", "models", "resources", "threads", "training", "evaluation", "tracking", "report", "jobs"},
+    "cli": _LOW | {"data", "models", "resources", "threads", "training", "evaluation", "tracking", "report", "jobs",
+                   "study"},
     "__main__": frozenset({"cli"}),
 }
 MAX_LINES = 400  # a module above this states why in its docstring, in a paragraph starting "Size:"

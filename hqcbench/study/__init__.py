@@ -1,0 +1,5 @@
+"""Studies: measurements about the models rather than comparisons of trained arms (``python -m hqcbench study``).
+
+``scaling``: barren plateaus (gradient variance of the hybrid's circuit against qubits and depth)
+and trained accuracy of hybrid and control against width. See docs/scaling.md.
+"""
