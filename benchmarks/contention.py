@@ -47,12 +47,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--arm", default="hybrid")
     ap.add_argument("--train-limit", type=int, default=12000,
                     help="MNIST images before the train/validation split (0: all)")
-    ap.add_argument("--epochs", type=int, default=3, help="epochs per scenario; the median is compared")
+    ap.add_argument("--epochs", type=int, default=3, help="epochs per scenario and round; the median is compared")
+    ap.add_argument("--repeats", type=int, default=2,
+                    help="rounds over all scenarios, interleaved, so a drift in the machine's speed hits every one")
     ap.add_argument("--no-save", action="store_true", help="print only")
     ap.add_argument("--child", help=argparse.SUPPRESS)  # JSON settings of one scenario's training process
     args = ap.parse_args(argv)
-    if args.epochs < 1:
-        ap.error("--epochs must be >= 1")
+    if args.epochs < 1 or args.repeats < 1:
+        ap.error("--epochs and --repeats must be >= 1")
     return args
 
 
@@ -112,6 +114,13 @@ def run_scenario(name: str, threads: int, busy: bool, env_extra: dict[str, str],
     return row
 
 
+def merge(rows: tuple[dict, ...]) -> dict:
+    """One scenario's rounds as one row: every epoch of every round, the median over all of them."""
+    seconds = [s for r in rows for s in r["seconds"]]
+    return {**rows[0], "seconds": seconds, "threads": [t for r in rows for t in r["threads"]],
+            "median_s": statistics.median(seconds), "first_s": rows[0]["first_s"], "rounds": len(rows)}
+
+
 def scenarios(cpus: int) -> list[tuple[str, int, bool, dict[str, str]]]:
     rows = []
     for busy in (False, True):
@@ -137,10 +146,23 @@ def targets(rows: list[dict], cpus: int) -> list[str]:
     return lines
 
 
+def command_line(argv: list[str]) -> str:
+    """The command as run, without the data folder (a path of this machine)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--data-dir":
+            skip = True
+        elif not arg.startswith("--data-dir="):
+            kept.append(arg)
+    return " ".join(["python benchmarks/contention.py", *kept])
+
+
 def render(rows: list[dict], target_lines: list[str], header: dict) -> str:
     lines = ["# Training epochs on shared cores", ""] + [f"- {k}: {v}" for k, v in header.items()] + [""]
-    lines += ["Seconds per epoch (median over the epochs of one process; all epochs listed) and the mean torch "
-              "thread count per epoch.", "",
+    lines += ["Seconds per epoch (median over every epoch of every round; each round is a fresh process per "
+              "scenario, the rounds interleaved; all epochs listed) and the mean torch thread count per epoch.", "",
               "| scenario | median s/epoch | epochs (s) | threads per epoch |", "|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['scenario']} | {r['median_s']:.2f} | {' / '.join(f'{s:.2f}' for s in r['seconds'])} | "
@@ -166,15 +188,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     load_start = os.getloadavg()[0]
     print(f"contention: {args.protocol} {args.arm}, MNIST train_limit {args.train_limit}, {args.epochs} epochs "
-          f"per scenario, {cpus} CPUs available, load average {load_start:.2f}", flush=True)
-    rows = [run_scenario(name, threads, busy, env, args) for name, threads, busy, env in scenarios(cpus)]
+          f"per scenario and round, {args.repeats} rounds, {cpus} CPUs available, load average {load_start:.2f}", flush=True)
+    rounds = [[run_scenario(name, threads, busy, env, args) for name, threads, busy, env in scenarios(cpus)]
+              for _ in range(args.repeats)]
+    rows = [merge(same) for same in zip(*rounds)]
     target_lines = targets(rows, cpus)
     print("\n".join(target_lines))
     header = {"date": dt.date.today().isoformat(), "machine": f"{cpu_model()}, {cpus} CPUs available, no GPU",
               "versions": f"python {platform.python_version()}, torch {torch.__version__}",
               "model": f"{args.protocol}-protocol {args.arm}, {rows[0]['train_images']} MNIST training images per epoch",
-              "commit": git_commit(), "command": "python benchmarks/contention.py " + " ".join(
-                  a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("--data-dir")),
+              "commit": git_commit(), "command": command_line(argv if argv is not None else sys.argv[1:]),
               "load average (1 min) at start / end": f"{load_start:.2f} / {os.getloadavg()[0]:.2f}"}
     text = render(rows, target_lines, header)
     if not args.no_save:

@@ -136,3 +136,30 @@ def test_the_training_loop_logs_the_mean_thread_count(monkeypatch, digits):
     recipe = make_recipe("fair", "cnn", model, 1e-3, 1, 1, "digits", digits.spec.mean)
     result = fit(model, digits.train, digits.val, recipe, 1, 64, torch.device("cpu"), 0, progress=False)
     assert result.history[0]["torch_threads"] == 1.0  # every batch adapted to the scripted load
+
+
+def _contention_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "contention.py"
+    spec = importlib.util.spec_from_file_location("contention_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_contention_benchmark_judges_its_targets_and_hides_the_data_path():
+    bench = _contention_module()
+
+    def row(name, seconds):
+        return {"scenario": name, "seconds": seconds, "threads": [1.0] * len(seconds), "first_s": seconds[0]}
+
+    rounds = ((row("alone, default", [1.0, 1.1]), row("alone, default", [1.2])),)
+    merged = bench.merge(rounds[0])
+    assert merged["seconds"] == [1.0, 1.1, 1.2] and merged["median_s"] == 1.1 and merged["rounds"] == 2
+    by = {"alone, default": 1.0, "alone, fixed 2 threads": 1.0, "beside a busy process, default": 2.5,
+          "beside a busy process, 1 thread": 2.0, "beside a busy process, fixed 2 threads": 6.0}
+    lines = bench.targets([{"scenario": k, "median_s": v} for k, v in by.items()], 2)
+    assert "1.25x (target <= 1.1x): NOT met" in lines[0] and lines[1].endswith("met") and "3.00x" in lines[2]
+    assert bench.command_line(["--data-dir", "somewhere", "--epochs", "2"]) == "python benchmarks/contention.py --epochs 2"
