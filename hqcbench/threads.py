@@ -24,7 +24,7 @@ import contextlib
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -106,7 +106,8 @@ class ThreadGovernor:
     set_threads: Callable[[int], None] = torch.set_num_threads
     threads: int = 0
     _next_check: float = 0.0
-    _counts: list[int] = field(default_factory=list)
+    _sum: int = 0  # thread counts summed over the adapt calls since mean_since_last, and their number
+    _calls: int = 0
 
     def __post_init__(self) -> None:
         self.threads = self.available
@@ -129,13 +130,15 @@ class ThreadGovernor:
                 if wanted != self.threads:
                     self.threads = wanted
                     self.set_threads(wanted)
-        self._counts.append(self.threads)
+        self._sum += self.threads
+        self._calls += 1
         return self.threads
 
     def mean_since_last(self) -> float:
         """Mean thread count over the ``adapt`` calls since the previous call of this method."""
-        counts, self._counts = self._counts, []
-        return sum(counts) / len(counts) if counts else float(self.threads)
+        mean = self._sum / self._calls if self._calls else float(self.threads)
+        self._sum, self._calls = 0, 0
+        return mean
 
 
 _governor: ThreadGovernor | None = None

@@ -239,16 +239,17 @@ def make_autoattack(classifier, eps: float, batch_size: int):
 
     common = dict(norm=np.inf, eps=eps, eps_step=2 * eps, max_iter=APGD_ITER, nb_random_init=APGD_RESTARTS,
                   batch_size=batch_size, loss_type=None, verbose=False)
-    attacks = [AutoProjectedGradientDescent(classifier, targeted=False, **common)]
     classes = classifier.nb_classes
-    if classes >= 3:  # DLR needs a third logit
-        dlr = with_loss(classifier, DLRLoss())
-        attacks.append(AutoProjectedGradientDescent(dlr, targeted=False, **common))
-        targeted = AutoProjectedGradientDescent(dlr, targeted=True, **common)
-        attacks.append(TopTargetsAPGD(targeted, min(APGD_TARGETS, classes - 1), batch_size))
-    attacks.append(SquareAttack(classifier, norm=np.inf, eps=eps, max_iter=SQUARE_MAX_ITER_STRONG,
-                                p_init=SQUARE_P_INIT, nb_restarts=1, batch_size=batch_size, verbose=False))
-    assert len(attacks) == len(autoattack_members(classes))
+    dlr = with_loss(classifier, DLRLoss())
+    build = {  # member -> its attack; autoattack_members names them in AutoAttack's order
+        "apgd_ce": lambda: AutoProjectedGradientDescent(classifier, targeted=False, **common),
+        "apgd_dlr": lambda: AutoProjectedGradientDescent(dlr, targeted=False, **common),
+        "apgd_t": lambda: TopTargetsAPGD(AutoProjectedGradientDescent(dlr, targeted=True, **common),
+                                         min(APGD_TARGETS, classes - 1), batch_size),
+        "square": lambda: SquareAttack(classifier, norm=np.inf, eps=eps, max_iter=SQUARE_MAX_ITER_STRONG,
+                                       p_init=SQUARE_P_INIT, nb_restarts=1, batch_size=batch_size, verbose=False),
+    }
+    attacks = [build[name]() for name in autoattack_members(classes)]
     return AutoAttack(classifier, norm=np.inf, eps=eps, eps_step=2 * eps, attacks=attacks, batch_size=batch_size,
                       targeted=False)
 
@@ -256,7 +257,7 @@ def make_autoattack(classifier, eps: float, batch_size: int):
 def autoattack_members(classes: int) -> tuple[str, ...]:
     """Names of ``make_autoattack``'s attacks in the order AutoAttack runs them (the DLR attacks need a
     third class)."""
-    return ("apgd_ce", "apgd_dlr", "apgd_t", "square") if classes >= 3 else ("apgd_ce", "square")
+    return ("apgd_ce", "apgd_dlr", "apgd_t", "square") if classes >= 3 else ("apgd_ce", "square")  # DLR: 3 logits
 
 
 def first_breaks(autoattack, classes: int) -> dict[str, np.ndarray]:

@@ -109,8 +109,8 @@ def _standalone(classifier, attack: str, data: AttackSet, eps: float, cfg: RunCo
     """Attack every image of the subset at one eps: (adversarial examples, fooled mask, seconds, and for
     ``autoattack`` the images each member broke first; else empty)."""
     t0 = time.perf_counter()
-    made = make_attack(attack, classifier, eps, cfg, batch)
     with seeded_numpy(ATTACK_RNG_SEED):
+        made = make_attack(attack, classifier, eps, cfg, batch)
         x_adv = made.generate(data.x, data.y)
     seconds = time.perf_counter() - t0
     bounds.update(data.x, x_adv, eps)
