@@ -105,7 +105,7 @@ def from_report(folder: Path, save: bool) -> str:
     """The table of ``--from-report`` (module docstring), as markdown."""
     import pandas as pd
 
-    from epoch_time import machine_slug  # same folder: the benchmarks share the result naming
+    from hqcbench.hardware import machine_slug
     from hqcbench.jobs.campaign_spec import parse_spec
     from hqcbench.jobs.campaign_tuning import resolve
 

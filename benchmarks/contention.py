@@ -178,9 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import torch
 
-    from epoch_time import git_commit, machine_slug  # same folder: the benchmarks share the result naming
+    from epoch_time import git_commit  # same folder
     from hqcbench.threads import available_cpus
-    from hqcbench.tracking.runs import cpu_model
+    from hqcbench.hardware import cpu_model, machine_slug
 
     cpus = available_cpus()
     if cpus < 2:

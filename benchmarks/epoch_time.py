@@ -20,7 +20,6 @@ import datetime as dt
 import json
 import os
 import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -34,7 +33,8 @@ from hqcbench.models.arms import build_model, count_parameters
 from hqcbench.config import PAPER_BATCH_SIZE
 from hqcbench.training.recipes import make_recipe
 from hqcbench.resources import ResourceMonitor, timing_lock
-from hqcbench.tracking.runs import cpu_model, library_versions
+from hqcbench.hardware import cpu_model, machine_slug
+from hqcbench.tracking.runs import library_versions
 from hqcbench.training.loop import batch_generator, train_one_epoch
 
 TARGET_S = 12.0  # paper hybrid, MNIST, 2-core dev machine
@@ -105,16 +105,6 @@ def ratios(rows: list[dict]) -> list[dict]:
             if "hybrid" in by_arm and other in by_arm:
                 out.append({"protocol": protocol, "ratio": f"hybrid/{other}", "value": by_arm["hybrid"] / by_arm[other]})
     return out
-
-
-def machine_slug(device: torch.device) -> str:
-    """e.g. 'cpu2-intel-xeon-platinum-8481c' or 'nvidia-h100-80gb-hbm3': names the hardware in the file name."""
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = f"cpu{os.cpu_count()}-{cpu_model()}"
-    name = re.sub(r"\(r\)|\(tm\)|cpu @.*|@.*", "", name.lower())
-    return re.sub(r"[^a-z0-9]+", "-", name).strip("-")[:60]
 
 
 def git_commit() -> str:

@@ -60,7 +60,6 @@ import json
 import math
 import os
 import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -72,6 +71,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from hqcbench.hardware import machine_slug
 from hqcbench.models.adjoint import choose_diff_method
 from hqcbench.models.circuit import ANGLE_SCALE, choose_method, cnot_ring_pairs, input_width, weight_shape
 from hqcbench.models.memory import available_bytes, chunk_rows, estimate_peak_bytes
@@ -573,15 +573,6 @@ def run_cell_child(engine: str, n: int, depth: int, batch: int, args, calls: int
 
 
 # ------------------------------------------------------------------------- report
-def machine_slug(device: torch.device) -> str:
-    """e.g. 'cpu2-intel-xeon-processor' or 'nvidia-h100-80gb-hbm3': the hardware in the file name."""
-    from hqcbench.tracking.runs import cpu_model  # imports MLflow: kept out of the child processes
-
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu{os.cpu_count()}-{cpu_model()}"
-    name = re.sub(r"\(r\)|\(tm\)|cpu @.*|@.*", "", name.lower())
-    return re.sub(r"[^a-z0-9]+", "-", name).strip("-")[:60]
-
-
 def speedups(rows: list[dict]) -> list[dict]:
     out = []
     keys = sorted({(r["n_qubits"], r["depth"], r["batch"]) for r in rows})
@@ -964,7 +955,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def base_header(args, device: torch.device, versions: dict, argv: list[str] | None) -> dict:
-    from hqcbench.tracking.runs import cpu_model
+    from hqcbench.hardware import cpu_model
 
     return {
         "date": dt.date.today().isoformat(),

@@ -18,7 +18,6 @@ import argparse
 import datetime as dt
 import os
 import platform
-import re
 import statistics
 import sys
 import time
@@ -32,7 +31,8 @@ from hqcbench.config import RunConfig
 from hqcbench.data.datasets import REGISTRY
 from hqcbench.models.arms import build_model, count_parameters
 from hqcbench.training.recipes import make_recipe
-from hqcbench.tracking.runs import cpu_model, library_versions
+from hqcbench.hardware import cpu_model, machine_slug
+from hqcbench.tracking.runs import library_versions
 from hqcbench.training.loop import prepare_batch, prepare_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -63,12 +63,6 @@ def train_step(model: nn.Module, recipe, images: torch.Tensor, labels: torch.Ten
         nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
     recipe.optimizer.step()
     return float(loss.detach())
-
-
-def machine_slug(device: torch.device) -> str:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu{os.cpu_count()}-{cpu_model()}"
-    name = re.sub(r"\(r\)|\(tm\)|cpu @.*|@.*", "", name.lower())
-    return re.sub(r"[^a-z0-9]+", "-", name).strip("-")[:60]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

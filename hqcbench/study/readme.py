@@ -24,7 +24,7 @@ from hqcbench.study.gradients import BATCH, TWO_DESIGN_SLOPE
 from hqcbench.study.settings import DEFAULTS, ScalingSettings, parse_ints
 from hqcbench.study.summary import (ACCURACY_COLUMNS, ACCURACY_CSV, ACCURACY_PNG, GRADIENT_COLUMNS, GRADIENT_CSV,
                                     GRADIENT_PNG, accuracy_summary, read_table, slope_table)
-from hqcbench.tracking.runs import cpu_model
+from hqcbench.hardware import cpu_model
 
 RECORD = "study.json"
 EXPONENTIAL = -0.05  # a slope below this (variance x0.89 or less per qubit) counts as exponential decay

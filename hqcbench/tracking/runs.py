@@ -21,6 +21,7 @@ import mlflow
 import psutil
 
 from hqcbench import names
+from hqcbench.hardware import cpu_model
 from hqcbench.tracking import stopping
 
 log = logging.getLogger(__name__)
@@ -34,15 +35,6 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[dist] = "absent"
     return versions
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def system_tags(device: str) -> dict[str, str]:
