@@ -93,11 +93,11 @@ def train_arm(arm: str, seed: int, splits: Splits, cfg: RunConfig, device: torch
     mlflow.set_tags(monitor.tags())  # why NVML metrics are absent, how the RSS peak was taken
     mlflow.log_text("\n".join(str(int(c)) for c in test.correct.tolist()), names.TEST_CORRECT_ARTIFACT)
     fig = plots.learning_curves(history, f"{cfg.dataset} / {arm} / seed {seed} ({cfg.protocol})")
-    mlflow.log_figure(fig, "learning_curves.png")
+    plots.log_png(fig, "learning_curves.png")
     plots.close(fig)
     fig = plots.confusion_matrix(splits.test.labels.numpy(), test.predictions.numpy(), splits.spec.classes,
                                  f"{arm} seed {seed}: test acc {test.acc:.3f}")
-    mlflow.log_figure(fig, "confusion_matrix.png")
+    plots.log_png(fig, "confusion_matrix.png")
     plots.close(fig)
     metrics = {**counts, **final}
     return TrainedArm(arm, seed, mlflow.active_run().info.run_id, model, metrics)

@@ -232,7 +232,7 @@ def _log_plots(arm: str, study: optuna.Study) -> None:
                 warnings.simplefilter("ignore")
                 axes = make()
             first = axes.flat[0] if hasattr(axes, "flat") else axes
-            mlflow.log_figure(first.figure, f"tuning/{arm}/{name}")
+            figures.log_png(first.figure, f"tuning/{arm}/{name}")
             figures.close(first.figure)
         except Exception as exc:  # e.g. importances need two complete trials with differing params
             skipped.append(f"{name}: {type(exc).__name__}: {exc}")

@@ -22,6 +22,7 @@ from hqcbench.report.claims import DATASET_LABELS, TIME_METRIC  # noqa: E402
 from hqcbench.report.load import ARM_ORDER, CURVE_PREFIX, SCALE_COLUMN, RunSet, group_rank  # noqa: E402
 from hqcbench.report.stats import Interval, t_interval  # noqa: E402
 from hqcbench.report.tables import arm_interval, parse_robust_metric  # noqa: E402
+from hqcbench.tracking.figures import save_png  # noqa: E402
 
 ARM_COLORS = {"cnn": "#1f77b4", "hybrid": "#d62728", "control": "#2ca02c", "hybrid_noent": "#9467bd",
               "hybrid_frozen": "#ff7f0e"}
@@ -136,8 +137,8 @@ def encoding_scale_sweep(by_arm: dict[str, dict[float, list[float]]], reference:
 
 
 def save(fig, path: Path) -> None:
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    """Write a report figure as a palette PNG (``tracking.figures.save_png``) and close it."""
+    save_png(fig, path, dpi=110)
 
 
 # ---------------------------------------------------------------------------------------------- from runs

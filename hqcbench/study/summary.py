@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from hqcbench.study.gradients import TWO_DESIGN_SLOPE, ZERO_VARIANCE, fit_slope  # noqa: E402
+from hqcbench.tracking.figures import save_png  # noqa: E402
 
 GRADIENT_CSV, GRADIENT_PNG = "gradient_variance.csv", "gradient_variance.png"
 ACCURACY_CSV, ACCURACY_PNG = "accuracy.csv", "accuracy.png"
@@ -92,8 +93,7 @@ def gradient_figure(grad: pd.DataFrame, path: Path) -> None:
         ax.legend(fontsize=7)
     axes[0].set_ylabel("variance over initialisations")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_png(fig, path, dpi=120)
 
 
 def accuracy_summary(acc: pd.DataFrame) -> pd.DataFrame:
@@ -119,5 +119,4 @@ def accuracy_figure(acc: pd.DataFrame, path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_png(fig, path, dpi=120)

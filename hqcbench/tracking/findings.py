@@ -5,7 +5,7 @@ from typing import Any
 
 import mlflow
 
-from hqcbench.tracking.figures import close
+from hqcbench.tracking.figures import close, log_png
 
 
 class Findings:
@@ -41,7 +41,7 @@ class Findings:
         if self.tags:
             mlflow.set_tags(self.tags)
         for file_name, fig in self.figures.items():
-            mlflow.log_figure(fig, file_name)
+            log_png(fig, file_name) if file_name.endswith(".png") else mlflow.log_figure(fig, file_name)
             close(fig)
         for file_name, text in self.texts.items():
             mlflow.log_text(text, file_name)
