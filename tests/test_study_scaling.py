@@ -100,6 +100,12 @@ def test_sentences_are_computed_from_the_numbers():
     (sentence,) = accuracy_sentences(acc)
     assert "grows with n: 80.0% at n=2 to 90.0% at n=4" in sentence
     assert "ahead at 1 of 2 widths" in sentence
+    assert "near chance" not in sentence
+    stuck = pd.concat([acc, pd.DataFrame({"dataset": "digits", "n": [4], "arm": ["hybrid"], "seed": 1,
+                                          "test_acc": [0.12]})])
+    (sentence,) = accuracy_sentences(stuck)
+    assert sentence.endswith("Ended near chance (test accuracy below 15%, 1.5 x 1/10): 1 of 3 hybrid trainings "
+                             "(n=4 seed 1).")
 
 
 def test_tiny_study_writes_csvs_figures_readme_and_runs(mlflow_store, tmp_path, monkeypatch):

@@ -20,16 +20,20 @@ import pandas as pd
 import torch
 from scipy.optimize import nnls
 
+from hqcbench.data.datasets import REGISTRY
+from hqcbench.hardware import cpu_model
 from hqcbench.study.gradients import BATCH, TWO_DESIGN_SLOPE
 from hqcbench.study.settings import DEFAULTS, ScalingSettings, parse_ints
 from hqcbench.study.summary import (ACCURACY_COLUMNS, ACCURACY_CSV, ACCURACY_PNG, GRADIENT_COLUMNS, GRADIENT_CSV,
                                     GRADIENT_PNG, accuracy_summary, read_table, slope_table)
-from hqcbench.hardware import cpu_model
 
 RECORD = "study.json"
 EXPONENTIAL = -0.05  # a slope below this (variance x0.89 or less per qubit) counts as exponential decay
 CLOSE_TO_2DESIGN = 0.06  # |slope - log10(1/2)| within this (factor 1.74..2.3 per qubit): "close to 2^-n"
 FLAT_POINTS = 0.1  # accuracy trend within +-this many points per qubit: "about flat"
+# A training that ends below this multiple of chance (1/classes) did not learn: said apart, because a mean
+# over seeds with one stuck seed reads as a weak model rather than as an unreliable one.
+STUCK_TIMES_CHANCE = 1.5
 
 
 def machine() -> dict[str, Any]:
@@ -150,8 +154,24 @@ def accuracy_sentences(acc: pd.DataFrame) -> list[str]:
             text += (f" The control goes from {ctl.iloc[0]['mean']:.1%} to {ctl.iloc[-1]['mean']:.1%}; the hybrid "
                      f"is ahead at {int((diff > 0).sum())} of {len(both)} widths (hybrid - control from "
                      f"{diff.min():+.1f} to {diff.max():+.1f} points, mean {diff.mean():+.1f}).")
-        out.append(text)
+        out.append(text + stuck_sentence(acc[acc["dataset"] == dataset], dataset))
     return out
+
+
+def stuck_sentence(runs: pd.DataFrame, dataset: str) -> str:
+    """Which trainings ended near chance (below ``STUCK_TIMES_CHANCE`` / classes), per arm; '' if none."""
+    classes = REGISTRY[dataset].classes if dataset in REGISTRY else 10
+    limit = STUCK_TIMES_CHANCE / classes
+    parts = []
+    for arm, rows in runs.groupby("arm", sort=False):
+        stuck = rows[rows["test_acc"] < limit].sort_values(["n", "seed"])
+        if not stuck.empty:
+            which = ", ".join(f"n={int(r.n)} seed {int(r.seed)}" for r in stuck.itertuples())
+            parts.append(f"{len(stuck)} of {len(rows)} {arm} trainings ({which})")
+    if not parts:
+        return ""
+    return (f" Ended near chance (test accuracy below {limit:.0%}, {STUCK_TIMES_CHANCE:g} x 1/{classes}): "
+            + "; ".join(parts) + ".")
 
 
 def _gradient_section(grad: pd.DataFrame) -> list[str]:
