@@ -226,3 +226,19 @@ def test_main_run_logs_robustness_to_each_child_run(mlflow_store, tmp_path):
         assert tags[names.TAG_MASKING] in ("true", "false") and tags[names.TAG_CHECK_PREFIX + "bounds"] == "pass"
         artifacts = {a.path for a in client.list_artifacts(item.run_id)}
         assert {rb.CURVE_FILE, rb.SUMMARY_FILE} <= artifacts
+
+
+@pytest.mark.parametrize("attack_list, eps", [("fgsm,pgd,bpda,pgd_convergence", "0.05,0.1"), ("square", "0.1"),
+                                              ("pgd", "0.1")])
+def test_stage_bar_passes_through_exactly_the_planned_stages(digits, small_cnn, monkeypatch, attack_list, eps):
+    """The bar's total comes from planned_stages(cfg) before anything runs; attack_model must pass
+    through those stages, in that order, and no others."""
+    from hqcbench.evaluation.stages import StageBar, planned_stages
+
+    monkeypatch.setattr(rb, "SQUARE_MAX_ITER", 20)
+    cfg = RunConfig(attacks=attack_list, eps=eps, attack_samples="40", pgd_steps=5)
+    data = attacks.attack_subset(digits.test, cfg.attack_sample_count)
+    bar = StageBar(planned_stages(cfg), "attacks cnn", enabled=False)
+    rb.attack_model(small_cnn, "cnn", data, rb._input_shape(digits), digits.spec.classes, cfg, CPU, bar)
+    assert bar.done == planned_stages(cfg)
+    assert ("zero_grad" in bar.done) == (attack_list != "square")

@@ -29,6 +29,7 @@ from hqcbench.evaluation.attacks import (ATTACK_RNG_SEED, SQUARE_MAX_ITER, SQUAR
                                          sampled_shots, seeded_numpy, square_queries)
 from hqcbench.evaluation.masking import (HIGH_EPS, BoundCheck, Check, Convergence, ZeroGrad, masking_reasons,
                                          run_checks)
+from hqcbench.evaluation.stages import GRADIENT, STANDALONE, WHITE_BOX, StageBar, planned_stages
 from hqcbench.evaluation.paper_attack import (PAPER_EPS, PAPER_STEP, PAPER_STEPS, PaperResult, paper_attack,
                                               paper_findings)
 from hqcbench.tracking.figures import plt
@@ -36,9 +37,6 @@ from hqcbench.tracking.findings import Findings
 
 log = logging.getLogger(__name__)
 
-WHITE_BOX = ("fgsm", "pgd")
-STANDALONE = ("fgsm", "pgd", "square", "autoattack")  # run on every subset image at every eps
-GRADIENT = ("fgsm", "pgd", "autoattack", "bpda", "pgd_convergence")  # any of them: the gradient diagnostic runs
 # The robustness curve over eps 0..0.3 (plus the user's eps and the eps-0.5 check). FGSM costs one
 # gradient per point, so it gets a fine grid. PGD's cost is dominated by points below the user's eps
 # (almost every image is still unbroken there; above it, only the few survivors are attacked, see
@@ -150,11 +148,13 @@ def robustness_sweep(classifier, attack: str, data: AttackSet, points: Sequence[
 
 
 def attack_model(model: nn.Module, arm: str, data: AttackSet, input_shape: tuple[int, ...], classes: int,
-                 cfg: RunConfig, device: torch.device) -> ModelResult:
+                 cfg: RunConfig, device: torch.device, bar: StageBar | None = None) -> ModelResult:
     """Clean accuracy, every requested attack at every requested eps, and the curves (with the
     eps-0.5 check point) on one model; with them the per-example masks, the gradient diagnostic,
-    BPDA and the PGD convergence runs when requested. A finite-shot model is attacked with EOT."""
+    BPDA and the PGD convergence runs when requested. A finite-shot model is attacked with EOT.
+    ``bar`` hears of each stage of ``stages.planned_stages(cfg)`` as it starts and ends."""
     t_start = time.perf_counter()
+    bar = bar or StageBar(planned_stages(cfg), arm, enabled=False)
     classifier = art_classifier(model, input_shape, classes, device)
     batch = attack_batch_size(data.x)
     result = ModelResult(arm, len(data), classes, eot=eot_samples_for(model), shots=sampled_shots(model),
@@ -167,7 +167,8 @@ def attack_model(model: nn.Module, arm: str, data: AttackSet, input_shape: tuple
         fooled_at: dict[float, np.ndarray] = {}
         result.times[attack] = 0.0
         for eps in cfg.eps_list:
-            x_adv, fooled, seconds, members = _standalone(classifier, attack, data, eps, cfg, batch, result.bounds)
+            with bar.stage(f"{attack} eps={eps:g}", len(data)):
+                x_adv, fooled, seconds, members = _standalone(classifier, attack, data, eps, cfg, batch, result.bounds)
             fooled_at[eps] = fooled
             if members:
                 result.autoattack_first[eps] = members
@@ -181,23 +182,25 @@ def attack_model(model: nn.Module, arm: str, data: AttackSet, input_shape: tuple
             t0 = time.perf_counter()
             points = [*CURVE_GRID[attack], *cfg.eps_list, HIGH_EPS]
             masks: dict[float, np.ndarray] = {}
-            result.curves[attack] = robustness_sweep(classifier, attack, data, points, fooled_at, clean_wrong,
-                                                     cfg, batch, result.bounds, masks)
+            with bar.stage(f"{attack} curve"):
+                result.curves[attack] = robustness_sweep(classifier, attack, data, points, fooled_at, clean_wrong,
+                                                         cfg, batch, result.bounds, masks)
             result.fooled[f"{attack}_curve"] = masks
             result.curve_times[attack] = time.perf_counter() - t0
-    _diagnostics(model, classifier, result, data, input_shape, cfg, device, batch)
+    _diagnostics(model, classifier, result, data, input_shape, cfg, device, batch, bar)
     result.seconds = time.perf_counter() - t_start
     return result
 
 
 def _diagnostics(model: nn.Module, classifier, result: ModelResult, data: AttackSet, input_shape: tuple[int, ...],
-                 cfg: RunConfig, device: torch.device, batch: int) -> None:
+                 cfg: RunConfig, device: torch.device, batch: int, bar: StageBar) -> None:
     """BPDA (``bpda`` or ``autoattack``), the PGD convergence runs (``pgd_convergence``) and the
     gradient diagnostic (any gradient attack) on one model, into ``result``."""
     attacks = cfg.attack_list
     if "bpda" in attacks or "autoattack" in attacks:
-        replaced, fooled_at, seconds = worst_case.run_bpda(model, classifier, data, input_shape, result.classes,
-                                                           device, cfg, batch, result.bounds)
+        with bar.stage("bpda", len(data)):
+            replaced, fooled_at, seconds = worst_case.run_bpda(model, classifier, data, input_shape, result.classes,
+                                                               device, cfg, batch, result.bounds)
         result.bpda_surrogates = replaced
         if fooled_at:
             result.fooled["bpda"] = fooled_at
@@ -205,12 +208,14 @@ def _diagnostics(model: nn.Module, classifier, result: ModelResult, data: Attack
             result.times["bpda"] = seconds
     if "pgd_convergence" in attacks:
         eps = cfg.eps_list[0]
-        result.convergence, any_fooled = worst_case.pgd_convergence(classifier, data, eps, cfg, batch, result.bounds)
+        with bar.stage("pgd_convergence"):
+            result.convergence, any_fooled = worst_case.pgd_convergence(classifier, data, eps, cfg, batch, result.bounds)
         result.fooled["pgd_convergence"] = {eps: any_fooled}
     if any(a in attacks for a in GRADIENT):
         t0 = time.perf_counter()
-        result.zero_grad = worst_case.gradient_diagnostic(model, data, input_shape, result.classes, device,
-                                                          cfg.eps_list[0], batch, result.clean_wrong)
+        with bar.stage("zero_grad", len(data)):
+            result.zero_grad = worst_case.gradient_diagnostic(model, data, input_shape, result.classes, device,
+                                                              cfg.eps_list[0], batch, result.clean_wrong)
         result.times["zero_grad"] = time.perf_counter() - t0
 
 
@@ -342,19 +347,21 @@ def _input_shape(splits: Splits) -> tuple[int, int, int]:
     return (spec.channels, spec.size, spec.size)
 
 
-def run_all(trained, splits: Splits, cfg: RunConfig, device: torch.device) -> dict[str, Findings]:
+def run_all(trained, splits: Splits, cfg: RunConfig, device: torch.device, progress: bool = False
+            ) -> dict[str, Findings]:
     """Attack every trained arm of one seed on the same fixed test subset; transfer between arms;
-    run the checks. ``trained``: objects with ``.arm`` and ``.model`` (runner.TrainedArm)."""
+    run the checks. ``trained``: objects with ``.arm`` and ``.model`` (runner.TrainedArm);
+    ``progress``: a bar per model over its attack stages."""
     attacks = cfg.attack_list
     if not attacks:
         return {}
     models = {item.arm: item.model for item in trained}
     with inputs_only(models.values()):
-        return _run_all(trained, models, splits, cfg, device)
+        return _run_all(trained, models, splits, cfg, device, progress)
 
 
-def _run_all(trained, models: dict[str, nn.Module], splits: Splits, cfg: RunConfig, device: torch.device
-             ) -> dict[str, Findings]:
+def _run_all(trained, models: dict[str, nn.Module], splits: Splits, cfg: RunConfig, device: torch.device,
+             progress: bool) -> dict[str, Findings]:
     attacks = cfg.attack_list
     shape = _input_shape(splits)
     results: dict[str, ModelResult] = {}
@@ -364,7 +371,8 @@ def _run_all(trained, models: dict[str, nn.Module], splits: Splits, cfg: RunConf
         log.warning("robustness: %s", data.note)
     for arm, model in models.items():
         if pixel_attacks:
-            results[arm] = attack_model(model, arm, data, shape, splits.spec.classes, cfg, device)
+            with StageBar(planned_stages(cfg), f"attacks {arm}", enabled=progress) as bar:
+                results[arm] = attack_model(model, arm, data, shape, splits.spec.classes, cfg, device, bar)
         else:
             results[arm] = ModelResult(arm, len(data), splits.spec.classes)
     if pixel_attacks:

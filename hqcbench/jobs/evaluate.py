@@ -48,11 +48,13 @@ def evaluation_tags(cfg: RunConfig) -> dict[str, str]:
     return {names.evaluation_tag(kind): evaluation_fingerprint(kind, cfg) for kind in EVALUATION_FIELDS}
 
 
-def evaluate_group(items: list[TrainedArm], splits: Splits, cfg: RunConfig, device: torch.device) -> None:
+def evaluate_group(items: list[TrainedArm], splits: Splits, cfg: RunConfig, device: torch.device,
+                   progress: bool = False) -> None:
     """Attacks (with transfer between the arms of one seed), finite-shot readout and hardware cost of
-    ``items`` (the arms of one seed), logged back into each arm's child run with the evaluation tags."""
+    ``items`` (the arms of one seed), logged back into each arm's child run with the evaluation tags.
+    ``progress``: a bar per model over its attack stages."""
     with hardware_cost.count_queries(item.model for item in items):  # attack circuit queries
-        findings: dict[str, Findings] = robustness.run_all(items, splits, cfg, device)
+        findings: dict[str, Findings] = robustness.run_all(items, splits, cfg, device, progress)
     for extra in (shots_sweep.run_all(items, splits, cfg, device), hardware_cost.run_all(items, splits, cfg, device)):
         for arm, result in extra.items():
             findings[arm] = findings[arm].merge(result) if arm in findings else result

@@ -184,7 +184,7 @@ def train_arms(cfg: RunConfig, device: torch.device,
                                        "n_test": len(splits.test)})
                     seed_arms.append(train_arm(arm, seed, splits, arm_cfg, device, monitor,
                                                progress=progress))
-            evaluate_group(seed_arms, splits, cfg, device)
+            evaluate_group(seed_arms, splits, cfg, device, progress=progress)
             trained.extend(seed_arms)
     return trained
 
