@@ -15,6 +15,7 @@ import os
 import sys
 import warnings
 
+from hqcbench.allocator import keep_freed_memory
 from hqcbench.config import FIELD_META, TUNE_META, RunConfig, TuneConfig
 from hqcbench.data.datasets import DATA_DIR_ENV
 from hqcbench.errors import DataUnavailableError, UserInputError
@@ -176,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_freed_memory()  # state vectors reuse freed heap memory instead of page-faulting (hqcbench.allocator)
     _quiet_third_party()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     parser = build_parser()

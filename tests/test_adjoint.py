@@ -318,6 +318,17 @@ def test_a_config_within_the_limit_but_too_large_for_memory_names_n_qubits_estim
         RunConfig(arms="hybrid", n_qubits=14, depth=2, attacks="fgsm", device="cpu").validate()
 
 
+def test_the_check_allows_for_the_freed_memory_the_heap_keeps_on_cpu(monkeypatch):
+    cfg = RunConfig(arms="hybrid", n_qubits=16, depth=2, attacks="none", device="cpu")
+    peak, _ = memory.run_peak_bytes(cfg)
+    monkeypatch.setattr(memory, "available_bytes", lambda device: int(1.5 * peak / memory.MEMORY_FRACTION))
+    text = memory.memory_shortfall(cfg)  # the live peak fits, the live peak with the heap's allowance does not
+    assert text is not None and f"x{memory.HEAP_ALLOWANCE:g} for freed memory the heap keeps" in text, text
+    monkeypatch.setattr(memory, "available_bytes",
+                        lambda device: int(1.05 * memory.HEAP_ALLOWANCE * peak / memory.MEMORY_FRACTION))
+    assert memory.memory_shortfall(cfg) is None
+
+
 def test_qubit_limit_is_checked_before_memory_and_twenty_qubits_fit_a_large_machine(monkeypatch):
     monkeypatch.setattr(memory, "available_bytes", lambda device: 64 * 2 ** 30)
     assert MAX_QUBITS == 20

@@ -15,11 +15,11 @@ PACKAGE = "hqcbench"
 ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 
 # unit (top-level module or subpackage of hqcbench) -> the units it may import. Imports inside one
-# unit are free (but may not form a cycle). Read it bottom-up: errors, names, hardware and threads depend on nothing;
+# unit are free (but may not form a cycle). Read it bottom-up: errors, names, hardware, allocator and threads depend on nothing;
 # config on those; data, models, tracking and resources on config; training adds data, models and
 # resources; evaluation adds training and tracking; report reads MLflow through tracking and never
 # touches training code; jobs compose everything; a study composes jobs; cli sits on top and nothing but __main__ imports it.
-_BASE = frozenset({"errors", "names", "hardware"})
+_BASE = frozenset({"errors", "names", "hardware", "allocator"})
 _LOW = _BASE | {"config"}
 LAYERS: dict[str, frozenset[str]] = {
     "__init__": frozenset(),
@@ -27,6 +27,7 @@ LAYERS: dict[str, frozenset[str]] = {
     "names": frozenset(),
     "threads": frozenset(),
     "hardware": frozenset(),
+    "allocator": frozenset(),
     "config": _BASE,
     "data": _LOW,
     "models": _LOW,
