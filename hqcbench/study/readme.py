@@ -26,6 +26,7 @@ from hqcbench.study.gradients import BATCH, TWO_DESIGN_SLOPE
 from hqcbench.study.settings import DEFAULTS, ScalingSettings, parse_ints
 from hqcbench.study.summary import (ACCURACY_COLUMNS, ACCURACY_CSV, ACCURACY_PNG, GRADIENT_COLUMNS, GRADIENT_CSV,
                                     GRADIENT_PNG, accuracy_summary, read_table, slope_table)
+from hqcbench.threads import available_cpus
 
 RECORD = "study.json"
 EXPONENTIAL = -0.05  # a slope below this (variance x0.89 or less per qubit) counts as exponential decay
@@ -38,9 +39,8 @@ STUCK_TIMES_CHANCE = 1.5
 
 def machine() -> dict[str, Any]:
     """CPU model and counts, read now (the study may run on another machine than the one before)."""
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""
-    return {"cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "cpus_usable": usable,
+    return {"cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "cpus_usable": available_cpus(),
             "torch_threads": torch.get_num_threads(), "gpu": gpu, "python": platform.python_version(),
             "torch": torch.__version__}
 

@@ -19,7 +19,7 @@ class Findings:
         self.metrics: dict[str, float] = {}
         self.stepped: list[tuple[str, float, int]] = []  # (name, value, step)
         self.tags: dict[str, str] = {}
-        self.figures: dict[str, Any] = {}  # artifact file name -> matplotlib figure
+        self.figures: dict[str, Any] = {}  # artifact file name (.png) -> matplotlib figure
         self.texts: dict[str, str] = {}  # artifact file name -> text
         self.summary: list[str] = []  # human-readable lines for the run summary
 
@@ -41,7 +41,7 @@ class Findings:
         if self.tags:
             mlflow.set_tags(self.tags)
         for file_name, fig in self.figures.items():
-            log_png(fig, file_name) if file_name.endswith(".png") else mlflow.log_figure(fig, file_name)
+            log_png(fig, file_name)
             close(fig)
         for file_name, text in self.texts.items():
             mlflow.log_text(text, file_name)
