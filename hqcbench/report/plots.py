@@ -1,6 +1,11 @@
 """The report's figures: learning curves and robustness-vs-eps curves (mean and 95 % band over seeds
 per arm), seconds-per-epoch bars, and test accuracy vs the angle-encoding scale (the sweep).
 
+The robustness figure has three kinds of panel, in a grid of at most three columns: one per attack
+measured at several eps; one for every attack measured at a single eps (attacks as categories, a point
+per arm), since a panel per such attack would hold a lone point each; and the PGD convergence curves,
+read against PGD steps and random restarts rather than eps, on their own axes.
+
 Why split in two layers: the drawing functions take plain dicts (x -> y per run, grouped by arm), so
 they need neither MLflow nor pandas and can be checked on hand-made data; ``make_figures`` alone maps a
 RunSet's histories and final metrics onto them and writes the PNG files the report embeds.
@@ -13,17 +18,29 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only, never a window: the report runs headless
+import matplotlib.lines  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from hqcbench import names  # noqa: E402
+from hqcbench.config import ATTACKS  # noqa: E402
 from hqcbench.report.claims import DATASET_LABELS, TIME_METRIC  # noqa: E402
-from hqcbench.report.load import ARM_ORDER, CURVE_PREFIX, SCALE_COLUMN, RunSet, group_rank  # noqa: E402
+from hqcbench.report.load import ARM_ORDER, CURVE_PREFIX, SCALE_COLUMN, RunSet, col, group_rank  # noqa: E402
 from hqcbench.report.stats import Interval, t_interval  # noqa: E402
-from hqcbench.report.tables import arm_interval, parse_robust_metric  # noqa: E402
+from hqcbench.report.tables import ATTACK_LABELS, arm_interval, parse_robust_metric  # noqa: E402
 from hqcbench.tracking.figures import save_png  # noqa: E402
 
+MAX_COLUMNS = 3  # panels per figure row
+MAX_WIDTH_IN = 11.0  # a landscape page
+# The PGD convergence curves (their metric name without CURVE_PREFIX) and what their step counts.
+CONVERGENCE_LABELS = {names.CONVERGENCE_STEPS_CURVE[len(CURVE_PREFIX):]: "PGD steps",
+                      names.CONVERGENCE_RESTARTS_CURVE[len(CURVE_PREFIX):]: "random restarts"}
+CONVERGENCE_EPS_METRIC = "pgd_convergence_eps"  # final metric: the eps the convergence curves ran at
+# The tables' attack labels, shorter where a plot's tick or title has less room.
+ATTACK_PLOT_LABELS = {**ATTACK_LABELS, names.WORST: "worst case",
+                      "pgd_paper": "published PGD\n(normalised eps, clamped)"}
 ARM_COLORS = {"cnn": "#1f77b4", "hybrid": "#d62728", "control": "#2ca02c", "hybrid_noent": "#9467bd",
               "hybrid_frozen": "#ff7f0e"}
 Series = dict[float, float]  # x -> y for one run
@@ -52,30 +69,145 @@ def _draw(ax, by_arm: dict[str, list[Series]], scale: float = 1.0) -> None:
     ax.grid(alpha=0.3)
 
 
+def _grid(panels: int, column_in: float, row_in: float):
+    """A figure of at most MAX_COLUMNS columns (more rows when needed), at most MAX_WIDTH_IN wide, and its
+    axes in reading order; the grid's unused cells are removed so no empty frame is drawn."""
+    columns = min(MAX_COLUMNS, max(1, panels))
+    rows = math.ceil(max(1, panels) / columns)
+    fig, grid = plt.subplots(rows, columns, figsize=(min(MAX_WIDTH_IN, column_in * columns), row_in * rows + 0.7),
+                             squeeze=False, layout="constrained")
+    axes = list(grid.flat)
+    for ax in axes[panels:]:
+        ax.remove()
+    return fig, axes[:panels]
+
+
 def learning_curves(panels: dict[str, dict[str, list[Series]]], title: str):
     """panels: metric name -> arm -> per-run {epoch: value}."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
-    for ax, (metric, by_arm) in zip(axes[0], panels.items()):
+    fig, axes = _grid(len(panels), 5.0, 3.4)
+    for ax, (metric, by_arm) in zip(axes, panels.items()):
         _draw(ax, by_arm)
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.legend(fontsize=8)
     fig.suptitle(title + " (mean and 95 % band over seeds)", fontsize=10)
-    fig.tight_layout()
     return fig
 
 
-def robustness_curves(attacks: dict[str, dict[str, list[Series]]], title: str):
-    """attacks: attack -> arm -> per-run {eps: robust accuracy (fraction)}."""
-    fig, axes = plt.subplots(1, len(attacks), figsize=(5 * len(attacks), 3.6), squeeze=False)
-    for ax, (attack, by_arm) in zip(axes[0], attacks.items()):
-        _draw(ax, by_arm, scale=100.0)
-        ax.set_xlabel("eps (L-inf, pixel units)")
-        ax.set_ylabel("robust accuracy (%)")
-        ax.set_title(attack, fontsize=9)
-        ax.legend(fontsize=8)
-    fig.suptitle(title + " (mean and 95 % band over seeds)", fontsize=10)
-    fig.tight_layout()
+# ---------------------------------------------------------------------------------------------- robustness
+def _x_values(by_arm: dict[str, list[Series]]) -> set[float]:
+    return {x for runs in by_arm.values() for run in runs for x in run}
+
+
+def attack_rank(attack: str) -> tuple[int, str]:
+    """Display order: config.ATTACKS, then the published measure and the worst case, then unknown ones."""
+    last = ("pgd_paper", names.WORST)
+    if attack in last:
+        return len(ATTACKS) + 1 + last.index(attack), attack
+    return (ATTACKS.index(attack) if attack in ATTACKS else len(ATTACKS) + len(last) + 1), attack
+
+
+def split_attacks(attacks: dict[str, dict[str, list[Series]]]) -> tuple[dict, dict, dict]:
+    """(eps curves, attacks at a single x, PGD convergence curves), each attack -> arm -> runs.
+
+    A convergence curve is read against steps or restarts, not eps, so it never joins the others; an
+    attack measured at one eps only would be a panel with a point per arm, so those share one panel."""
+    curves, single, convergence = {}, {}, {}
+    for attack, by_arm in attacks.items():
+        xs = _x_values(by_arm)
+        if not xs:
+            continue
+        if attack in CONVERGENCE_LABELS:
+            convergence[attack] = by_arm
+        elif len(xs) == 1:
+            single[attack] = by_arm
+        else:
+            curves[attack] = by_arm
+    steps_first = list(CONVERGENCE_LABELS)
+    return _by_rank(curves), _by_rank(single), dict(sorted(convergence.items(), key=lambda i: steps_first.index(i[0])))
+
+
+def _by_rank(attacks: dict) -> dict:
+    return dict(sorted(attacks.items(), key=lambda item: attack_rank(item[0])))
+
+
+def _eps_panel(ax, attack: str, by_arm: dict[str, list[Series]]) -> None:
+    _draw(ax, by_arm, scale=100.0)
+    ax.set_xlabel("eps (L-inf, pixel units)")
+    ax.set_title(ATTACK_PLOT_LABELS.get(attack, attack), fontsize=9)
+
+
+def _single_panel(ax, single: dict[str, dict[str, list[Series]]], arms: list[str]) -> None:
+    """Attacks as categories, one point per arm (mean, 95 % t-interval over seeds), arms side by side."""
+    eps_of = {attack: next(iter(_x_values(by_arm))) for attack, by_arm in single.items()}
+    one_eps = len(set(eps_of.values())) == 1
+    width = 0.7 / max(1, len(arms))
+    for k, arm in enumerate(arms):
+        xs, ys, err = [], [], [[], []]
+        for i, (attack, by_arm) in enumerate(single.items()):
+            values = [v for run in by_arm.get(arm, []) for v in run.values()]
+            if not values:
+                continue
+            iv = t_interval(values)
+            xs.append(i + (k - (len(arms) - 1) / 2) * width)
+            ys.append(iv.mean * 100)
+            err[0].append((iv.mean - iv.low) * 100 if iv.has_interval else 0.0)
+            err[1].append((iv.high - iv.mean) * 100 if iv.has_interval else 0.0)
+        if xs:
+            ax.errorbar(xs, ys, yerr=err, fmt="o", ms=4, capsize=3, color=ARM_COLORS.get(arm))
+    labels = [ATTACK_PLOT_LABELS.get(a, a) + ("" if one_eps else f"\neps {eps_of[a]:g}") for a in single]
+    ax.set_xticks(range(len(single)), labels, fontsize=8, rotation=20 if len(single) > 3 else 0,
+                  ha="right" if len(single) > 3 else "center")
+    ax.set_xlim(-0.6, len(single) - 0.4)
+    ax.set_title(f"at eps {next(iter(eps_of.values())):g}" if one_eps else "at a single eps each", fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def _convergence_panel(ax, attack: str, by_arm: dict[str, list[Series]], eps: float | None) -> None:
+    """x: the raw PGD steps or restarts, log when they span more than a decade, ticked at each value."""
+    _draw(ax, by_arm, scale=100.0)
+    xs = sorted(_x_values(by_arm))
+    if xs[0] > 0 and xs[-1] / xs[0] > 10:
+        ax.set_xscale("log")
+    ax.set_xticks(xs, [f"{x:g}" for x in xs])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.set_xlabel(CONVERGENCE_LABELS[attack])
+    ax.set_title("PGD convergence" + (f" (eps {eps:g})" if eps is not None else ""), fontsize=9)
+
+
+def _arm_legend(fig, attacks: dict[str, dict[str, list[Series]]], arms: list[str], title: str) -> None:
+    """One legend above every panel: arm colours and seeds per arm (a range when attacks differ)."""
+    handles = []
+    for arm in arms:
+        counts = sorted({len(by_arm[arm]) for by_arm in attacks.values() if by_arm.get(arm)})
+        n = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+        handles.append(matplotlib.lines.Line2D([], [], marker="o", ms=4, color=ARM_COLORS.get(arm),
+                                               label=f"{arm} (n={n})"))
+    # the title as the legend's title: both sit above the panels and constrained layout keeps them apart
+    fig.legend(handles=handles, loc="outside upper center", ncol=max(1, len(handles)), fontsize=8,
+               frameon=False, title=title, title_fontsize=10)
+
+
+def robustness_curves(attacks: dict[str, dict[str, list[Series]]], title: str, convergence_eps: float | None = None):
+    """attacks: attack -> arm -> per-run {x: robust accuracy (fraction)}, x = eps, or the raw PGD steps /
+    restarts for the convergence curves (CONVERGENCE_LABELS); ``convergence_eps``: the eps those ran at.
+
+    Panels: one per eps curve, one for every attack measured at a single eps, one per convergence curve."""
+    curves, single, convergence = split_attacks(attacks)
+    arms = sorted({arm for by_arm in attacks.values() for arm, runs in by_arm.items() if runs}, key=arm_rank)
+    fig, axes = _grid(len(curves) + bool(single) + len(convergence), 3.6, 2.9)
+    panels = iter(axes)
+    for attack, by_arm in curves.items():
+        _eps_panel(next(panels), attack, by_arm)
+    if single:
+        _single_panel(next(panels), single, arms)
+    for attack, by_arm in convergence.items():
+        _convergence_panel(next(panels), attack, by_arm, convergence_eps)
+    for ax in axes:
+        ax.set_ylabel("robust accuracy (%)", fontsize=8)
+        ax.xaxis.label.set_size(9)
+        ax.tick_params(labelsize=8)
+    _arm_legend(fig, attacks, arms, title + " (mean and 95 % interval over seeds)")
     return fig
 
 
@@ -157,12 +289,14 @@ def _series(runset: RunSet, run_ids, key: str, x_scale: float = 1.0) -> list[Ser
 
 
 def robustness_points(runset: RunSet, rows: pd.DataFrame) -> dict[str, list[Series]]:
-    """attack -> per-run {eps: robust acc}: the logged curve, else the final robust_acc_* metrics."""
+    """attack -> per-run {eps: robust acc}: the logged curve, else the final robust_acc_* metrics; the
+    convergence curves (CONVERGENCE_LABELS) keep their raw step (PGD steps, restarts) as x."""
     out: dict[str, list[Series]] = {}
     for key in [c for c in runset.runs.columns if c.startswith(CURVE_PREFIX)]:
-        series = _series(runset, rows.run_id, key, CURVE_STEP_TO_EPS)
+        attack = key[len(CURVE_PREFIX):]
+        series = _series(runset, rows.run_id, key, 1.0 if attack in CONVERGENCE_LABELS else CURVE_STEP_TO_EPS)
         if series:
-            out[key[len(CURVE_PREFIX):]] = series
+            out[attack] = series
     finals: dict[str, list[Series]] = {}
     for _, row in rows.iterrows():
         per_attack: dict[str, Series] = {}
@@ -174,6 +308,12 @@ def robustness_points(runset: RunSet, rows: pd.DataFrame) -> dict[str, list[Seri
             finals.setdefault(attack, []).append(points)
     out.update(finals)
     return out
+
+
+def convergence_eps(rows: pd.DataFrame) -> float | None:
+    """The eps the group's PGD convergence curves ran at, when every run that logged it agrees."""
+    values = {float(v) for v in col(rows, CONVERGENCE_EPS_METRIC).dropna()}
+    return values.pop() if len(values) == 1 else None
 
 
 def sweep_figures(runset: RunSet, out_dir: Path) -> list[tuple[str, str]]:
@@ -223,7 +363,7 @@ def make_figures(runset: RunSet, out_dir: Path) -> dict[str, list[tuple[str, str
                 attacks.setdefault(attack, {})[arm] = series
         if attacks:
             name = f"robustness_{dataset}_{protocol}.png"
-            save(robustness_curves(attacks, label), out_dir / name)
+            save(robustness_curves(attacks, label, convergence_eps(runset.group(dataset, protocol))), out_dir / name)
             figures["robustness"].append((name, f"Robust accuracy vs eps, {label}"))
         times = {arm: arm_interval(runset, runset.arm_runs(dataset, protocol, arm), TIME_METRIC)
                  for arm in arms}
