@@ -7,13 +7,16 @@ provenance (provenance.py) and figures (plots.py) each live in a module of their
 decides the document's order and wording, writes the files, logs them as artifacts of a report run
 (``names.TAG_KIND`` = report) and holds the CLI pair ``add_arguments`` / ``handle``.
 
-The document reads top-down, answer first: a banner when runs are shorter than the published budget;
-the verdicts at a glance (one line per claim and protocol with data: published figure, ours vs cnn,
-ours vs control, verdict) and one line naming the claims without data; the figures; then the details
-(how to read, the claims with per-seed values, the runs, per dataset x protocol the table in the
-paper's shape with, under each, the arms whose masking checks failed or whose attacks used EOT; paired
-comparisons, the hybrid's hardware bill, further metrics); provenance and commands; and the sources every
-number links to, each run linked into the MLflow UI.
+The document reads top-down, answer first: the bottom line (at most six sentences computed from the
+verdicts, bottom_line.py) and the forest plot of every claim's two differences (forest.py); the verdict
+table, one row per claim with the protocols as columns, under a banner when runs are shorter than the
+published budget, and one line naming the claims without data; the figures; then the details (how to
+read, the claims with per-seed values, the runs and the training versions behind them, per dataset x
+protocol the table in the paper's shape with, under each, the arms whose masking checks failed or whose
+attacks used EOT; paired comparisons, the hybrid's hardware bill). The body speaks in plain names
+(labels.py); the appendix holds the glossary of MLflow identifiers, further metrics under their MLflow
+names, provenance and commands, and the sources every number links to: run ids with the one command that
+opens them in the MLflow UI (a link only into a UI every reader can reach, never a loopback address).
 """
 from __future__ import annotations
 
@@ -30,8 +33,11 @@ import pandas as pd
 from hqcbench import names
 from hqcbench.tracking import runs as tracking
 from hqcbench.errors import UserInputError
+from hqcbench.report.bottom_line import bottom_line
 from hqcbench.report.claim_tables import claim_tables, no_data_line
-from hqcbench.report.claims import DATASET_LABELS, FLAWS
+from hqcbench.report.claims import DATASET_LABELS, FLAWS, TIME_METRIC
+from hqcbench.report.forest import forest_file_name, write_forest
+from hqcbench.report.labels import glossary
 from hqcbench.report.contribution import contribution_section
 from hqcbench.report.document import Anchor, Document, Link
 from hqcbench.report.epochs import CONTENDED_SHARE, banner
@@ -39,15 +45,14 @@ from hqcbench.report.exports import read_related, write_exports
 from hqcbench.report.formatting import relative_path, relative_paths
 from hqcbench.report.judge import ARM_LABELS
 from hqcbench.report.load import RunSet, WithRelated, load_runs
-from hqcbench.report.masking_gate import UNRESOLVED_MASKING, UNRESOLVED_NO_WORST, group_notes
+from hqcbench.report.masking_gate import UNRESOLVED_MASKING, UNRESOLVED_NO_WORST, check_names, group_notes
 from hqcbench.report.plots import make_figures
 from hqcbench.report.provenance import provenance, run_commands
 from hqcbench.report.sources import Sources
 from hqcbench.report.stats import BOOTSTRAP_RESAMPLES, CONFIDENCE, MIN_SEEDS
 from hqcbench.report import tuning
-from hqcbench.report.tables import further_metrics, hardware_table, paired_table, results_table, run_rows
-
-DEFAULT_UI_URL = "http://127.0.0.1:5000"  # what `mlflow ui` serves
+from hqcbench.report.tables import (further_metrics, hardware_table, paired_table, results_table, run_rows,
+                                    table_metrics)
 
 
 # ---------------------------------------------------------------------------------------------- the report
@@ -69,7 +74,7 @@ def _how_to_read() -> list:
         "single-run numbers carry no interval. An interval that leaves the metric's possible values (an accuracy "
         "above 100 %) is flagged in its cell: with few seeds the t-interval ignores the bound.",
         "Accuracies are percent; differences of accuracies are percentage points (pp). Every number links to the "
-        "list of MLflow runs it came from (Sources, at the end), each linked into the MLflow UI; runs.csv and "
+        "list of MLflow runs it came from (Appendix: sources, with the command that opens them); runs.csv and "
         "history.csv beside this report hold every run's final and per-epoch metrics.",
         "Paired comparisons use the same seeds for both arms: same seed = same split and batch order.",
         "A claim is a directional hypothesis on the paired per-seed differences, judged against both classical "
@@ -87,14 +92,23 @@ def _how_to_read() -> list:
         f"Timing: an epoch in which the process got less CPU than {CONTENDED_SHARE:g} x its threads shared the "
         "machine and is left out of every timing (seconds per epoch, speed ratios); the results tables count "
         "such contended epochs per arm.",
-        "Robustness: ours is the worst case over every attack run on the model (robust_acc_worst_eps_0.1, pixel "
-        "units); under the paper protocol the published measure, on the seeds that also had that worst-case "
-        "evaluation. Runs without it fall back to PGD alone (fair) or the published measure alone (paper), and a "
-        f"verdict that would settle on that one gradient attack reads '{UNRESOLVED_NO_WORST}'. Masking can "
-        "only inflate a robust accuracy, so a difference holds only when neither arm failed a masking check "
-        "(check_*_pass = 0, possible_gradient_masking = 1) in any seed, and a refutation stands only when the "
-        f"flags sit on the arm whose lower true number would refute it further; otherwise '{UNRESOLVED_MASKING}', "
-        "naming the checks, arms and seeds. A failed bounds check blocks every settled verdict.",
+        "Robustness, under every protocol: the worst case over every attack run on the model at eps 0.1 in pixel "
+        "units (per image, correct only if no attack broke it; it counts only with AutoAttack or Square among "
+        "the attacks), on the seeds where both arms have it (n says how many). The published measure (PGD with "
+        "eps 0.1 in normalised units on inputs clamped to [0, 1] there) and the clamp alone (no attack step) "
+        "are shown beside it, labelled, and never judged on: most of the published measure is the clamp. Runs "
+        "without a worst case fall back to PGD alone (fair, tuned) or the published measure (paper), and a "
+        f"verdict that would settle on that one gradient attack reads '{UNRESOLVED_NO_WORST}'. Masking can only "
+        "inflate a robust accuracy, so a difference holds only when neither arm failed a masking check in any "
+        "seed, and a refutation stands only when the flags sit on the arm whose lower true number would refute "
+        f"it further; otherwise '{UNRESOLVED_MASKING}', naming the checks, arms and seeds. Perturbations out of "
+        "bounds block every settled verdict.",
+        "Practical size: each claim has a threshold of practical relevance (accuracy 0.5 pp, robustness 2 pp, "
+        "speed 1.1x, parameters 1 %, process memory 50 MB, CPU 0.1 cores; docs/report.md says why). A "
+        "difference that holds but whose mean lies inside it, or an unsettled one whose whole interval does, "
+        "reads 'negligible'. Parameter savings also give the absolute count.",
+        "A CPU-use claim whose runs all used one thread reads 'not testable here': each process could keep at "
+        "most one core busy, so no difference in CPU use can show.",
         "Under the paper protocol the accuracy claims compare the published measure (best validation epoch, "
         "augmented validation split); under the fair protocol they compare test accuracy of the checkpoint "
         "selected on validation.",
@@ -102,12 +116,14 @@ def _how_to_read() -> list:
     ]
 
 
-def build_report(runset: RunSet, out_dir: Path, ui_url: str = DEFAULT_UI_URL, report_command: str = "",
+def build_report(runset: RunSet, out_dir: Path, ui_url: str = "", report_command: str = "",
                  report_run_id: str | None = None, rebuild: str = "", note: str = "",
                  related: list[str] | None = None, studies_file: Path | None = None) -> Report:
     """Write report.md, report.html, claims.csv, runs.csv, history.csv and the figures of ``runset`` into
     ``out_dir``; ``related``: report folders whose runs.csv feed the growth proxy; ``studies_file``: the
-    Optuna SQLite file of a campaign's tuned blocks (their budget and search spaces are printed)."""
+    Optuna SQLite file of a campaign's tuned blocks (their budget and search spaces are printed);
+    ``ui_url``: an MLflow UI every reader can reach, to link runs into (none: run ids and the command that
+    opens them)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     out = str(out_dir)
     sources = Sources(runset, ui_url)
@@ -117,15 +133,22 @@ def build_report(runset: RunSet, out_dir: Path, ui_url: str = DEFAULT_UI_URL, re
                           f"(runs.csv of {relative_path(str(r.source), out)})" for r in related_runs.itertuples()})
     claims = claim_tables(runset, sources, related_source, related_runs)
     figures = make_figures(runset, out_dir)
+    forest_name = forest_file_name(runset.experiment_name)
+    has_forest = write_forest(claims.forest, f"hqcbench: {runset.experiment_name}", out_dir / forest_name)
 
     doc = Document(f"hqcbench report: {runset.experiment_name}")
+    doc.h2("Bottom line")
+    doc.summary(bottom_line(claims.verdicts) or ["No claim has data here."], forest_name if has_forest else "",
+                FOREST_CAPTION)
+    doc.h2("Verdicts by claim")
+    doc.p("One row per claim of the published abstract (arXiv 2509.13353) with data here; one column per protocol. "
+          "Each cell: the verdict, then hybrid - CNN and hybrid - control with their 95 % intervals over seeds. A "
+          "claim holds only when it holds against both; 'negligible' marks a difference below the claim's "
+          "threshold of practical relevance. Details, per-seed values and rank tests: Claims in detail.")
     top = banner(runset.runs, DATASET_LABELS)
     if top:
         doc.p(top)
-    doc.h2("Verdicts at a glance")
-    doc.p("Each claim of the published abstract (arXiv 2509.13353) with data here, per protocol: hybrid - cnn and "
-          f"hybrid - {ARM_LABELS['control']}; a claim holds only when it holds against both. Details further down.")
-    doc.table(claims.glance_header, claims.glance_rows, "glance")
+    doc.table(claims.verdict_header, claims.verdict_rows, "verdicts")
     if claims.without_data:
         doc.p(no_data_line(claims.without_data))
     doc.h2("Figures")
@@ -146,22 +169,33 @@ def build_report(runset: RunSet, out_dir: Path, ui_url: str = DEFAULT_UI_URL, re
     doc.ul([Anchor(f"flaw-{key}", f"{short}: {full}") for key, (short, full) in FLAWS.items()])
     tuning_files = _tuning_section(doc, studies_file, out_dir)
     doc.h2("Runs")
-    doc.table(["dataset", "protocol", "arms", "seeds", "epochs", "train / val / test images", "batch", "caveats"],
+    doc.table(["dataset", "protocol", "arms", "seeds", "epochs run (planned)", "train / val / test images",
+               "batch", "caveats"],
               [[*row[:-1], relative_paths(str(row[-1]), out)] for row in run_rows(runset)], "runs")
+    doc.p(training_versions_line(runset))
     if runset.excluded:
         doc.p(f"Left out ({len(runset.excluded)}):")
-        doc.ul([[Link(rid[:8], sources.run_url(rid)), f": {relative_paths(why, out)}"] for rid, why in runset.excluded])
+        doc.ul([[sources.run_ref(rid), f": {relative_paths(why, out)}"] for rid, why in runset.excluded])
     _detail_tables(doc, runset, sources)
-    doc.h2("Provenance and commands")
+    doc.h2(f"{APPENDIX}: glossary")
+    doc.p("The plain names used above and the MLflow identifiers they stand for (runs.csv, claims.csv and the MLflow "
+          "UI use the identifiers).")
+    doc.table(["name in this report", "identifier", "what it is"], _glossary(runset, claims), "glossary")
+    doc.h2(f"{APPENDIX}: further metrics")
+    _further_metrics(doc, runset, sources)
+    doc.h2(f"{APPENDIX}: provenance and commands")
     doc.ul(provenance(runset, report_command or "python -m hqcbench report", report_run_id, rebuild, note, out,
                       related))
     doc.p("Main jobs behind these runs (equivalent commands, parameters that differ from the defaults; paths "
           "relative to this report's folder):")
     doc.code("\n".join(run_commands(runset, out)) or "(parent runs not found)")
-    doc.h2("Sources")
+    doc.h2(f"{APPENDIX}: sources")
+    doc.p(sources.how_to_open(out))
     doc.ul(sources.items())
 
     files = [out_dir / name for items in figures.values() for name, _ in items]
+    if has_forest:
+        files.append(out_dir / forest_name)
     md_path, html_path, claims_path = out_dir / "report.md", out_dir / "report.html", out_dir / "claims.csv"
     md_path.write_text(doc.to_markdown())
     html_path.write_text(doc.to_html(out_dir))
@@ -169,6 +203,32 @@ def build_report(runset: RunSet, out_dir: Path, ui_url: str = DEFAULT_UI_URL, re
     exports = write_exports(runset, out_dir)
     return Report(doc, claims.records,
                   [md_path, html_path, claims_path, contribution.path, *exports, *files, *tuning_files])
+
+
+APPENDIX = "Appendix"  # every h2 from the first one starting with this is reference material, not the body
+FOREST_CAPTION = ("Every claim and protocol with data: hybrid - CNN (circles) and hybrid - control (squares) with "
+                  "95 % intervals over seeds; the line is no difference, diamonds the published difference, the grey "
+                  "band the threshold below which a difference is negligible; one panel per unit.")
+
+
+def training_versions_line(runset: RunSet) -> str:
+    """Which training versions (jobs/fingerprint.TRAINING_VERSION, tag hqcbench.training_version) the runs carry:
+    a version changes when the code changes what a configuration trains."""
+    column = f"tags.{names.TAG_TRAINING_VERSION}"
+    values = runset.runs[column] if column in runset.runs.columns else pd.Series(None, index=runset.runs.index)
+    counts = values.fillna("not recorded").astype(str).value_counts()
+    parts = [f"{version} ({count} run{'s' if count != 1 else ''})" for version, count in sorted(counts.items())]
+    return ("Training version of the code that trained the runs: " + ", ".join(parts)
+            + " ('not recorded': trained before runs carried it).")
+
+
+def _glossary(runset: RunSet, claims) -> list[list[str]]:
+    """Every arm, claim metric, robustness metric and masking check the body names, with its identifier."""
+    arms = list(dict.fromkeys(a for d, p in runset.groups() for a in runset.arms(d, p)))
+    metrics = [m for m in ("best_val_acc", "test_acc", TIME_METRIC, "params_total", "rss_peak_mb_max",
+                           "cpu_util_cores_mean", "paper_memory_gb", "paper_cpu_percent")]
+    metrics += [m.name for m in table_metrics(runset) if m.name not in metrics]
+    return glossary(metrics, arms, check_names(runset.runs))
 
 
 def _tuning_section(doc: Document, studies_file: Path | None, out_dir: Path) -> list[Path]:
@@ -224,8 +284,11 @@ def _detail_tables(doc: Document, runset: RunSet, sources: Sources) -> None:
             doc.h3(f"{DATASET_LABELS.get(dataset, dataset)}, {protocol} protocol")
             doc.table(head, body, f"hardware-{dataset}-{protocol}")
     if not any_hardware:
-        doc.p("Not measured here: no data (no hybrid run logged hw_* metrics).")
-    doc.h2("Further metrics")
+        doc.p("Not measured here: no data (no hybrid run logged hardware-cost metrics).")
+
+
+def _further_metrics(doc: Document, runset: RunSet, sources: Sources) -> None:
+    """Every other final metric, by its MLflow name (the appendix)."""
     for dataset, protocol in runset.groups():
         head, body = further_metrics(runset, sources, dataset, protocol)
         if body:
@@ -239,7 +302,7 @@ def write_report(experiment: str, out: str = "", ui_url: str = "", log_run: bool
     """Load, write and (by default) log the report as artifacts of a report run."""
     runset = load_runs(experiment)
     out_dir = Path(out or os.path.join("reports", experiment))
-    ui_url = ui_url or os.environ.get("HQCBENCH_MLFLOW_UI", DEFAULT_UI_URL)
+    ui_url = ui_url or os.environ.get("HQCBENCH_MLFLOW_UI", "")
     if not log_run:
         return build_report(runset, out_dir, ui_url, report_command, None, rebuild, note, related, studies_file)
     resumed = bool(os.environ.get("MLFLOW_RUN_ID"))  # `mlflow run . -e report`: reuse the project run
@@ -272,8 +335,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``report`` subcommand's flags (= the MLproject ``report`` parameters)."""
     parser.add_argument("--experiment", default=None, help="MLflow experiment name holding the runs")
     parser.add_argument("--out", default="", help="output folder (default: reports/<experiment>)")
-    parser.add_argument("--ui_url", default="", help=f"MLflow UI base URL for run links (default: env "
-                        f"HQCBENCH_MLFLOW_UI or {DEFAULT_UI_URL})")
+    parser.add_argument("--ui_url", default="", help="an MLflow UI every reader can reach, to link runs into "
+                        "(default: env HQCBENCH_MLFLOW_UI; none: the report lists run ids and the command that "
+                        "opens them; a loopback address is never linked)")
     parser.add_argument("--log_run", default="true", help="log the report as a report run (true|false)")
     parser.add_argument("--rebuild", default="", help="command that rebuilds runs and report, named in the report")
     parser.add_argument("--note", default="", help="a line added to the provenance (e.g. how timings were taken)")

@@ -19,20 +19,25 @@ chances at a false "holds" and need no correction between them; the claims and p
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import pandas as pd
 
+from hqcbench import names
+from hqcbench.report.bottom_line import Side, VerdictRecord
 from hqcbench.report.claims import FLAWS, claims_for
+from hqcbench.report.forest import ForestRow
+from hqcbench.report.labels import CHECK_LABELS, metric_label
 from hqcbench.report.document import Inline, Link
 from hqcbench.report.epochs import EPOCHS_COLUMN, SHORT_COLUMN, budget_mark, epochs_span
 from hqcbench.report.formatting import (NO_DATA_CELL, fmt_claim_interval, fmt_claim_values, fmt_evidence,
                                         fmt_seeds_needed)
-from hqcbench.report.judge import COMPARED, ClaimResult, Comparison, PairSource, evaluate_claim
+from hqcbench.report.judge import COMPARED, ClaimResult, Comparison, PairSource, evaluate_claim, mark_not_testable
 from hqcbench.report.load import PROTOCOL_ORDER, RunSet, dataset_rank
 from hqcbench.report.masking_gate import evaluate_robustness
 from hqcbench.report.sources import Sources
-from hqcbench.report.stats import MIN_SEEDS, NO_DATA, holm
+from hqcbench.report.stats import MIN_SEEDS, NO_DATA, NOT_TESTABLE, Interval, holm
 
 HolmKey = tuple[str, str, str]  # (claim key, protocol, classical arm)
 
@@ -41,12 +46,14 @@ HolmKey = tuple[str, str, str]  # (claim key, protocol, classical arm)
 class ClaimTables:
     """The claims part of the report (see the module docstring)."""
 
-    glance_header: list[Inline]
-    glance_rows: list[list[Inline]]
+    verdict_header: list[Inline]
+    verdict_rows: list[list[Inline]]  # one row per claim with data, the protocols as columns
     without_data: list[str]  # claims with no data under any protocol
     header: list[Inline]
     rows: list[list[Inline]]
     records: list[dict]  # claims.csv
+    verdicts: list[VerdictRecord]  # per claim and protocol with data: what the bottom line reads
+    forest: list[ForestRow]  # per claim and protocol with data: the forest plot's rows
 
 
 def evaluate_all(runset: RunSet, related_source: PairSource | None = None) -> list[dict[str, ClaimResult]]:
@@ -59,8 +66,16 @@ def evaluate_all(runset: RunSet, related_source: PairSource | None = None) -> li
             out.append({p: evaluate_robustness(claim, p, runset.runs) for p in PROTOCOL_ORDER})
             continue
         source = related_source if claim.related and related_source is not None else runset
-        out.append({p: evaluate_claim(claim, p, source) for p in PROTOCOL_ORDER})
+        results = {p: evaluate_claim(claim, p, source) for p in PROTOCOL_ORDER}
+        if claim.needs_threads:
+            results = {p: _threads_gate(r, runset.runs) for p, r in results.items()}
+        out.append(results)
     return out
+
+
+def _threads_gate(result: ClaimResult, runs: pd.DataFrame) -> ClaimResult:
+    why = single_thread_why(runs, result.run_ids)
+    return mark_not_testable(result, why) if why else result
 
 
 def holm_families(evaluated: list[dict[str, ClaimResult]]) -> dict[HolmKey, float]:
@@ -106,10 +121,15 @@ def _comparison_cell(sources: Sources, comparison: Comparison, unit: str, detail
         cell.append(f"; {what} ({', '.join(comparison.labels)}): {values}")
     if comparison.note:
         cell.append(f" ({comparison.note})")
+    if comparison.absolute:
+        cell.append(f" ({comparison.absolute})")
     if detail and comparison.metric and comparison.interval is not None:
-        cell.append(f"; on {comparison.metric}")
+        cell.append(f"; on {metric_label(comparison.metric)}")
+    if detail:
+        for label, iv, run_ids in comparison.beside:
+            cell += [f"; beside it, {label}: ", sources.link(fmt_claim_interval(iv, unit), run_ids)]
     if detail and comparison.detail:
-        cell.append(f"; {comparison.detail}")
+        cell.append(f"; {plain_verdict(comparison.detail)}")
     return cell
 
 
@@ -129,44 +149,144 @@ def _record(res: ClaimResult, budget: pd.DataFrame, holm_p: dict[HolmKey, float]
     return out
 
 
+def _verdict_cell(sources: Sources, res: ClaimResult, mark: str) -> Inline:
+    """A cell of the verdict table: the short verdict, then hybrid - CNN and hybrid - control with their
+    intervals (and for robustness the published measure and its clamp alone, labelled)."""
+    if not res.shown:
+        return "no data"
+    cell: list[Inline] = [f"{plain_verdict(res.verdict.short)}{mark}"]
+    for other in COMPARED:
+        c = res.comparisons[other]
+        if c.interval is None:
+            continue
+        cell += [f"; {ARM_NAMES[other]} ", sources.link(fmt_claim_interval(c.interval, res.claim.unit), c.run_ids)]
+        if c.absolute:
+            cell.append(f": {c.absolute}")
+    for label, iv, run_ids in res.comparisons["cnn"].beside:
+        cell += [f"; {label} (vs CNN) ", sources.link(fmt_claim_interval(iv, res.claim.unit), run_ids)]
+    return cell
+
+
+ARM_NAMES = {"cnn": "vs CNN", "control": "vs control"}
+
+
+def plain_verdict(text: str) -> str:
+    """A verdict's wording with arms and checks under their plain names (labels.py)."""
+    for identifier, label in (("the Linear+tanh control", "the control"), ("against cnn", "against the CNN"),
+                              ("vs cnn", "vs CNN")):
+        text = text.replace(identifier, label)
+    for check, label in sorted(CHECK_LABELS.items(), key=lambda item: -len(item[0])):
+        text = re.sub(rf"(?<![\w-]){re.escape(check)}(?![\w-])", label, text) if "_" in check else text
+    return text
+
+
+def _record_of(res: ClaimResult) -> VerdictRecord:
+    def side(other: str) -> Side:
+        c = res.comparisons[other]
+        return Side(other, c.verdict.status, c.interval, res.claim.unit)
+    why = ""
+    if res.verdict.status == NOT_TESTABLE:
+        why = res.verdict.short
+    elif res.verdict.status.startswith("unresolved"):
+        why = plain_verdict(res.verdict.short)
+    elif "(vs " in res.verdict.short:  # a joint verdict whose two sides differ: say both
+        why = plain_verdict(res.verdict.short.split("(", 1)[1].rstrip(")"))
+    return VerdictRecord(res.claim.label, res.protocol, res.verdict.status, side("cnn"), side("control"), why,
+                         BOTTOM_LINE_RANK.get(res.claim.key.rsplit("_", 1)[0], len(BOTTOM_LINE_RANK)))
+
+
+# The order of claims within a bottom-line sentence: the question's core first (claim key without its dataset).
+BOTTOM_LINE_RANK = {"accuracy": 0, "robust": 1, "generalization": 2, "speed": 3, "params": 4, "growth": 5,
+                    "memory_process": 6, "memory_published": 7, "cpu_process": 8, "cpu_published": 9}
+
+
+def _forest_row(res: ClaimResult) -> ForestRow | None:
+    claim = res.claim
+    cnn, control = (res.comparisons[o].interval for o in COMPARED)
+    if cnn is None and control is None:
+        return None
+
+    def triple(iv: Interval | None) -> tuple[float, float | None, float | None] | None:
+        return None if iv is None else (iv.mean, iv.low, iv.high)
+    published = None
+    if claim.magnitude is not None and claim.magnitude[0] == claim.magnitude[1] and not claim.magnitude_note:
+        published = claim.magnitude[0]
+    ratio = claim.quantity == "speedup"
+    return ForestRow(claim.label, res.protocol, FOREST_PANELS.get((claim.topic, claim.unit), f"{claim.topic} ({claim.unit})"),
+                     triple(cnn), triple(control), reference=claim.threshold if ratio else 0.0, log_scale=ratio,
+                     published=published, negligible=claim.negligible if claim.direction != "equivalent" else None)
+
+
+# One forest panel per quantity and unit (no axis mixes units); the hybrid's difference from each arm.
+FOREST_PANELS = {
+    ("accuracy", "pp"): "accuracy: hybrid - arm (pp)",
+    ("robustness", "pp"): "robustness at eps 0.1: hybrid - arm (pp)",
+    ("training time", "x"): "speed: arm's time / hybrid's time per epoch (x)",
+    ("parameters", "%"): "parameters: % fewer in the hybrid",
+    ("memory", "GB"): "memory, published measure: hybrid - arm (GB)",
+    ("memory", "MB"): "memory, process peak: hybrid - arm (MB)",
+    ("CPU", "pp"): "CPU, published measure: hybrid - arm (pp of CPU %)",
+    ("CPU", "cores"): "CPU, process: hybrid - arm (cores)",
+}
+
+
+def single_thread_why(runs: pd.DataFrame, run_ids: list[str]) -> str:
+    """Why the runs cannot test a CPU-use claim ('' when they can): every run used one torch thread, so
+    each process could keep at most one core busy whatever its model."""
+    column = f"tags.{names.TAG_TORCH_THREADS}"
+    if column not in runs.columns or not run_ids:
+        return ""
+    threads = pd.to_numeric(runs.loc[runs.run_id.isin(run_ids), column], errors="coerce")
+    if threads.empty or threads.isna().any() or threads.max() > 1:
+        return ""
+    return "every run used one thread, so no process could use more than one core"
+
+
 def claim_tables(runset: RunSet, sources: Sources, related_source: PairSource | None = None,
                  related: pd.DataFrame | None = None) -> ClaimTables:
-    """The glance table, the names of claims without data, the detailed table and claims.csv's records."""
+    """The verdict table, the names of claims without data, the detailed table, claims.csv's records, the
+    verdict records of the bottom line and the forest plot's rows."""
     budget = _budget_frame(runset, related)
-    glance_header: list[Inline] = ["claim", "protocol", "published", "ours: hybrid - cnn", "ours: hybrid - control",
-                                   "verdict"]
     header: list[Inline] = ["claim", "published", "known flaw of the published number", "measure (paper / fair)"]
     for p in PROTOCOL_ORDER:
-        header += [f"{p}: hybrid - cnn", f"{p}: hybrid - control", f"verdict ({p})"]
-    header.append("published magnitude in our hybrid - cnn interval (" + " / ".join(PROTOCOL_ORDER) + ")")
-    glance, rows, records, without = [], [], [], []
+        header += [f"{p}: hybrid - CNN", f"{p}: hybrid - control", f"verdict ({p})"]
+    header.append("published magnitude in our hybrid - CNN interval (" + " / ".join(PROTOCOL_ORDER) + ")")
     evaluated = evaluate_all(runset, related_source)
+    protocols = [p for p in PROTOCOL_ORDER if any(r[p].shown for r in evaluated)]
+    verdict_header: list[Inline] = ["claim", "published", *protocols]
+    verdict_rows, rows, records, without, verdicts, forest = [], [], [], [], [], []
     holm_p = holm_families(evaluated)
     for results in evaluated:
         claim = results[PROTOCOL_ORDER[0]].claim
         records.append({"claim": claim.key, **{f"{p}_{k}": v for p in PROTOCOL_ORDER
                                                for k, v in _record(results[p], budget, holm_p).items()}})
         if not any(r.shown for r in results.values()):
-            without.append(claim.claim)
+            without.append(claim.label)
             continue
         flaw = Link(FLAWS[claim.flaw][0], f"#flaw-{claim.flaw}") if claim.flaw else "-"
-        fair = claim.metric_fair or "-"
+        fair = metric_label(claim.metric_fair) if claim.metric_fair else "-"
         if claim.fallback_fair:
-            fair += f" (where no run has it: {claim.fallback_fair}, at most unresolved)"
-        row: list[Inline] = [claim.claim, claim.published, flaw, f"{claim.metric_paper or '-'} / {fair}"]
+            fair += f" (where no run has it: {metric_label(claim.fallback_fair)}, at most unresolved)"
+        paper = metric_label(claim.metric_paper) if claim.metric_paper else "-"
+        row: list[Inline] = [claim.claim, claim.published, flaw, f"{paper} / {fair}"]
+        verdict_row: list[Inline] = [claim.label, claim.published]
         for p in PROTOCOL_ORDER:
             res = results[p]
             mark = budget_mark(budget, res.run_ids)
             row += [_comparison_cell(sources, res.comparisons[other], claim.unit, True,
                                      holm_p.get((claim.key, p, other))) for other in COMPARED]
-            row.append(f"{res.verdict.status} ({res.verdict.reason}){mark}")
+            row.append(plain_verdict(f"{res.verdict.status} ({res.verdict.reason}){mark}"))
+            if p in protocols:
+                verdict_row.append(_verdict_cell(sources, res, mark))
             if res.shown:
-                glance.append([claim.claim, p, claim.published,
-                               *[_comparison_cell(sources, res.comparisons[o], claim.unit, False) for o in COMPARED],
-                               res.verdict.short + mark])
+                verdicts.append(_record_of(res))
+                forest_row = _forest_row(res)
+                if forest_row is not None:
+                    forest.append(forest_row)
         row.append(" / ".join(results[p].comparisons["cnn"].magnitude for p in PROTOCOL_ORDER))
         rows.append(row)
-    return ClaimTables(glance_header, glance, without, header, rows, records)
+        verdict_rows.append(verdict_row)
+    return ClaimTables(verdict_header, verdict_rows, without, header, rows, records, verdicts, forest)
 
 
 def no_data_line(names_without: list[str]) -> str:

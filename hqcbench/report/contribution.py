@@ -32,6 +32,7 @@ from hqcbench.report.document import Document, Inline
 from hqcbench.report.formatting import (NO_DATA_CELL, fmt_interval, fmt_p, fmt_seed_values, fmt_seeds_needed,
                                         shift_and_seeds)
 from hqcbench.report.judge import Pairs, paired_interval
+from hqcbench.report.labels import arm_label, metric_label
 from hqcbench.report.load import SCALE_COLUMN, RunSet, frame_pairs, group_rank, scale_text
 from hqcbench.report.masking_gate import has_worst_case
 from hqcbench.report.plots import arm_rank, sweep_figure_name
@@ -97,19 +98,22 @@ def _shared_seeds(runset: RunSet, dataset: str, protocol: str, arm: str) -> set[
             & set(runset.arm_runs(dataset, protocol, arm).seed))
 
 
-def robustness_metric(runset: RunSet, dataset: str, protocol: str, arm: str) -> tuple[str | None, str]:
-    """The worst case over every attack when both arms have it in every shared seed, else PGD alone (a
-    weaker attack: it can overstate a robust accuracy); with the words that say which one stands."""
+def robustness_pairs(runset: RunSet, dataset: str, protocol: str, arm: str) -> tuple[str | None, Pairs | None, str]:
+    """The pairs the robustness claims judge on (masking_gate.gated_compare), so one comparison has one number
+    wherever it appears: the worst case over every attack on the seeds where both arms have it (counted only
+    with AutoAttack or Square among its attacks, masking_gate.STRONG_ATTACKS), else PGD alone (a weaker
+    attack: it can overstate a robust accuracy); with the words that say which one stands."""
     shared = _shared_seeds(runset, dataset, protocol, arm)
-    # a worst case counts only with AutoAttack or Square among its attacks (masking_gate.STRONG_ATTACKS)
     worst, _ = frame_pairs(runset.runs[has_worst_case(runset.runs)], dataset, protocol, WORST_METRIC, arm)
-    if worst is not None and set(worst.seeds) == shared:
-        return WORST_METRIC, f"worst case over every attack ({WORST_METRIC})"
-    pgd, _ = runset.pairs(dataset, protocol, PGD_METRIC, arm)
+    if worst is not None:
+        left = sorted(shared - set(worst.seeds))
+        note = f"worst case over every attack; seed(s) {', '.join(map(str, left))} without it left out" if left \
+            else "worst case over every attack"
+        return WORST_METRIC, worst, note
+    pgd, why = runset.pairs(dataset, protocol, PGD_METRIC, arm)
     if pgd is not None:
-        return PGD_METRIC, (f"PGD alone ({PGD_METRIC}): no worst case with AutoAttack or Square in every "
-                            "shared seed")
-    return None, f"neither a counting {WORST_METRIC} nor {PGD_METRIC} logged for both arms"
+        return PGD_METRIC, pgd, "PGD alone: no seed has a worst case with AutoAttack or Square"
+    return None, None, "neither a counting worst case nor PGD logged for both arms"
 
 
 # ---------------------------------------------------------------------------------------------- the answer
@@ -156,11 +160,12 @@ def difference(runset: RunSet, dataset: str, protocol: str, arm: str, quantity: 
     """hybrid - ``arm`` of ``quantity`` (accuracy | robustness) in the group, over the seeds both have."""
     if quantity == "accuracy":
         metric, note = accuracy_metric(protocol), ""
+        pairs, why = runset.pairs(dataset, protocol, metric, arm)
     else:
-        metric, note = robustness_metric(runset, dataset, protocol, arm)
+        metric, pairs, note = robustness_pairs(runset, dataset, protocol, arm)
+        why = note
     if metric is None:
         return Difference(arm, quantity, None, None, None, NO_DATA, note=note)
-    pairs, why = runset.pairs(dataset, protocol, metric, arm)
     if pairs is None:
         return Difference(arm, quantity, metric, None, None, NO_DATA, note=why)
     raw = paired_interval("diff", pairs, metric, runset)
@@ -213,11 +218,12 @@ def contribution_table(runset: RunSet, sources: Sources, dataset: str,
     """One row per arm compared with the hybrid: accuracy and robustness differences and their answers;
     also the rows as records (contribution.csv)."""
     accuracy = accuracy_metric(protocol)
-    header: list[Inline] = ["compared with", f"accuracy: hybrid - arm ({accuracy}, pp)", "does it add accuracy?",
+    header: list[Inline] = ["compared with", f"accuracy: hybrid - arm ({metric_label(accuracy)}, pp)",
+                            "does it add accuracy?",
                             "robustness: hybrid - arm (eps 0.1, pp)", "does it add robustness?"]
     rows, records = [], []
     for arm in compared_arms(runset, dataset, protocol):
-        row: list[Inline] = [f"{arm}: {COMPARISONS[arm]}"]
+        row: list[Inline] = [f"{arm_label(arm)}: {COMPARISONS[arm]}"]
         for quantity in QUANTITIES:
             diff = difference(runset, dataset, protocol, arm, quantity)
             row += [_cell(diff, sources), diff.verdict]
@@ -252,17 +258,19 @@ def intro() -> str:
     margin = f"±{EQUIVALENCE_MARGIN_PP:g} pp"
     return (
         "Does the circuit itself do anything? Each row compares the hybrid, over the same seeds, with an arm that "
-        "differs from it in one thing: control (the circuit replaced by a classical Linear+tanh layer of the same "
-        "width), hybrid_noent (the circuit without its entangling gates) or hybrid_frozen (the circuit's weights "
-        "left at their random initialisation). Each cell is the paired difference hybrid - arm with its "
-        f"{CONFIDENCE:.0%} t-interval over seeds and each seed's difference. A difference holds only on the "
-        "interval rule: 'adds' when the whole interval lies above 0, 'costs' when it lies wholly below, otherwise "
-        f"'no difference shown' ('equivalent within {margin}' when the whole interval lies inside {margin}); no "
-        f"verdict from fewer than {MIN_SEEDS} seeds. The Wilcoxon p, Hodges-Lehmann shift and seeds needed beside "
-        "it inform and do not decide. Accuracy is test accuracy (paper protocol: best validation accuracy, the "
-        f"published measure); robustness is {WORST_METRIC} where both arms have it in every shared seed, else "
-        f"{PGD_METRIC} (the cell says which). Masking checks do not gate these rows: the results tables name the "
-        "arms whose checks failed. contribution.csv beside this report holds every row.")
+        "differs from it in one thing: the control (the circuit replaced by a classical Linear+tanh layer of the "
+        "same width), the hybrid without entanglement (the circuit without its entangling gates) or the hybrid "
+        "with frozen circuit (the circuit's weights left at their random initialisation). Each cell is the paired "
+        f"difference hybrid - arm with its {CONFIDENCE:.0%} t-interval over seeds and each seed's difference. A "
+        "difference holds only on the interval rule: 'adds' when the whole interval lies above 0, 'costs' when it "
+        f"lies wholly below, otherwise 'no difference shown' ('equivalent within {margin}' when the whole interval "
+        f"lies inside {margin}); no verdict from fewer than {MIN_SEEDS} seeds. The Wilcoxon p, Hodges-Lehmann shift "
+        "and seeds needed beside it inform and do not decide. Accuracy is test accuracy (paper protocol: best "
+        "validation accuracy, the published measure); robustness is the worst case over every attack at eps 0.1 "
+        "on the seeds where both arms have it, exactly as the robustness verdicts take it (so the hybrid - "
+        "control row repeats the verdict table's number), else PGD alone (the cell says which). Masking checks do "
+        "not gate these rows: the results tables name the arms whose checks failed. contribution.csv beside this "
+        "report holds every row.")
 
 
 def contribution_section(doc: Document, runset: RunSet, sources: Sources, figures: list[tuple[str, str]],

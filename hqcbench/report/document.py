@@ -33,7 +33,7 @@ class Anchor:
 
 @dataclass
 class Block:
-    kind: str  # h1 h2 h3 p ul table img code
+    kind: str  # h1 h2 h3 p ul table img code summary
     content: object = None
     header: list[Inline] = field(default_factory=list)
     rows: list[list[Inline]] = field(default_factory=list)
@@ -102,6 +102,11 @@ class Document:
     def img(self, file_name: str, alt: str) -> None:
         self.blocks.append(Block("img", file_name, alt=alt))
 
+    def summary(self, items: list[Inline], file_name: str = "", alt: str = "") -> None:
+        """A list with a figure beside it: in Markdown the list then the image; in HTML side by side, so a
+        first screen shows both (the report's bottom line and its forest plot)."""
+        self.blocks.append(Block("summary", file_name, rows=[[i] for i in items], alt=alt))
+
     # ------------------------------------------------------------------ Markdown
     def to_markdown(self) -> str:
         out: list[str] = []
@@ -116,6 +121,10 @@ class Document:
                 out.append("```\n" + str(b.content) + "\n```")
             elif b.kind == "img":
                 out.append(f"![{b.alt}]({b.content})")
+            elif b.kind == "summary":
+                out.append("\n".join("- " + md_inline(row[0]) for row in b.rows))
+                if b.content:
+                    out.append(f"![{b.alt}]({b.content})")
             elif b.kind == "table":
                 head = "| " + " | ".join(md_inline(h) for h in b.header) + " |"
                 rule = "|" + "|".join("---" for _ in b.header) + "|"
@@ -137,9 +146,11 @@ class Document:
             elif b.kind == "code":
                 parts.append(f"<pre><code>{html.escape(str(b.content))}</code></pre>")
             elif b.kind == "img":
-                data = base64.b64encode((image_dir / str(b.content)).read_bytes()).decode("ascii")
-                parts.append(f'<figure><img alt="{html.escape(b.alt, quote=True)}" '
-                             f'src="data:image/png;base64,{data}"><figcaption>{html.escape(b.alt)}</figcaption></figure>')
+                parts.append(_figure(image_dir, str(b.content), b.alt))
+            elif b.kind == "summary":
+                items = "<ul>" + "".join(f"<li>{html_inline(row[0])}</li>" for row in b.rows) + "</ul>"
+                figure = _figure(image_dir, str(b.content), b.alt) if b.content else ""
+                parts.append(f'<div class="summary"><div class="summary-text">{items}</div>{figure}</div>')
             elif b.kind == "table":
                 ident = f' id="{html.escape(b.table_id)}"' if b.table_id else ""
                 head = "".join(f"<th>{html_inline(h)}</th>" for h in b.header)
@@ -149,6 +160,12 @@ class Document:
         return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
                 f"<title>{html.escape(self.title)}</title><style>{CSS}</style></head>\n<body>\n"
                 + "\n".join(parts) + "\n</body></html>\n")
+
+
+def _figure(image_dir: Path, file_name: str, alt: str) -> str:
+    data = base64.b64encode((image_dir / file_name).read_bytes()).decode("ascii")
+    return (f'<figure><img alt="{html.escape(alt, quote=True)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{html.escape(alt)}</figcaption></figure>")
 
 
 CSS = """
@@ -161,4 +178,7 @@ th{background:#f3f3f3}tbody tr:nth-child(even){background:#fafafa}
 .scroll{overflow-x:auto}a{color:#0b5cad;text-decoration:none}a:hover{text-decoration:underline}
 figure{margin:1rem 0}img{max-width:100%}figcaption{font-size:.85rem;color:#555}
 pre{background:#f6f6f6;padding:.6rem;overflow-x:auto}
+.summary{display:flex;gap:1.5rem;align-items:flex-start}.summary-text{flex:1 1 50%;font-size:.92rem}
+.summary figure{flex:1 1 50%;margin:0}.summary li{margin-bottom:.45rem}
+@media (max-width:900px){.summary{display:block}}
 """

@@ -21,7 +21,7 @@ from hqcbench.report.stats import MIN_SEEDS, POWER, SEEDS_CAP, Interval, RankEvi
 
 NO_DATA_CELL = "no data"
 # A metric's format code -> the unit of a difference of two such values (pct: percentage points).
-DIFF_UNITS = {"pct": "pp", "sec": "s", "int": "", "mb": "MB", "cores": "cores", "gb": "GB", "pctpt": "pp", "num": ""}
+DIFF_UNITS = {"pct": "pp", "sec": "s", "int": "", "mb": "MB", "cores": "cores", "gb": "GB", "pctpt": "pp", "num": "", "dur": ""}
 # Claim units shown with an explicit sign (differences); factors (x) and reductions (%) are not signed.
 SIGNED_CLAIM_UNITS = ("pp", "GB", "MB", "cores")
 # The values a metric of each format can take (stored units): an interval beyond them is flagged.
@@ -41,6 +41,8 @@ def fmt_value(value: float, fmt: str, signed: bool = False) -> str:
     """One value in its format: pct | sec | int | mb | cores | gb | pctpt | num."""
     v = value * _scale(fmt)
     sign = "+" if signed else ""
+    if fmt == "dur":
+        return ("+" if signed and v >= 0 else "") + fmt_duration(v)
     if fmt == "int":
         return f"{v:{sign},.0f}"
     if fmt == "mb":
@@ -54,10 +56,33 @@ def fmt_value(value: float, fmt: str, signed: bool = False) -> str:
     return f"{v:{sign}.4g}"
 
 
+DURATION_UNITS = (("years", 365.25 * 86400), ("days", 86400.0), ("h", 3600.0), ("min", 60.0), ("s", 1.0))
+
+
+def duration_unit(seconds: float) -> tuple[str, float]:
+    """The largest unit in which ``seconds`` is at least 1 (seconds below that): 25,449,974 s -> days."""
+    for name, size in DURATION_UNITS:
+        if abs(seconds) >= size:
+            return name, size
+    return "s", 1.0
+
+
+def fmt_duration(seconds: float, unit: tuple[str, float] | None = None) -> str:
+    """'295 days', '3.2 h', '12.5 s': three significant figures in the largest sensible unit (or ``unit``)."""
+    name, size = unit or duration_unit(seconds)
+    return f"{seconds / size:.3g} {name}"
+
+
 def fmt_interval(iv: Interval | None, fmt: str, signed: bool = False, unit: str = "") -> str:
-    """t: 'mean ± half'; bootstrap: 'mean [low, high] (bootstrap)'; single: 'mean (1 run)'."""
+    """t: 'mean ± half'; bootstrap: 'mean [low, high] (bootstrap)'; single: 'mean (1 run)'. Durations
+    (fmt 'dur', seconds) in the mean's largest sensible unit, the half-width in the same unit."""
     if iv is None:
         return NO_DATA_CELL
+    if fmt == "dur":
+        chosen = duration_unit(iv.mean)
+        if not iv.has_interval:
+            return f"{fmt_duration(iv.mean, chosen)} (1 run)"
+        return f"{fmt_duration(iv.mean, chosen)} ± {fmt_duration(iv.half_width, chosen)}"
     suffix = f" {unit}" if unit else ""
     mean = fmt_value(iv.mean, fmt, signed)
     if not iv.has_interval:
@@ -195,4 +220,15 @@ def store_text(uri: str, base: str) -> str:
             return uri
     if uri.startswith("/"):
         return f"{relative_path(uri, base)} (relative to this report's folder)"
+    if is_loopback(uri):
+        return "a tracking server on the machine that built the report (its address in MLFLOW_TRACKING_URI there)"
     return redact_uri(uri)
+
+
+LOOPBACK_HOSTS = ("localhost", "127.", "::1", "0.0.0.0")
+
+
+def is_loopback(url: str) -> bool:
+    """A URL no other reader can open: a loopback host is the reader's own machine, not the author's."""
+    host = (urlsplit(url).hostname or "") if "://" in url else ""
+    return any(host == h or host.startswith(h) for h in LOOPBACK_HOSTS)

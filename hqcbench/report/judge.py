@@ -27,22 +27,23 @@ over every attack, else PGD) and whether the runs' masking checks let the verdic
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
 
 from hqcbench.report.claims import DATASET_LABELS, Claim
-from hqcbench.report.stats import (DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, MIN_SEEDS, NO_DATA, NO_VERDICT, Interval,
-                                   RankEvidence, Verdict, bootstrap_interval, directional_verdict,
-                                   equivalence_rank_p, equivalence_verdict, floor_verdict, hodges_lehmann,
-                                   magnitude_inside, rank_sum_p, seeds_needed, signed_rank_p, t_interval,
-                                   two_sample_shift, welch_interval)
+from hqcbench.report.practical import practical_verdict
+from hqcbench.report.stats import (DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, MIN_SEEDS, NEGLIGIBLE, NO_DATA,
+                                   NO_VERDICT, NOT_TESTABLE, Interval, RankEvidence, Verdict, bootstrap_interval,
+                                   directional_verdict, equivalence_rank_p, equivalence_verdict, floor_verdict,
+                                   hodges_lehmann, magnitude_inside, rank_sum_p, seeds_needed,
+                                   signed_rank_p, t_interval, two_sample_shift, welch_interval)
 
 COMPARED = ("cnn", "control")  # the classical arms every claim is judged against, published baseline first
 ARM_LABELS = {"cnn": "cnn", "control": "the Linear+tanh control"}
 # When neither comparison holds, the joint verdict is the first of these that either comparison has.
-WEAKEST_FIRST = (DOES_NOT_HOLD, NO_VERDICT, INCONCLUSIVE)
+WEAKEST_FIRST = (NOT_TESTABLE, DOES_NOT_HOLD, NO_VERDICT, INCONCLUSIVE, NEGLIGIBLE)
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,10 @@ class Comparison:
     metric: str = ""  # the metric compared, where it is not the claim's (robustness: the fallback to PGD)
     masking: str = ""  # robustness: the masking flags of both arms ("hybrid: converged in 2/5 seeds")
     detail: str = ""  # shown in the detailed table only (robustness: seeds left out, EOT)
+    absolute: str = ""  # the practical size in absolute terms where the unit is relative (parameters)
+    # (label, interval in display units, run ids) of measures shown beside the verdict's own number
+    # (robustness: the published measure and its clamp alone), never judged on
+    beside: tuple[tuple[str, Interval, tuple[str, ...]], ...] = ()
 
     @property
     def n(self) -> int:
@@ -246,6 +251,8 @@ def compare(claim: Claim, protocol: str, metric: str, source: PairSource, other:
         per_seed = per_seed_values(claim.quantity, pairs, claim.scale)
         raw = paired_interval(claim.quantity, pairs, metric, source)
         evidence = None
+        if claim.quantity == "reduction":
+            note = absolute_reduction(pairs)
     interval = None if raw is None else raw.scaled(claim.scale)
     if claim.direction == "equivalent":
         verdict = equivalence_verdict(interval, claim.margin, min_seeds)
@@ -253,13 +260,49 @@ def compare(claim: Claim, protocol: str, metric: str, source: PairSource, other:
         verdict = floor_verdict(interval, claim.threshold, claim.floor, claim.partial, min_seeds)
     else:
         verdict = directional_verdict(interval, claim.direction, claim.threshold, min_seeds)
+    verdict = practical_verdict(verdict, interval, claim.negligible, claim.threshold,
+                                ratio=claim.quantity == "speedup", partial=claim.partial)
+    if claim.quantity == "trend":
+        verdict = trend_wording(verdict, labels, per_seed, claim.unit, other)
     magnitude = "n/a"
     if other == "cnn" and claim.magnitude is not None:
         magnitude = ("n/a: " + claim.magnitude_note if claim.magnitude_note
                      else magnitude_inside(interval, *claim.magnitude))
     if evidence is None:
         evidence = paired_evidence(claim, per_seed, verdict)
-    return Comparison(other, interval, verdict, per_seed, labels, run_ids, magnitude, note, evidence)
+    absolute, note = (note, "") if claim.quantity == "reduction" else ("", note)
+    return Comparison(other, interval, verdict, per_seed, labels, run_ids, magnitude, note, evidence,
+                      absolute=absolute)
+
+
+def absolute_reduction(pairs: Pairs) -> str:
+    """A relative saving in absolute terms: '60 fewer (142,530 vs 142,590)', means over the paired seeds, so
+    a reader sees that 0.04 % of a network is sixty parameters."""
+    h, c = float(np.mean(pairs.hybrid)), float(np.mean(pairs.other))
+    saved = c - h
+    word = "fewer" if saved >= 0 else "more"
+    return f"{abs(saved):,.0f} {word} ({h:,.0f} vs {c:,.0f})"
+
+
+SHRINKING_DEFICIT = "does not hold: a shrinking deficit"
+
+
+def trend_wording(verdict: Verdict, labels: list[str], gains: list[float], unit: str, other: str) -> Verdict:
+    """The growth proxy in the words its data support. A difference that grows from the least to the most
+    complex dataset is an advantage that grows only where the hybrid is ahead somewhere; below zero on every
+    dataset it is a deficit that shrinks, and where the chain does not rise at every step the wording names
+    the step that carries it."""
+    if verdict.status not in (HOLDS, INCONCLUSIVE, NEGLIGIBLE) or not gains:
+        return verdict
+    listing = ", ".join(f"{label} {gain:+.2f} {unit}" for label, gain in zip(labels, gains))
+    falls = [f"{a} -> {b}" for a, b, ga, gb in zip(labels, labels[1:], gains, gains[1:]) if gb <= ga]
+    shape = f"; it does not grow from {', '.join(falls)}" if falls else "; it grows at every step"
+    if max(gains) < 0:
+        return Verdict(SHRINKING_DEFICIT, f"hybrid - {other} is below zero on every dataset ({listing}): no "
+                       f"advantage to grow, only a deficit that is smaller on the last dataset than on the first"
+                       f"{shape}")
+    return Verdict(verdict.status, f"{verdict.reason}; hybrid - {other} per dataset: {listing}{shape}",
+                   verdict.summary)
 
 
 def _one_sided(claim: Claim, holds: str, rest: Verdict) -> Verdict:
@@ -274,6 +317,8 @@ def _one_sided(claim: Claim, holds: str, rest: Verdict) -> Verdict:
         what = f"{name} does as well"
     elif rest.status == NO_VERDICT:
         what = f"too few seeds against {name}"
+    elif rest.status == NEGLIGIBLE:
+        what = f"against {name} the difference is negligible"
     else:
         what = f"against {name}: {rest.status}"
     status = f"holds against {holds} only"
@@ -314,3 +359,13 @@ def evaluate_claim(claim: Claim, protocol: str, source: PairSource, min_seeds: i
         return ClaimResult(claim, protocol, None, none, Verdict(NO_DATA, claim.no_protocol_why))
     comparisons = {other: compare(claim, protocol, metric, source, other, min_seeds) for other in COMPARED}
     return ClaimResult(claim, protocol, metric, comparisons, join_verdicts(claim, comparisons))
+
+
+def mark_not_testable(result: ClaimResult, why: str) -> ClaimResult:
+    """The claim as the runs cannot decide it: every comparison with data reads "not testable here" with
+    ``why``, whatever its interval says (the interval stays, for the reader)."""
+    if not result.has_data:
+        return result
+    comparisons = {other: replace(c, verdict=Verdict(NOT_TESTABLE, why)) if c.interval is not None else c
+                   for other, c in result.comparisons.items()}
+    return replace(result, comparisons=comparisons, verdict=Verdict(NOT_TESTABLE, why, f"{NOT_TESTABLE}: {why}"))

@@ -23,6 +23,7 @@ import pandas as pd
 from hqcbench import names
 from hqcbench.config import ARMS, DATASETS, DEFAULT_ENCODING_SCALE, PAPER_DATASETS
 from hqcbench.errors import UserInputError
+from hqcbench.report.labels import arm_label, metric_label
 from hqcbench.report.claims import DATASET_LABELS
 from hqcbench.report.epochs import annotate
 from hqcbench.report.formatting import redact_uri
@@ -143,17 +144,17 @@ def frame_pairs(frame: pd.DataFrame, dataset: str, protocol: str, metric: str,
             return None, "the paper protocol exists for MNIST, CIFAR-100 and STL-10 only"
         return None, f"no {protocol}-protocol runs on {DATASET_LABELS.get(dataset, dataset)}"
     if metric not in group.columns or group[metric].notna().sum() == 0:
-        return None, f"{metric} was not logged for {label}"
+        return None, f"{metric_label(metric)} was not logged for {label}"
     if other not in set(group.arm):
-        return None, f"no {other} runs for {label}"
+        return None, f"no {arm_label(other)} runs for {label}"
     sub = group[group.arm.isin(["hybrid", other])].dropna(subset=[metric])
     wide = sub.pivot(index="seed", columns="arm", values=metric)
     ids = sub.pivot(index="seed", columns="arm", values="run_id")
     if "hybrid" not in wide or other not in wide:
-        return None, f"no hybrid and {other} runs with {metric} for {label}"
+        return None, f"no hybrid and {arm_label(other)} runs with {metric_label(metric)} for {label}"
     both = wide.dropna(subset=["hybrid", other]).sort_index()
     if both.empty:
-        return None, f"no seed has both hybrid and {other} with {metric} for {label}"
+        return None, f"no seed has both hybrid and {arm_label(other)} with {metric_label(metric)} for {label}"
     run_ids = [rid for seed in both.index for rid in (ids.loc[seed, "hybrid"], ids.loc[seed, other])]
     return Pairs([int(s) for s in both.index], [float(v) for v in both["hybrid"]],
                  [float(v) for v in both[other]], [str(r) for r in run_ids]), ""

@@ -7,15 +7,16 @@ for the robustness claims only, which metric the interval is taken on and whethe
 interval (the runs' masking checks, docs/robustness.md) lets that verdict stand.
 
 The rules (docs/report.md, "Robustness verdicts"):
-- The number. Fair protocol: the worst case over every attack run on the model (``robust_acc_worst_eps_0.1``)
-  on the seeds whose runs carry it together with a non-gradient or ensemble attack (AutoAttack or Square:
-  ``STRONG_ATTACKS``). A worst case over gradient attacks alone (FGSM, PGD, transfer) inherits their
-  blind spot, so it does not count as one. Paper protocol: the published measure (``robust_acc_pgd_paper_eps_0.1``)
-  on those same seeds, since only they had the evaluation whose checks can expose masking. Where no seed has
-  a worst case (older stores), fair falls back to PGD alone (``robust_acc_pgd_eps_0.1``; a run whose
-  ``converged`` check failed leaves its PGD number out: that attack stopped early) and paper to the published
-  measure on every seed, and a settled verdict becomes "unresolved: no worst-case evaluation": one gradient
-  attack can neither show nor refute a robustness gap, because either arm's number may be inflated.
+- The number, under every protocol: the worst case over every attack run on the model
+  (``robust_acc_worst_eps_0.1``) on the seeds whose runs carry it together with a non-gradient or ensemble
+  attack (AutoAttack or Square: ``STRONG_ATTACKS``). A worst case over gradient attacks alone (FGSM, PGD,
+  transfer) inherits their blind spot, so it does not count as one. The published measure
+  (``robust_acc_pgd_paper_eps_0.1``) and its clamp alone are shown beside it (``beside_measures``), labelled,
+  never judged on: most of the published measure is the clamp. Where no seed has a worst case (older
+  stores), fair and tuned fall back to PGD alone (``robust_acc_pgd_eps_0.1``; a run whose ``converged``
+  check failed leaves its PGD number out: that attack stopped early) and paper to the published measure on
+  every seed, and a settled verdict becomes "unresolved: no worst-case evaluation": one gradient attack can
+  neither show nor refute a robustness gap, because either arm's number may be inflated.
 - The flags of a run: every ``check_<name>_pass`` = 0 (or tag ``hqcbench.check.<name>`` = fail where the
   metric is absent); ``possible_gradient_masking`` = 1 counts on its own only where no failed check explains
   it (older runs). An arm is flagged when any of its seeds in that dataset and protocol is: the seeds share
@@ -45,11 +46,12 @@ import numpy as np
 import pandas as pd
 
 from hqcbench import names
-from hqcbench.report.claims import PUBLISHED_EPS, Claim
+from hqcbench.report.claims import CLAMP_ONLY_METRIC, PUBLISHED_EPS, Claim
 from hqcbench.report.judge import (ARM_LABELS, COMPARED, ClaimResult, Comparison, Pairs, compare,
                                    evaluate_claim, join_verdicts)
+from hqcbench.report.labels import arm_label, check_label, metric_label
 from hqcbench.report.load import frame_pairs
-from hqcbench.report.stats import DOES_NOT_HOLD, HOLDS, MIN_SEEDS, NO_DATA, Verdict
+from hqcbench.report.stats import DOES_NOT_HOLD, HOLDS, MIN_SEEDS, NO_DATA, Interval, Verdict, t_interval
 
 UNRESOLVED_MASKING = "unresolved: possible gradient masking"
 UNRESOLVED_NO_WORST = "unresolved: no worst-case evaluation"
@@ -118,13 +120,14 @@ class ArmFlags:
         return bool(self.counts)
 
     def text(self) -> str:
-        """'hybrid: converged, zero_grad in 2/5 seeds' (flags with the same count share their seeds' tally)."""
+        """'hybrid: PGD not converged, vanishing input gradients in 2/5 seeds' (plain check names, labels.py;
+        flags with the same count share their seeds' tally)."""
         by_count: dict[int, list[str]] = {}
         for flag, count in self.counts.items():
             by_count.setdefault(count, []).append(flag)
-        parts = [f"{', '.join(sorted(flags))} in {count}/{self.seeds} seeds"
+        parts = [f"{', '.join(sorted(check_label(f) for f in flags))} in {count}/{self.seeds} seeds"
                  for count, flags in sorted(by_count.items(), key=lambda item: -item[0])]
-        return f"{self.arm}: " + "; ".join(parts)
+        return f"{arm_label(self.arm)}: " + "; ".join(parts)
 
 
 def arm_flags(group: pd.DataFrame, arm: str) -> ArmFlags:
@@ -149,7 +152,7 @@ def eot_text(group: pd.DataFrame, arm: str) -> str:
     if column not in runs.columns or not runs[column].notna().any():
         return ""
     values = " / ".join(sorted({str(v) for v in runs[column].dropna()}))
-    return (f"gradient attacks on {arm} averaged the loss gradient over readout samples (EOT) in "
+    return (f"gradient attacks on {arm_label(arm)} averaged the loss gradient over readout samples (EOT) in "
             f"{int(runs[column].notna().sum())}/{len(runs)} seeds: {values}")
 
 
@@ -209,7 +212,7 @@ def _blocked(claim: Claim, verdict: Verdict, comparison: Comparison, hybrid: Arm
 
 def gate(claim: Claim, comparison: Comparison, hybrid: ArmFlags, other: ArmFlags, worst_case: bool) -> Verdict:
     """The verdict of one robustness comparison once the evidence beside its interval is weighed."""
-    verdict, metric = comparison.verdict, comparison.metric
+    verdict, metric = comparison.verdict, metric_label(comparison.metric)
     settled = verdict.status in (HOLDS, DOES_NOT_HOLD)
     flagged = flags_text([hybrid, other])
     no_worst = "" if worst_case else (f"; on {metric} alone: no run of the pair carries the worst case over "
@@ -226,7 +229,7 @@ def gate(claim: Claim, comparison: Comparison, hybrid: ArmFlags, other: ArmFlags
     if settled and not worst_case:
         return Verdict(UNRESOLVED_NO_WORST, f"{metric} alone would say {verdict.status} ({verdict.reason}); one "
                        "gradient attack can neither show nor refute a robustness gap (either arm's number may be "
-                       f"inflated); needs {WORST_METRIC} over an evaluation that includes autoattack or square "
+                       f"inflated); needs {metric_label(WORST_METRIC)} over an evaluation that includes autoattack or square "
                        "(`python -m hqcbench evaluate --attacks ...,autoattack` adds it to finished runs from their "
                        "logged weights)"
                        + (f"; masking flags: {flagged}" if flagged else ""),
@@ -245,19 +248,19 @@ def gated_compare(claim: Claim, protocol: str, metric: str, runs: pd.DataFrame, 
     evaluated = runs[has_worst_case(runs)]
     details = []
     kept, _ = frame_pairs(evaluated, dataset, protocol, metric, other)
+    fallback = claim.fallback(protocol)
     if kept is not None:
         used, frame, worst_case = metric, evaluated, True
-        fallback = claim.fallback_fair if protocol != "paper" and claim.fallback_fair else metric
-        everyone, _ = frame_pairs(runs, dataset, protocol, fallback, other)
+        everyone, _ = frame_pairs(runs, dataset, protocol, fallback or metric, other)
         left = sorted(set(everyone.seeds) - set(kept.seeds)) if everyone is not None else []
         if left:
             details.append(f"seed(s) {', '.join(map(str, left))} left out: no worst-case evaluation")
     else:
         used, frame, worst_case = metric, runs, False
-        if protocol != "paper" and claim.fallback_fair:
-            used, frame = claim.fallback_fair, runs.copy()
+        if fallback:
+            used, frame = fallback, runs.copy()
             stopped = _not_converged(frame) & frame.dataset.eq(dataset) & frame.protocol.eq(protocol)
-            if used in frame.columns and stopped.any():
+            if fallback == PGD_METRIC and used in frame.columns and stopped.any():
                 dropped = frame[stopped & frame.arm.isin(["hybrid", other])]
                 frame.loc[stopped, used] = np.nan
                 if len(dropped):
@@ -269,7 +272,27 @@ def gated_compare(claim: Claim, protocol: str, metric: str, runs: pd.DataFrame, 
     hybrid_flags, other_flags = arm_flags(group, "hybrid"), arm_flags(group, other)
     details += [t for t in (eot_text(group, "hybrid"), eot_text(group, other)) if t]
     return replace(comparison, verdict=gate(claim, comparison, hybrid_flags, other_flags, worst_case),
-                   masking=flags_text([hybrid_flags, other_flags]), detail="; ".join(details))
+                   masking=flags_text([hybrid_flags, other_flags]), detail="; ".join(details),
+                   beside=beside_measures(claim, runs, protocol, other, exclude=used))
+
+
+BESIDE_LABELS = {names.robust_metric("pgd_paper", PUBLISHED_EPS): "published measure",
+                 CLAMP_ONLY_METRIC: "published clamp alone, no attack step"}
+
+
+def beside_measures(claim: Claim, runs: pd.DataFrame, protocol: str, other: str,
+                    exclude: str = "") -> tuple[tuple[str, Interval, tuple[str, ...]], ...]:
+    """hybrid - ``other`` of each of the claim's ``beside`` metrics over the seeds that have it, in display
+    units and labelled (the published measure, its clamp alone): shown next to the verdict, never judged on."""
+    out = []
+    for metric in claim.beside:
+        if metric == exclude:
+            continue
+        pairs, _ = frame_pairs(runs, claim.datasets[0], protocol, metric, other)
+        iv = None if pairs is None else t_interval(np.asarray(pairs.hybrid) - np.asarray(pairs.other))
+        if pairs is not None and iv is not None:
+            out.append((BESIDE_LABELS.get(metric, metric), iv.scaled(claim.scale), tuple(pairs.run_ids)))
+    return tuple(out)
 
 
 def evaluate_robustness(claim: Claim, protocol: str, runs: pd.DataFrame, min_seeds: int = MIN_SEEDS) -> ClaimResult:
@@ -286,7 +309,7 @@ def evaluate_robustness(claim: Claim, protocol: str, runs: pd.DataFrame, min_see
                                           for part in c.masking.split("; ")))
         short += "" if flagged in short else f" ({flagged})"
     elif UNRESOLVED_NO_WORST in short and "alone" not in short:
-        short += f" (on {' / '.join(used)} alone)"
+        short += f" (on {' / '.join(metric_label(u) for u in used)} alone)"
     joint = Verdict(joint.status, joint.reason, short)
     shown = used[0] if len(used) == 1 else " / ".join(
         f"{c.metric} ({ARM_LABELS[o]})" for o, c in comparisons.items() if c.metric and c.run_ids) or metric

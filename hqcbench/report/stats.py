@@ -39,6 +39,11 @@ DOES_NOT_HOLD = "does not hold"
 INCONCLUSIVE = "inconclusive"
 NO_VERDICT = "no verdict"
 NO_DATA = "not measured here: no data"
+# A difference the interval rule settles (or bounds) inside a claim's threshold of practical relevance
+# (claims.py, justified in docs/report.md): true, perhaps, but too small to matter.
+NEGLIGIBLE = "negligible"
+# The runs cannot decide the claim at all (a CPU-use claim on runs pinned to one thread).
+NOT_TESTABLE = "not testable here"
 
 # The verdict's rule (the whole two-sided 95 % interval on the claimed side) is a one-sided t-test at 2.5 %:
 # seeds needed are computed at that level, so "n seeds" means "n seeds for this report to say holds".

@@ -29,6 +29,7 @@ from hqcbench.report.document import Inline
 from hqcbench.report.epochs import EPOCHS_COLUMN, SHORT_COLUMN, budget_text, contended_cell
 from hqcbench.report.formatting import DIFF_UNITS, NO_DATA_CELL, fmt_interval, fmt_seed_values, range_flag
 from hqcbench.report.judge import paired_interval
+from hqcbench.report.labels import arm_label
 from hqcbench.report.load import CURVE_PREFIX, EPOCH_MEAN_METRICS, EPOCH_METRICS, RunSet, col
 from hqcbench.report.sources import Sources
 from hqcbench.report.stats import Interval, bootstrap_interval, t_interval
@@ -79,7 +80,7 @@ HARDWARE_METRICS = (
     Metric("hw_circuit_executions_train", "circuit executions, training", "int"),
     Metric("hw_circuit_executions", "circuit executions, whole run", "int"),
     Metric("hw_shots_total", "shots, whole run", "int"),
-    Metric("hw_time_est_s", "estimated hardware time (s)", "sec"),
+    Metric("hw_time_est_s", "estimated hardware time", "dur"),
     Metric("test_acc_exact", "test acc, exact readout (%)", "pct"),
 )
 
@@ -157,11 +158,23 @@ def run_rows(runset: RunSet) -> list[list[Inline]]:
             if len({str(v) for v in col(group, name).dropna()}) > 1:
                 caveats.append(f"mixed {name[len('params.'):]} across runs")
         batch = str(PAPER_BATCH_SIZE) if protocol == "paper" else values("params.batch_size")
-        rows.append([DATASET_LABELS.get(dataset, dataset), protocol, ", ".join(runset.arms(dataset, protocol)),
-                     ", ".join(str(s) for s in sorted(set(group.seed))), values("params.epochs"),
+        rows.append([DATASET_LABELS.get(dataset, dataset), protocol,
+                     ", ".join(arm_label(a) for a in runset.arms(dataset, protocol)),
+                     ", ".join(str(s) for s in sorted(set(group.seed))), epochs_cell(group, values("params.epochs")),
                      f"{values('params.n_train')} / {values('params.n_val')} / {values('params.n_test')}", batch,
                      "; ".join(caveats) or "-"])
     return rows
+
+
+def epochs_cell(group: pd.DataFrame, planned: str) -> str:
+    """Epochs the runs actually trained, min-max, with the planned number: '14-36 (50 planned)'; a fair run
+    stops early on a validation plateau, so the planned number alone overstates the training."""
+    ran = pd.to_numeric(group[EPOCHS_COLUMN], errors="coerce").dropna() if EPOCHS_COLUMN in group else pd.Series()
+    if ran.empty:
+        return f"{planned} planned"
+    low, high = int(ran.min()), int(ran.max())
+    span = str(low) if low == high else f"{low}-{high}"
+    return span if span == planned else f"{span} ({planned} planned)"
 
 
 def _per_seed_cell(runs: pd.DataFrame, metric: Metric) -> str:
@@ -190,7 +203,7 @@ def results_table(runset: RunSet, sources: Sources, dataset: str,
     rows = []
     for arm in arms:
         runs = runset.arm_runs(dataset, protocol, arm)
-        row: list[Inline] = [arm, ", ".join(str(s) for s in runs.seed)]
+        row: list[Inline] = [arm_label(arm), ", ".join(str(s) for s in runs.seed)]
         for m in metrics:
             iv = arm_interval(runset, runs, m.name)
             used = runs.dropna(subset=[m.name]).run_id if m.name in runs else []
@@ -199,14 +212,14 @@ def results_table(runset: RunSet, sources: Sources, dataset: str,
             row.append(contended_cell(runs))
         rows.append(row)
         if several:
-            rows.append([f"{arm}, per seed", "", *[_per_seed_cell(runs, m) for m in metrics],
+            rows.append([f"{arm_label(arm)}, per seed", "", *[_per_seed_cell(runs, m) for m in metrics],
                          *([""] if timed else [])])
     return header, rows, missing
 def paired_table(runset: RunSet, sources: Sources, dataset: str,
                  protocol: str) -> tuple[list[Inline], list[list[Inline]]]:
     """hybrid - cnn and hybrid - control over the seeds both arms have, per metric with data, with each
     seed's difference."""
-    header: list[Inline] = ["metric", "hybrid - cnn", "hybrid - control"]
+    header: list[Inline] = ["metric", "hybrid - CNN", "hybrid - control"]
     rows = []
     for m in table_metrics(runset):
         cells: list[Inline] = [m.label.replace("(%)", "(pp)").replace("(%, epoch mean)", "(pp, epoch mean)")]
