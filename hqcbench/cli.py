@@ -15,10 +15,14 @@ import os
 import sys
 import warnings
 
+import mlflow
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
 from hqcbench.allocator import keep_freed_memory
 from hqcbench.config import FIELD_META, TUNE_META, RunConfig, TuneConfig
 from hqcbench.data.datasets import DATA_DIR_ENV
 from hqcbench.errors import DataUnavailableError, UserInputError
+from hqcbench.jobs import headline
 from hqcbench.jobs.campaign import run_campaign, write_campaign_report
 from hqcbench.jobs.evaluate import evaluate_experiment
 from hqcbench.jobs.run import run_main
@@ -64,6 +68,14 @@ def _run(args: argparse.Namespace) -> int:
     for item in trained:
         print(f"  {item.arm:8s} seed {item.seed}: test_acc={item.metrics.get('test_acc', float('nan')):.4f} "
               f"run_id={item.run_id}")
+    # the job ends with its answer (the parent row's differences) and where to look at it
+    for line in headline.headline_lines(headline.differences(trained)):
+        print(line)
+    if trained:
+        child = mlflow.MlflowClient().get_run(trained[0].run_id)  # its parent is the run this job logged into
+        parent_id = child.data.tags[MLFLOW_PARENT_RUN_ID]
+        command = headline.ui_command(mlflow.get_tracking_uri(), child.info.experiment_id, parent_id)
+        print(f"  open in the MLflow UI: {command}")
     return 0
 
 

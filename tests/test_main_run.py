@@ -4,10 +4,13 @@ from __future__ import annotations
 import mlflow
 import pytest
 
+from hqcbench import cli, names
 from hqcbench.config import RunConfig
+from hqcbench.jobs.fingerprint import TRAINING_VERSION
 from hqcbench.jobs.run import run_main
 
 QUICK = dict(epochs=2, train_limit=400, attacks="none", width=8)
+TINY = dict(arms="cnn,hybrid", epochs=1, train_limit=200, attacks="none", width=8, device="cpu")
 
 
 def children(parent_id: str):
@@ -87,3 +90,24 @@ def test_arms_of_one_seed_see_the_same_split(mlflow_store):
     run_main(RunConfig(arms="cnn,hybrid", **QUICK), progress=False)
     runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`hqcbench.kind` = 'child'")
     assert runs["params.n_train"].nunique() == 1 and runs["params.n_val"].nunique() == 1
+
+
+@pytest.mark.slow
+def test_child_runs_carry_the_training_version(mlflow_store):
+    """The code version that trained a run is on the run itself, not only hashed in a fingerprint."""
+    trained = run_main(RunConfig(**TINY), progress=False)
+    client = mlflow.MlflowClient()
+    for item in trained:
+        assert client.get_run(item.run_id).data.tags[names.TAG_TRAINING_VERSION] == str(TRAINING_VERSION)
+
+
+@pytest.mark.slow
+def test_cli_run_ends_with_the_headline_and_the_ui_command(mlflow_store, capsys):
+    argv = ["run"] + [item for k, v in TINY.items() for item in (f"--{k}", str(v))]
+    assert cli.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    (parent,) = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`hqcbench.kind` = 'main'",
+                                   output_format="list")
+    difference = parent.data.metrics["test_acc_hybrid_minus_cnn"]
+    assert lines[-2] == f"  hybrid - cnn: {100 * difference:+.2f} pp (one seed, no interval)"
+    assert lines[-1] == f"  open in the MLflow UI: mlflow ui --backend-store-uri {mlflow_store}"

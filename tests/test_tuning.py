@@ -308,6 +308,15 @@ def test_trials_measure_on_the_job_device_and_the_monitor_is_closed(tune_store, 
     assert names.TAG_NVML in trial.data.tags and names.TAG_CPU_COUNT_PHYSICAL in trial.data.tags  # machine tags
 
 
+def test_trials_and_the_retrain_carry_the_training_version(tune_store, tmp_path):
+    from hqcbench.jobs.fingerprint import TRAINING_VERSION
+
+    tuning.run_tune(config(tiny(f"sqlite:///{tmp_path / 'optuna.db'}", arms="cnn", n_trials=1, retrain="auto")))
+    trained = runs("trial") + runs("child")
+    assert [r.data.tags[names.TAG_KIND] for r in trained] == ["trial", "child"]
+    assert {r.data.tags[names.TAG_TRAINING_VERSION] for r in trained} == {str(TRAINING_VERSION)}
+
+
 def test_retrain_is_claimed_once_per_study_state(tmp_path):
     cfg = config(tiny(f"sqlite:///{tmp_path / 'optuna.db'}", arms="cnn,control"))
     url = tune_storage.check_storage(cfg.storage)

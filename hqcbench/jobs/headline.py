@@ -12,8 +12,10 @@ changes only its quantum layer (control, hybrid_noent, hybrid_frozen: what the c
 """
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from typing import Sequence
+from urllib.parse import urlsplit
 
 from hqcbench import names
 from hqcbench.jobs.evaluate import TrainedArm
@@ -83,3 +85,38 @@ def summary_markdown(diffs: Sequence[Difference], trained: Sequence[TrainedArm],
     if not diffs:
         lines.append("| (needs two arms, one of them cnn or hybrid) | | | |")
     return "\n".join(lines) + "\n"
+
+
+def headline_lines(diffs: Sequence[Difference]) -> list[str]:
+    """The parent row's answer as the ``run`` command prints it last, one line per difference, in
+    percentage points: the terminal then ends with the comparison, not with per-run accuracies."""
+    lines = []
+    for d in diffs:
+        i = d.interval.scaled(100)
+        if i.has_interval:
+            span = f"[{i.low:+.2f}, {i.high:+.2f}] (95 % t-interval, {i.n} seeds)"
+        else:
+            span = "(one seed, no interval)"
+        lines.append(f"  {d.arm} - {d.baseline}: {i.mean:+.2f} pp {span}")
+    return lines
+
+
+def _hide_password(uri: str) -> str:
+    """``uri`` with the password of its user part replaced by ``***``: the line lands in terminals and logs."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def ui_command(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    """What opens the runs just logged: a tracking server's page of the parent run, else the
+    ``mlflow ui`` command over the same store (a database or a folder), the URI as MLflow uses it, so
+    the printed command opens the store the job wrote to. A password in the URI is shown as ``***``."""
+    scheme = tracking_uri.partition(":")[0].lower()
+    if scheme in ("http", "https"):
+        return f"{_hide_password(tracking_uri).rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    if scheme == "databricks":  # a workspace has its own UI and no local one: name the run instead
+        return f"run {run_id} in experiment {experiment_id} of {tracking_uri}"
+    return f"mlflow ui --backend-store-uri {shlex.quote(_hide_password(tracking_uri))}"

@@ -18,6 +18,7 @@ from hqcbench.evaluation.paper_attack import make_epoch_hook
 from hqcbench.jobs import headline
 from hqcbench.jobs.checkpoints import log_weights
 from hqcbench.jobs.evaluate import TrainedArm, evaluate_group, splits_for
+from hqcbench.jobs.fingerprint import TRAINING_VERSION
 from hqcbench.resources import ResourceMonitor, hardware_tags, run_summary
 from hqcbench.threads import apply_threads
 from hqcbench.models.arms import build_model, count_parameters
@@ -50,12 +51,18 @@ def train_arm(arm: str, seed: int, splits: Splits, cfg: RunConfig, device: torch
               on_epoch: Callable[[int], None] | None = None) -> TrainedArm:
     """Train one arm in the active child run and log everything the design names.
 
+    Every training run carries ``hqcbench.training_version`` (``fingerprint.TRAINING_VERSION``): the
+    main job, campaigns, the tune retrain and the scaling study all train through here.
+
     The run's splits are logged as its MLflow inputs first (``log_split_inputs``), so the UI's
     Dataset column shows them and the test metrics can name the test split they came from.
 
     ``epoch_hook(epoch, model)`` adds per-epoch evaluations (the paper attack; default: the one the
     config asks for); ``on_epoch(epoch)`` is told each finished epoch (campaigns: heartbeat, progress).
     """
+    # the fingerprint hashes the training code's version but does not show it: the tag does, so runs
+    # trained before and after a TRAINING_VERSION change can be told apart in the UI and by a search
+    mlflow.set_tag(names.TAG_TRAINING_VERSION, str(TRAINING_VERSION))
     if epoch_hook is None:
         epoch_hook = _epoch_hook(cfg, splits, device)
     test_input = log_split_inputs(splits, cfg, seed)

@@ -41,6 +41,7 @@ from hqcbench.config import RunConfig, TuneConfig
 from hqcbench.data.datasets import Splits, load_splits
 from hqcbench.jobs import run as runner
 from hqcbench.jobs.evaluate import TrainedArm
+from hqcbench.jobs.fingerprint import TRAINING_VERSION
 from hqcbench.jobs.tune_space import make_pruner, make_sampler, suggest
 from hqcbench.jobs.tune_storage import (StorageLock, check_storage, count_trials, fail_stale, open_storage,
                                         open_studies, worker_id)
@@ -78,7 +79,7 @@ class Objective:
         seed = self.tcfg.trial_seed
         tags = {**names.child_tags(self.arm, cfg.protocol, cfg.dataset, seed), names.TAG_KIND: "trial",
                 names.TAG_STUDY: self.study_name, names.TAG_TRIAL: str(trial.number),
-                names.TAG_WORKER: worker_id(), **self.system}
+                names.TAG_WORKER: worker_id(), names.TAG_TRAINING_VERSION: str(TRAINING_VERSION), **self.system}
         retried = _retried_trial_number(trial)
         if retried is not None:
             tags[names.TAG_RETRY_OF_TRIAL] = str(retried)
