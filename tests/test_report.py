@@ -24,7 +24,7 @@ from hqcbench import names
 from hqcbench.cli import main
 from hqcbench.report import stats
 from hqcbench.report.build import write_report
-from hqcbench.report.stats import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, NO_DATA, NO_VERDICT, Interval
+from hqcbench.report.stats import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, NEGLIGIBLE, NO_DATA, NO_VERDICT, Interval
 from tests.conftest import private_mlflow_store
 
 T4 = 2.7764451052  # t(0.975, 4)
@@ -190,8 +190,9 @@ def test_claims_equal_hand_computed_values(built_report):
     assert acc["paper_cnn_mean"] == pytest.approx(1.0)
     assert (acc["paper_cnn_low"], acc["paper_cnn_high"]) == pytest.approx((1.0 - half, 1.0 + half), rel=1e-6)
     assert acc["paper_cnn_verdict"] == HOLDS
-    # ... but hybrid - control (-0.1, 0.2, -0.1, 0.3, -0.1 pp) is inconclusive: the circuit is not what helps
-    assert acc["paper_control_mean"] == pytest.approx(0.04) and acc["paper_control_verdict"] == INCONCLUSIVE
+    # ... but hybrid - control (-0.1, 0.2, -0.1, 0.3, -0.1 pp) is inconclusive, and its whole interval lies inside
+    # the 0.5 pp threshold of practical relevance: negligible. The circuit is not what helps
+    assert acc["paper_control_mean"] == pytest.approx(0.04) and acc["paper_control_verdict"] == NEGLIGIBLE
     assert acc["paper_verdict"] == "holds against cnn only"
     # fair: test_acc diffs -2.0, -0.5, -1.5 pp over 3 seeds -> no verdict (needs 5), interval still shown
     assert acc["fair_cnn_mean"] == pytest.approx(-4.0 / 3)
@@ -210,7 +211,8 @@ def test_claims_equal_hand_computed_values(built_report):
 
     params = _claim(report, "params_mnist")  # (151754 - 142530) / 151754, no spread across seeds
     assert params["paper_cnn_mean"] == pytest.approx(100 * 9224 / 151754, rel=1e-9)
-    assert params["paper_verdict"] == HOLDS  # the control (142,590) has more parameters too
+    # the control (142,590) has 60 more: 0.04 %, below the 1 % threshold of practical relevance
+    assert params["paper_control_verdict"] == NEGLIGIBLE and params["paper_verdict"] == "holds against cnn only"
 
     robust = _claim(report, "robust_mnist")  # diffs 20, -15, 20, -25, 20 pp: mean 4, sd sqrt(492.5)
     half = T4 * math.sqrt(492.5) / math.sqrt(5)
@@ -376,7 +378,7 @@ def test_robustness_columns_follow_the_logged_eps(mlflow_store, tmp_path):
     hybrid = next(r for r in results if r[0] == "hybrid")
     half = T1 * np.std([30.0, 32.0], ddof=1) / math.sqrt(2)
     assert hybrid[results[0].index("PGD eps 0.2 (%)")] == f"31.00 ± {half:.2f}"
-    paired = next(t for t in tables if t[0] == ["metric", "hybrid - cnn", "hybrid - control"])
+    paired = next(t for t in tables if t[0] == ["metric", "hybrid - CNN", "hybrid - control"])
     row = next(r for r in paired if r[0] == "PGD eps 0.2 (pp)")
     assert row[1].startswith("+10.00 pp")
     further = [t for t in tables if t[0][0] == "metric (latest logged value)"]
@@ -384,22 +386,28 @@ def test_robustness_columns_follow_the_logged_eps(mlflow_store, tmp_path):
 
 
 # ----------------------------------------------------------------------------------------- verdicts a referee accepts
-def _glance(md: str) -> list[list[str]]:
-    return next(t for t in _md_tables(md) if t[0][:2] == ["claim", "protocol"])
+def _verdicts(md: str) -> list[list[str]]:
+    """The verdict table: one row per claim, the protocols as columns."""
+    return next(t for t in _md_tables(md) if t[0][:2] == ["claim", "published"] and len(t[0]) <= 5)
+
+
+def _verdict_cell(md: str, claim: str, protocol: str) -> str:
+    table = _verdicts(md)
+    return next(r for r in table if r[0] == claim)[table[0].index(protocol)]
 
 
 def test_claims_are_judged_against_cnn_and_control(built_report):
-    """Every claim row shows hybrid - cnn and hybrid - control; it holds only against both."""
+    """Every verdict cell shows hybrid - cnn and hybrid - control; a claim holds only against both."""
     report, out, _ = built_report
-    glance = _glance((out / "report.md").read_text())
-    assert glance[0][3:] == ["ours: hybrid - cnn", "ours: hybrid - control", "verdict"]
-    acc = next(r for r in glance if r[0] == "hybrid more accurate than classical on MNIST" and r[1] == "paper")
-    assert acc[3].startswith("+1.00 pp") and acc[4].startswith("+0.04 pp")
-    assert acc[5].startswith("holds against cnn only: the Linear+tanh control does as well")
-    params = next(r for r in glance if r[0] == "hybrid has fewer parameters on MNIST")
-    assert params[5].startswith("holds against cnn and control")
-    fair = next(r for r in glance if r[0] == "hybrid more accurate than classical on MNIST" and r[1] == "fair")
-    assert fair[4] == "no data" and "not checked against the control" in fair[5]  # no control run under fair
+    md = (out / "report.md").read_text()
+    assert _verdicts(md)[0] == ["claim", "published", "paper", "fair"]  # protocols with data only
+    acc = _verdict_cell(md, "more accurate, MNIST", "paper")
+    assert acc.startswith("holds against the CNN only: against the control the difference is negligible")
+    assert "; vs CNN +1.00 pp [" in acc and "; vs control +0.04 pp [" in acc
+    params = _verdict_cell(md, "fewer parameters, MNIST", "paper")  # the absolute size beside the percentage
+    assert params.startswith("holds against the CNN only") and "60 fewer (142,530 vs 142,590)" in params
+    fair = _verdict_cell(md, "more accurate, MNIST", "fair")
+    assert "vs control" not in fair and "not checked against the control" in fair  # no control run under fair
     record = _claim(report, "params_mnist")  # claims.csv: n, epochs, metric and run ids of both comparisons
     assert (record["paper_cnn_n"], record["paper_control_n"], record["paper_epochs"]) == (5, 5, "2")
     assert record["paper_metric"] == "params_total" and len(record["paper_control_run_ids"].split()) == 10
@@ -424,7 +432,7 @@ def test_statistics_beside_the_verdict(built_report):
     assert acc["paper_cnn_hl_shift"] == pytest.approx(1.0) and acc["paper_cnn_holm_p"] == pytest.approx(6 / 32)
     assert acc["paper_cnn_seeds_needed"] == ""  # holds: nothing to ask
     assert acc["paper_control_wilcoxon_p"] == pytest.approx(13 / 32)
-    assert acc["paper_control_seeds_needed"] == str(stats.seeds_needed(0.04, math.sqrt(0.038)))  # mean, sd of diffs
+    assert acc["paper_control_seeds_needed"] == ""  # negligible: settled, nothing to ask
     assert acc["fair_cnn_holm_p"] is None and acc["fair_cnn_seeds_needed"] == ">1000"  # 3 seeds, mean on the other side
     assert _claim(report, "robust_mnist")["paper_cnn_holm_p"] == pytest.approx(26 / 32)
     speed = _claim(report, "speed_mnist")  # tested against the published 5x, on the log scale
@@ -436,44 +444,43 @@ def test_statistics_beside_the_verdict(built_report):
     assert params["paper_cnn_wilcoxon_p"] == pytest.approx(1 / 32)
     assert params["paper_control_holm_p"] == pytest.approx(5 / 32)  # the control family has no memory row: 5 members
     tables = _md_tables((out / "report.md").read_text())
-    claims = next(t for t in tables if t[0][:2] == ["claim", "published"])
+    claims = next(t for t in tables if t[0][:3] == ["claim", "published", "known flaw of the published number"])
     row = next(r for r in claims if r[0] == "hybrid more accurate than classical on MNIST")
-    cnn, control = row[claims[0].index("paper: hybrid - cnn")], row[claims[0].index("paper: hybrid - control")]
+    cnn, control = row[claims[0].index("paper: hybrid - CNN")], row[claims[0].index("paper: hybrid - control")]
     assert "; signed-rank p = 0.031 (Holm 0.188); Hodges-Lehmann +1.00 pp; per seed" in cnn
-    assert f"would need {acc['paper_control_seeds_needed']} seeds (80 % power)" in control
-    assert "(no Holm: under 5 seeds)" in row[claims[0].index("fair: hybrid - cnn")]
+    assert "would need" not in control  # negligible is settled
+    assert "would need more than 1000 seeds (80 % power)" in row[claims[0].index("fair: hybrid - CNN")]
+    assert "(no Holm: under 5 seeds)" in row[claims[0].index("fair: hybrid - CNN")]
 
 
-def test_verdicts_at_a_glance_come_first_and_provenance_last(built_report):
+def test_the_answer_comes_first_and_provenance_last(built_report):
     _, out, _ = built_report
     md = (out / "report.md").read_text()
-    first_table = _md_tables(md)[0]
-    assert first_table[0] == ["claim", "protocol", "published", "ours: hybrid - cnn", "ours: hybrid - control",
-                              "verdict"]
-    order = ["## Verdicts at a glance", "## Figures", "## Claims in detail", "## Results in the paper's shape",
-             "## Provenance and commands", "## Sources"]
+    assert "## Bottom line" in md.splitlines()[:15]
+    order = ["## Bottom line", "## Verdicts by claim", "## Figures", "## Claims in detail",
+             "## Results in the paper's shape", "## Appendix: glossary", "## Appendix: further metrics",
+             "## Appendix: provenance and commands", "## Appendix: sources"]
     assert [md.index(h) for h in order] == sorted(md.index(h) for h in order)
-    assert md.index("Shorter than the published budget") < md.index("## Verdicts at a glance")
-    # claims without data: not a row each, but named in one line under the glance table
-    assert not any(r[3] == r[4] == "no data" for r in first_table[1:])
+    assert md.index("## Bottom line") < md.index("forest_synthetic.png") < md.index("## Verdicts by claim")
+    assert md.index("## Verdicts by claim") < md.index("Shorter than the published budget") < md.index("| claim |")
+    # claims without data: not a row each, but named in one line under the verdict table
+    assert not any(all(c == "no data" for c in r[2:]) for r in _verdicts(md)[1:])
     line = next(x for x in md.splitlines() if x.startswith("Not measured here: no data for"))
-    assert "hybrid more accurate than classical on CIFAR-100" in line and "on STL-10" in line
-    # the growth proxy: labelled, and says which dataset it lacks
-    proxy = next(r for r in first_table if r[0].startswith("PROXY:"))
-    assert proxy[1] == "fair" and "only digits, MNIST available; missing Fashion-MNIST" in proxy[3]
-    # the detailed claims table is next (after what the circuit contributes); runs and commands come later
-    assert next(t for t in _md_tables(md)[1:] if t[0][0] != "compared with")[0][0] == "claim"
-    assert md.index("Main jobs behind these runs") > md.index("## Further metrics")
+    assert "more accurate, CIFAR-100" in line and "STL-10" in line
+    # the growth proxy: says which datasets it lacks
+    proxy = _verdict_cell(md, "advantage grows with complexity (proxy)", "fair")
+    assert "only digits, MNIST available; missing Fashion-MNIST" in proxy
+    assert md.index("Main jobs behind these runs") > md.index("## Appendix: further metrics")
 
 
 def test_budget_banner_and_marks(built_report):
-    """Every run here ran 2 epochs: the banner says so at the top and each affected verdict is marked."""
+    """Every run here ran 2 epochs: the banner says so above the verdict table and each affected verdict is marked."""
     _, out, _ = built_report
     md = (out / "report.md").read_text()
-    top = md.split("## Verdicts at a glance")[0]
+    top = md.split("## Verdicts by claim")[1].split("| claim |")[0]
     assert "MNIST / paper: 15 of 15 runs ran 2 of the published 50 epochs" in top
-    glance = _glance(md)
-    assert all(r[5].endswith("[ran 2 of the published 50 epochs]") for r in glance[1:])
+    cells = [c for r in _verdicts(md)[1:] for c in r[2:] if c != "no data"]
+    assert cells and all(c.endswith("[ran 2 of the published 50 epochs]") for c in cells)
 
 
 def test_tables_show_per_seed_values(built_report):
@@ -482,9 +489,9 @@ def test_tables_show_per_seed_values(built_report):
     results = next(t for t in tables if t[0][:2] == ["arm", "seeds"] and "published PGD eps 0.1 (%)" in t[0])
     per_seed = next(r for r in results if r[0] == "hybrid, per seed")
     assert per_seed[results[0].index("best val acc (%)")] == "99.0 / 99.2 / 99.1 / 99.3 / 98.9"
-    claims = next(t for t in tables if t[0][:2] == ["claim", "published"])
+    claims = next(t for t in tables if t[0][:3] == ["claim", "published", "known flaw of the published number"])
     acc = next(r for r in claims if r[0] == "hybrid more accurate than classical on MNIST")
-    assert acc[claims[0].index("paper: hybrid - cnn")].endswith("per seed (0, 1, 2, 3, 4): +1.0 / +0.9 / +1.2 / +1.1 / +0.8")
+    assert acc[claims[0].index("paper: hybrid - CNN")].endswith("per seed (0, 1, 2, 3, 4): +1.0 / +0.9 / +1.2 / +1.1 / +0.8")
 
 
 def test_runs_csv_alone_recomputes_the_report(built_report):
@@ -604,12 +611,12 @@ def test_contended_epochs_are_left_out_of_timings(timing_reports):
     assert speed["fair_cnn_verdict"] == HOLDS and speed["fair_control_verdict"] == "faster, but not 5-12x"
     assert speed["fair_verdict"] == "holds against cnn only"
     md = (tmp / "alone" / "report.md").read_text()
-    row = next(r for r in _glance(md) if r[0] == "hybrid trains faster per epoch on digits")
-    assert row[5].startswith("holds against cnn only: against the Linear+tanh control: faster, but not 5-12x")
+    cell = _verdict_cell(md, "faster per epoch, digits", "fair")
+    assert cell.startswith("holds against the CNN only: against the control: faster, but not 5-12x")
     results = next(t for t in _md_tables(md) if t[0][:2] == ["arm", "seeds"])
     contended = results[0].index("contended epochs (left out of timings)")
     assert {r[0]: r[contended] for r in results[1:] if "per seed" not in r[0]} == {
-        "hybrid": "10 of 15", "cnn": "1 of 15", "control": "0 of 15"}
+        "hybrid": "10 of 15", "CNN": "1 of 15", "control": "0 of 15"}
     history = pd.read_csv(tmp / "alone" / "history.csv")
     runs = pd.read_csv(tmp / "alone" / "runs.csv")
     hybrid0 = runs[(runs.arm == "hybrid") & (runs.seed == 0)].run_id.iloc[0]
@@ -620,18 +627,19 @@ def test_contended_epochs_are_left_out_of_timings(timing_reports):
 def test_stopped_early_counts_as_complete_and_out_of_range_is_flagged(timing_reports):
     _, _, tmp = timing_reports
     md = (tmp / "alone" / "report.md").read_text()
-    assert "digits / fair: 10 of 15 runs ran 3 of the published 50 epochs" in md.split("## Verdicts at a glance")[0]
+    assert "digits / fair: 10 of 15 runs ran 3 of the published 50 epochs" in md.split("| claim |")[0]
     results = next(t for t in _md_tables(md) if t[0][:2] == ["arm", "seeds"])
     col = results[0].index("test acc (%)")
     cells = {r[0]: r[col] for r in results[1:]}
     assert "[interval above 100 %" in cells["hybrid"]  # 99.20 ± 1.6: an accuracy interval past 100 %
-    assert "interval" not in cells["cnn"].split("±")[1]
+    assert "interval" not in cells["CNN"].split("±")[1]
 
 
 def test_growth_proxy_reads_related_report_folders(timing_reports):
     alone, related, tmp = timing_reports
-    alone_proxy = next(r for r in _glance((tmp / "alone" / "report.md").read_text()) if r[0].startswith("PROXY:"))
-    assert "only digits available; missing MNIST, Fashion-MNIST" in alone_proxy[3]
+    alone_proxy = _verdict_cell((tmp / "alone" / "report.md").read_text(), "advantage grows with complexity (proxy)",
+                                "fair")
+    assert "only digits available; missing MNIST, Fashion-MNIST" in alone_proxy
     proxy = _claim(related, "growth_proxy")
     gain = {"digits": np.subtract(TIMING_TEST_ACC["hybrid"], TIMING_TEST_ACC["cnn"]),
             "fashion": np.subtract(FASHION_TEST_ACC["hybrid"], FASHION_TEST_ACC["cnn"])}
@@ -639,9 +647,10 @@ def test_growth_proxy_reads_related_report_folders(timing_reports):
     assert proxy["fair_cnn_n"] == 5 and "f-hybrid-0" in proxy["fair_cnn_run_ids"].split()
     assert "f-old" not in proxy["fair_cnn_run_ids"] and "f-failed" not in proxy["fair_cnn_run_ids"]
     md = (tmp / "related" / "report.md").read_text()
-    row = next(r for r in _glance(md) if r[0].startswith("PROXY:"))
-    assert "missing" not in row[3]  # vs cnn: digits (here), MNIST (main report), Fashion-MNIST (folder)
-    assert "only digits, Fashion-MNIST available; missing MNIST" in row[4]  # the main report has no fair control
+    cell = _verdict_cell(md, "advantage grows with complexity (proxy)", "fair")
+    vs_cnn, vs_control = cell.split("; vs CNN ")[1].split("; vs control ")
+    assert "missing" not in vs_cnn  # vs cnn: digits (here), MNIST (main report), Fashion-MNIST (folder)
+    assert "only digits, Fashion-MNIST available; missing MNIST" in vs_control  # the main report has no fair control
     assert "runs.csv of ../fashion" in md and str(tmp) not in md
     # growth: independent samples, the rank-sum test; every Fashion-MNIST gain (1-3 pp) is below every digits gain
     # (7-10 pp): p = 1, and the 25 differences f - d have -9 x3, -8 x7, -7 x8, ...: median (13th) -7 pp

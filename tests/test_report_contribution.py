@@ -139,13 +139,14 @@ def test_section_renders_the_table_after_the_figures(built):
     assert md.index("## Figures") < md.index("## What the circuit contributes") < md.index("## How to read")
     table = next(t for t in _md_tables(_section(md)) if t[0][0] == "compared with")
     rows = {r[0].split(":")[0]: r for r in table[1:]}
-    assert list(rows) == ["control", "hybrid_noent", "hybrid_frozen"]
-    noent = rows["hybrid_noent"]
+    # plain names in the body: the identifiers live in the glossary
+    assert list(rows) == ["control", "hybrid without entanglement", "hybrid with frozen circuit"]
+    noent = rows["hybrid without entanglement"]
     low, high = _t_bounds(DIFFS_PP["hybrid_noent"])
     assert noent[1].startswith(f"+1.40 pp [{low:+.2f}, {high:+.2f}] (n=5); per seed (0, 1, 2, 3, 4): +1.0 / +2.0")
     assert "Wilcoxon p = 0.031" in noent[1] and noent[2] == "adds accuracy"
     assert "PGD alone" in rows["control"][3] and "worst case over every attack" in noent[3]
-    assert rows["hybrid_frozen"][2] == "equivalent within ±0.5 pp"
+    assert rows["hybrid with frozen circuit"][2] == "equivalent within ±0.5 pp"
     assert built["out"] / CONTRIBUTION_CSV in built["report"].files
 
 

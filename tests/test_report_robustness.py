@@ -27,7 +27,7 @@ from hqcbench.report.masking_gate import (PGD_METRIC, UNRESOLVED_MASKING, UNRESO
                                           ArmFlags, evaluate_robustness, gate)
 from hqcbench.report.stats import DOES_NOT_HOLD, HOLDS, Interval, Verdict
 from tests.conftest import private_mlflow_store
-from tests.test_report import T4, _glance, _log_child, _md_tables
+from tests.test_report import T4, _log_child, _md_tables, _verdict_cell
 
 ROBUST = {"hybrid": [0.30, 0.32, 0.31, 0.33, 0.29], "cnn": [0.10, 0.11, 0.09, 0.12, 0.10],
           "control": [0.20, 0.21, 0.19, 0.22, 0.20]}  # hybrid - cnn: 20, 21, 22, 21, 19 pp; - control: 10 .. 12
@@ -36,7 +36,7 @@ AUTOATTACK = names.robust_metric("autoattack", 0.1)
 PAPER = {  # paper protocol: published measure, its clamp-only baseline, worst case (pixel eps 0.1)
     "hybrid": {"robust_acc_pgd_paper_eps_0.1": [0.40, 0.42, 0.41, 0.43, 0.39],
                "pgd_paper_clamp_only_acc": [0.90, 0.92, 0.91, 0.93, 0.89],
-               WORST_METRIC: [0.02, 0.03, 0.02, 0.04, 0.04], AUTOATTACK: [0.02, 0.03, 0.02, 0.04, 0.04]},
+               WORST_METRIC: [0.12, 0.13, 0.12, 0.14, 0.14], AUTOATTACK: [0.12, 0.13, 0.12, 0.14, 0.14]},
     "cnn": {"robust_acc_pgd_paper_eps_0.1": [0.10, 0.12, 0.11, 0.10, 0.12],
             "pgd_paper_clamp_only_acc": [0.60, 0.62, 0.61, 0.60, 0.62],
             WORST_METRIC: [0.01, 0.01, 0.02, 0.01, 0.00], AUTOATTACK: [0.01, 0.01, 0.02, 0.01, 0.00]},
@@ -108,9 +108,11 @@ def _csv_row(folder) -> pd.Series:
     return pd.read_csv(folder / "claims.csv").set_index("claim").loc["robust_mnist"]
 
 
-def _glance_row(folder, protocol: str) -> list[str]:
-    return next(r for r in _glance((folder / "report.md").read_text())
-                if r[0].startswith("hybrid more robust than classical on MNIST") and r[1] == protocol)
+def _verdict(folder, protocol: str) -> str:
+    return _verdict_cell((folder / "report.md").read_text(), "more robust at eps 0.1, MNIST", protocol)
+
+
+MASKED_TEXT = "hybrid: PGD not converged, vanishing input gradients in 2/5 seeds"  # the checks' plain names
 
 
 # ----------------------------------------------------------------------------------------- the verdicts
@@ -120,7 +122,7 @@ def test_clean_worst_case_difference_holds(reports):
     assert row["fair_cnn_mean"] == pytest.approx(20.6) and row["fair_control_mean"] == pytest.approx(10.6)
     assert row["fair_verdict"] == HOLDS and row["fair_cnn_verdict"] == HOLDS
     assert row["fair_metric"] == WORST_METRIC and row["fair_cnn_masking"] == ""
-    assert _glance_row(folder, "fair")[5].startswith("holds against cnn and control")
+    assert _verdict(folder, "fair").startswith("holds against the CNN and control")
 
 
 def test_masking_flag_on_the_hybrid_blocks_holds_and_is_named(reports):
@@ -129,14 +131,16 @@ def test_masking_flag_on_the_hybrid_blocks_holds_and_is_named(reports):
     assert row["fair_cnn_mean"] == pytest.approx(20.6)  # the same numbers as the clean store ...
     assert row["fair_verdict"] == UNRESOLVED_MASKING  # ... but not "holds"
     assert row["fair_cnn_verdict"] == row["fair_control_verdict"] == UNRESOLVED_MASKING
-    assert row["fair_cnn_masking"] == "hybrid: converged, zero_grad in 2/5 seeds"
-    glance = _glance_row(folder, "fair")[5]
-    assert glance.startswith(UNRESOLVED_MASKING) and "hybrid: converged, zero_grad in 2/5 seeds" in glance
-    claims = next(t for t in _md_tables((folder / "report.md").read_text()) if t[0][:2] == ["claim", "published"])
+    assert row["fair_cnn_masking"] == MASKED_TEXT
+    glance = _verdict(folder, "fair")
+    assert glance.startswith(UNRESOLVED_MASKING) and MASKED_TEXT in glance
+    claims = next(t for t in _md_tables((folder / "report.md").read_text()) if t[0][:3] == [
+        "claim", "published", "known flaw of the published number"])
     detail = next(r for r in claims if r[0].startswith("hybrid more robust"))[claims[0].index("verdict (fair)")]
-    assert f"{WORST_METRIC} alone would say holds" in detail and "neither arm raised a masking flag" in detail
+    assert "worst case over every attack at eps 0.1 alone would say holds" in detail
+    assert "neither arm raised a masking flag" in detail
     # the results table says so too, under the table
-    assert "Masking checks failed (hybrid: converged, zero_grad in 2/5 seeds)" in (folder / "report.md").read_text()
+    assert f"Masking checks failed ({MASKED_TEXT})" in (folder / "report.md").read_text()
 
 
 def test_runs_without_worst_case_fall_back_to_pgd_and_never_settle(reports):
@@ -145,13 +149,14 @@ def test_runs_without_worst_case_fall_back_to_pgd_and_never_settle(reports):
     assert row["fair_metric"] == PGD_METRIC and row["fair_cnn_metric"] == PGD_METRIC
     assert row["fair_cnn_mean"] == pytest.approx(20.6)  # PGD numbers: worst + 5 pp for every arm
     assert row["fair_verdict"] == UNRESOLVED_NO_WORST
-    glance = _glance_row(folder, "fair")[5]
-    assert glance.startswith(f"{UNRESOLVED_NO_WORST} against cnn and control (on {PGD_METRIC} alone)")
-    claims = next(t for t in _md_tables((folder / "report.md").read_text()) if t[0][:2] == ["claim", "published"])
+    glance = _verdict(folder, "fair")
+    assert glance.startswith(f"{UNRESOLVED_NO_WORST} against the CNN and control (on PGD at eps 0.1 alone)")
+    claims = next(t for t in _md_tables((folder / "report.md").read_text()) if t[0][:3] == [
+        "claim", "published", "known flaw of the published number"])
     claim = next(r for r in claims if r[0].startswith("hybrid more robust"))
-    assert f"{PGD_METRIC} alone would say holds" in claim[claims[0].index("verdict (fair)")]
-    assert claim[3] == (f"robust_acc_pgd_paper_eps_0.1 / {WORST_METRIC} (where no run has it: {PGD_METRIC}, "
-                        "at most unresolved)")
+    assert "PGD at eps 0.1 alone would say holds" in claim[claims[0].index("verdict (fair)")]
+    assert claim[3] == ("worst case over every attack at eps 0.1 / worst case over every attack at eps 0.1 (where no "
+                        "run has it: PGD at eps 0.1, at most unresolved)")
 
 
 def test_a_worst_case_over_gradient_attacks_alone_does_not_count(reports):
@@ -168,19 +173,25 @@ def test_claims_csv_carries_verdict_and_metric(reports):
         row = _csv_row(reports[kind][1])
         assert (row["fair_verdict"], row["fair_metric"], row["fair_cnn_metric"]) == (verdict, metric, metric), kind
     masked = _csv_row(reports["masked"][1])
-    assert masked["fair_control_masking"] == "hybrid: converged, zero_grad in 2/5 seeds"
+    assert masked["fair_control_masking"] == MASKED_TEXT
 
 
-def test_paper_protocol_judges_the_published_measure_on_worst_case_seeds(reports):
-    """Against cnn the runs carry the worst case: the published measure's verdict stands. The control's runs
-    do not: against it the verdict cannot settle."""
+def test_paper_protocol_judges_the_worst_case_with_the_published_measure_beside_it(reports):
+    """Against cnn the runs carry the worst case: the paper verdict rests on it (hybrid - cnn 11, 12, 10, 13,
+    14 pp), and the published measure (30 pp) and its clamp alone stand beside it, labelled, never judged on.
+    The control's runs carry only the published measure: against it the verdict falls back and cannot settle."""
     report, folder = reports["clean"]
     row = _robust_row(report)
-    assert row["paper_cnn_mean"] == pytest.approx(30.0) and row["paper_cnn_verdict"] == HOLDS
+    assert row["paper_cnn_metric"] == WORST_METRIC and row["paper_cnn_mean"] == pytest.approx(12.0)
+    assert row["paper_cnn_verdict"] == HOLDS
+    assert row["paper_control_metric"] == "robust_acc_pgd_paper_eps_0.1"
     assert row["paper_control_verdict"] == UNRESOLVED_NO_WORST and row["paper_control_mean"] == pytest.approx(20.0)
     assert row["paper_verdict"] == "holds against cnn only"
-    assert _glance_row(folder, "paper")[5].startswith(
-        f"holds against cnn only: against the Linear+tanh control: {UNRESOLVED_NO_WORST}")
+    cell = _verdict(folder, "paper")
+    assert cell.startswith(f"holds against the CNN only: against the control: {UNRESOLVED_NO_WORST}")
+    assert "; vs CNN +12.00 pp [" in cell
+    assert "; published measure (vs CNN) +30.00 pp [" in cell
+    assert "; published clamp alone, no attack step (vs CNN) +30.00 pp [" in cell
 
 
 # ----------------------------------------------------------------------------------------- the tables
@@ -198,10 +209,10 @@ def test_paper_table_sets_worst_case_and_clamp_only_beside_the_published_measure
     assert header[published + 1] == "published clamp alone, no attack step (%)"
     assert header[published + 2] == "worst case over every attack, pixel eps 0.1 (%)"
     rows = {r[0]: r for r in table[1:]}
-    for arm in ("hybrid", "cnn"):
-        assert rows[arm][published] == _cell(PAPER[arm]["robust_acc_pgd_paper_eps_0.1"]), arm
-        assert rows[arm][published + 1] == _cell(PAPER[arm]["pgd_paper_clamp_only_acc"]), arm
-        assert rows[arm][published + 2] == _cell(PAPER[arm][WORST_METRIC]), arm
+    for arm, label in (("hybrid", "hybrid"), ("cnn", "CNN")):
+        assert rows[label][published] == _cell(PAPER[arm]["robust_acc_pgd_paper_eps_0.1"]), arm
+        assert rows[label][published + 1] == _cell(PAPER[arm]["pgd_paper_clamp_only_acc"]), arm
+        assert rows[label][published + 2] == _cell(PAPER[arm][WORST_METRIC]), arm
     assert rows["hybrid"][published + 1] == "91.00 ± 1.96"  # by hand: 90, 92, 91, 93, 89 %, sd sqrt(2.5)
     assert rows["control"][published + 1] == rows["control"][published + 2] == "no data"  # not logged: said so
     assert rows["hybrid, per seed"][published + 1] == "90.0 / 92.0 / 91.0 / 93.0 / 89.0"
@@ -214,10 +225,10 @@ def test_eot_attacks_are_named(reports):
     md = (folder / "report.md").read_text()
     assert ("Gradient attacks on hybrid averaged the loss gradient over readout samples (EOT) in 5/5 seeds: "
             + EOT) in md
-    claims = next(t for t in _md_tables(md) if t[0][:2] == ["claim", "published"])
+    claims = next(t for t in _md_tables(md) if t[0][:3] == ["claim", "published", "known flaw of the published number"])
     robust = next(r for r in claims if r[0].startswith("hybrid more robust"))
-    assert "averaged the loss gradient over readout samples (EOT)" in robust[claims[0].index("paper: hybrid - cnn")]
-    assert "EOT" not in robust[claims[0].index("fair: hybrid - cnn")]  # the fair runs were not finite-shot
+    assert "averaged the loss gradient over readout samples (EOT)" in robust[claims[0].index("paper: hybrid - CNN")]
+    assert "EOT" not in robust[claims[0].index("fair: hybrid - CNN")]  # the fair runs were not finite-shot
 
 
 # ----------------------------------------------------------------------------------------- the rule itself
@@ -269,8 +280,8 @@ def test_pgd_fallback_leaves_out_runs_whose_pgd_did_not_converge():
     assert cnn.metric == PGD_METRIC and cnn.n == 4 and "hybrid-2" not in cnn.run_ids
     assert cnn.interval.mean == pytest.approx(np.mean([20, 21, 21, 19]))
     assert "left out, PGD not converged (check converged failed): hybrid seed 2" in cnn.detail
-    assert cnn.masking == "hybrid: converged in 1/5 seeds" and cnn.verdict.status == "no verdict"
-    assert "possible gradient masking: hybrid: converged in 1/5 seeds" in cnn.verdict.reason
+    assert cnn.masking == "hybrid: PGD not converged in 1/5 seeds" and cnn.verdict.status == "no verdict"
+    assert "possible gradient masking: hybrid: PGD not converged in 1/5 seeds" in cnn.verdict.reason
 
 
 def test_seeds_without_worst_case_are_left_out_and_named():

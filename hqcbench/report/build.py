@@ -216,7 +216,7 @@ def training_versions_line(runset: RunSet) -> str:
     a version changes when the code changes what a configuration trains."""
     column = f"tags.{names.TAG_TRAINING_VERSION}"
     values = runset.runs[column] if column in runset.runs.columns else pd.Series(None, index=runset.runs.index)
-    counts = values.fillna("not recorded").astype(str).value_counts()
+    counts = values.astype(object).where(values.notna(), "not recorded").astype(str).value_counts()
     parts = [f"{version} ({count} run{'s' if count != 1 else ''})" for version, count in sorted(counts.items())]
     return ("Training version of the code that trained the runs: " + ", ".join(parts)
             + " ('not recorded': trained before runs carried it).")

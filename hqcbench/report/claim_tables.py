@@ -154,16 +154,21 @@ def _verdict_cell(sources: Sources, res: ClaimResult, mark: str) -> Inline:
     intervals (and for robustness the published measure and its clamp alone, labelled)."""
     if not res.shown:
         return "no data"
-    cell: list[Inline] = [f"{plain_verdict(res.verdict.short)}{mark}"]
+    cell: list[Inline] = [plain_verdict(res.verdict.short)]
     for other in COMPARED:
         c = res.comparisons[other]
         if c.interval is None:
+            cell += [f"; {ARM_NAMES[other]}: {c.note}"] if c.note else []
             continue
         cell += [f"; {ARM_NAMES[other]} ", sources.link(fmt_claim_interval(c.interval, res.claim.unit), c.run_ids)]
         if c.absolute:
             cell.append(f": {c.absolute}")
+        if c.note:
+            cell.append(f" ({c.note})")
     for label, iv, run_ids in res.comparisons["cnn"].beside:
         cell += [f"; {label} (vs CNN) ", sources.link(fmt_claim_interval(iv, res.claim.unit), run_ids)]
+    if mark:
+        cell.append(mark)
     return cell
 
 
