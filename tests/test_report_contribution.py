@@ -224,3 +224,12 @@ def test_sweep_figure_and_table_are_written(built):
         half = sps.t.ppf(0.975, len(pct) - 1) * pct.std(ddof=1) / math.sqrt(len(pct))
         assert hybrid[key][2:] == [str(len(pct)), f"{pct.mean():.2f} ± {half:.2f}"], key
     assert table[-1][0].startswith("control")
+
+
+def test_hybrid_minus_control_has_one_number_in_both_sections(built):
+    """The robustness row against the control takes the metric and seeds the robustness verdict takes."""
+    claim = next(c for c in built["report"].claims if c["claim"] == "robust_mnist")
+    row = _record(built["out"], "control", "robustness")
+    assert row["metric"] == claim["fair_control_metric"]
+    assert row["mean"] == pytest.approx(claim["fair_control_mean"]) and row["n"] == claim["fair_control_n"]
+    assert (row["low"], row["high"]) == pytest.approx((claim["fair_control_low"], claim["fair_control_high"]))

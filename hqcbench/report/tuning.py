@@ -19,6 +19,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from hqcbench import names
+from hqcbench.report.labels import arm_label
 from hqcbench.report.plots import save  # also selects the headless backend
 
 SEARCHED = (  # (setting keys, label, log scale): the order the table prints the space in
@@ -111,9 +112,10 @@ def budget_line(studies: list[StudySummary]) -> str:
 
 
 def table(studies: list[StudySummary]) -> tuple[list[str], list[list[str]]]:
-    header = ["study", "arm", "trials (complete / pruned / failed)", "search space", "best val acc (%)",
+    """One row per study, by arm (plain names; the Optuna study names are in tuning.csv)."""
+    header = ["arm", "trials (complete / pruned / failed)", "search space", "best val acc (%)",
               "best configuration (retrained with every seed)"]
-    rows = [[s.name, s.arm, f"{s.finished} ({s.complete} / {s.pruned} / {s.failed})", s.space or "(none)",
+    rows = [[arm_label(s.arm), f"{s.finished} ({s.complete} / {s.pruned} / {s.failed})", s.space or "(none)",
              "n/a" if s.best_value is None else f"{100 * s.best_value:.2f}", _fmt_params(s.best_params)]
             for s in studies]
     return header, rows
@@ -136,7 +138,8 @@ def history_figure(studies: list[StudySummary], out_dir: Path) -> list[tuple[str
             continue
         fig, ax = plt.subplots(figsize=(6.4, 3.8))
         for s in group:
-            ax.plot(np.arange(1, len(s.best_so_far) + 1), 100 * np.asarray(s.best_so_far), marker=".", label=s.arm)
+            ax.plot(np.arange(1, len(s.best_so_far) + 1), 100 * np.asarray(s.best_so_far), marker=".",
+                    label=arm_label(s.arm))
         ax.set_xlabel("trial (finished, in order)")
         ax.set_ylabel("best validation accuracy so far (%)")
         ax.set_title(f"Tuning, {dataset}: equal trial budgets per arm")
