@@ -296,7 +296,8 @@ def trend_wording(verdict: Verdict, labels: list[str], gains: list[float], unit:
         return verdict
     listing = ", ".join(f"{label} {gain:+.2f} {unit}" for label, gain in zip(labels, gains))
     falls = [f"{a} -> {b}" for a, b, ga, gb in zip(labels, labels[1:], gains, gains[1:]) if gb <= ga]
-    shape = f"; it does not grow from {', '.join(falls)}" if falls else "; it grows at every step"
+    shape = (f"; the difference does not rise from {', '.join(falls)}" if falls
+             else "; the difference rises at every step")
     if max(gains) < 0:
         return Verdict(SHRINKING_DEFICIT, f"hybrid - {other} is below zero on every dataset ({listing}): no "
                        f"advantage to grow, only a deficit that is smaller on the last dataset than on the first"
