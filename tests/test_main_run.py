@@ -1,4 +1,4 @@
-"""End to end on the offline default: one parent run, a child per (arm, seed), the design's names."""
+"""End to end on the offline default: one parent run, a child per (arm, seed), the names of docs/metrics.md."""
 from __future__ import annotations
 
 import mlflow

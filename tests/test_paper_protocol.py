@@ -1,4 +1,4 @@
-"""The paper protocol reproduces the published procedure (../shared/DESIGN.md, "paper"): architectures and
+"""The paper protocol reproduces the published procedure (docs/published_study.md): architectures and
 their parameter counts, the recipes, augmentation, the 80/20 validation split, batch 64, and the tag that
 marks a run shortened below the published 50 epochs."""
 from __future__ import annotations

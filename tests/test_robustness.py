@@ -138,7 +138,7 @@ def test_masked_model_is_flagged_and_normal_cnn_is_not(digits, small_cnn, monkey
     assert masked.metrics["transfer_acc_from_cnn_eps_0.1"] < masked.metrics["robust_acc_pgd_eps_0.1"] - 0.2
     assert masked.tags[names.TAG_CHECK_PREFIX + "bounds"] == "pass"  # the examples are valid, only useless
 
-    # the design's metric names, the curve steps and the artifacts
+    # the metric names of docs/metrics.md, the curve steps and the artifacts
     for key in ("clean_acc_attack_subset", "robust_acc_fgsm_eps_0.1", "robust_acc_pgd_eps_0.1",
                 "robust_acc_square_eps_0.1", "attack_time_s_fgsm", "attack_time_s_pgd", "attack_time_s_square"):
         assert key in cnn.metrics, key
