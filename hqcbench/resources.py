@@ -26,7 +26,7 @@ peak is exact however short the spike. Children (e.g. DataLoader workers) are sa
 is not allowed, the process is sampled as well (a spike shorter than ``interval_s`` can then be missed).
 No library offers per-window peaks of a process tree plus NVML per-process memory, hence this module.
 
-Size: about 510 lines, one monitor and the probes its sampling thread reads (process, children,
+Size: about 480 lines, one monitor and the probes its sampling thread reads (process, children,
 NVML), and the timing lock that keeps timed jobs from sharing a core; split apart, the NVML probe
 would be a module used by nothing else.
 """

@@ -23,7 +23,7 @@ from hqcbench import names
 from hqcbench.config import RunConfig
 from hqcbench.data.datasets import Splits
 from hqcbench.evaluation import worst_case
-from hqcbench.evaluation.attacks import (ATTACK_RNG_SEED, SQUARE_MAX_ITER, SQUARE_P_INIT, AttackSet,
+from hqcbench.evaluation.attacks import (ATTACK_RNG_SEED, SQUARE_P_INIT, AttackSet,
                                          art_classifier, attack_batch_size, attack_subset, autoattack_settings,
                                          eot_samples_for, first_breaks, inputs_only, make_attack, predict_labels,
                                          sampled_shots, seeded_numpy, square_queries)
@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 # robustness_sweep), so PGD gets a coarse grid: on digits a 0.05 point alone doubled the attack time.
 CURVE_GRID = {"fgsm": (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3), "pgd": (0.0, 0.1, 0.2, 0.3)}
 SUMMARY_FILE = "robustness_summary.txt"
-SQUARE_DEFAULT_QUERIES = SQUARE_MAX_ITER  # Square's budget without autoattack (attacks.square_queries)
 CURVE_FILE = "robustness_curve.png"
 
 

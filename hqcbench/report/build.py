@@ -39,7 +39,7 @@ from hqcbench.report.claims import DATASET_LABELS, FLAWS, TIME_METRIC
 from hqcbench.report.forest import forest_file_name, write_forest
 from hqcbench.report.labels import glossary
 from hqcbench.report.contribution import contribution_section
-from hqcbench.report.document import Anchor, Document, Link
+from hqcbench.report.document import Anchor, Document
 from hqcbench.report.epochs import CONTENDED_SHARE, banner
 from hqcbench.report.exports import read_related, write_exports
 from hqcbench.report.formatting import relative_path, relative_paths
