@@ -27,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-from hqcbench.config import ARMS, PROTOCOLS, RunConfig
+from hqcbench.arms import names as arm_names
+from hqcbench.config import PROTOCOLS, RunConfig
 from hqcbench.data.datasets import load_splits
 from hqcbench.models.arms import build_model, count_parameters
 from hqcbench.config import PAPER_BATCH_SIZE
@@ -46,7 +47,7 @@ CONTENDED = 0.85
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--epochs", type=int, default=3, help="epochs per (protocol, arm); the median is reported")
-    ap.add_argument("--arms", default=",".join(ARMS), help="comma-separated arms (default: all)")
+    ap.add_argument("--arms", default=",".join(arm_names()), help="comma-separated arms (default: all)")
     ap.add_argument("--protocols", default="fair,paper", help="comma-separated protocols (default: both)")
     ap.add_argument("--data-dir", default=os.environ.get("HQCBENCH_DATA_DIR", "../shared/data"),
                     help="folder holding MNIST/raw (torchvision layout)")
@@ -61,9 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     args.arm_list = [a.strip() for a in args.arms.split(",") if a.strip()]
     args.protocol_list = [p.strip() for p in args.protocols.split(",") if p.strip()]
-    bad = [a for a in args.arm_list if a not in ARMS] + [p for p in args.protocol_list if p not in PROTOCOLS]
+    bad = [a for a in args.arm_list if a not in arm_names()] + [p for p in args.protocol_list if p not in PROTOCOLS]
     if bad or args.epochs < 1 or not args.arm_list or not args.protocol_list:
-        ap.error(f"bad value(s) {bad or ''}: arms in {ARMS}, protocols in {PROTOCOLS}, epochs >= 1")
+        ap.error(f"bad value(s) {bad or ''}: arms in {arm_names()}, protocols in {PROTOCOLS}, epochs >= 1")
     return args
 
 

@@ -21,16 +21,13 @@ from typing import Any, Callable, TypeVar
 
 import psutil
 
+from hqcbench import arms as arm_registry
 from hqcbench.errors import UserInputError
 
 T = TypeVar("T")
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar100", "stl10")
 PAPER_DATASETS = ("mnist", "cifar100", "stl10")
-# hybrid_noent / hybrid_frozen: ablations of the hybrid, one change each (docs/quantum_layer.md): no
-# entangling gate; circuit weights frozen at their seeded initialisation
-ARMS = ("cnn", "hybrid", "control", "hybrid_noent", "hybrid_frozen")
-CIRCUIT_ARMS = ("hybrid", "hybrid_noent", "hybrid_frozen")  # the arms whose middle is a QuantumLayer
 # tuned: the fair recipe with the hyperparameters an equal-budget Optuna study chose for each arm (a
 # campaign's tuned block runs the studies and sets them; docs/tuning.md). Display order: paper, fair, tuned.
 PROTOCOLS = ("fair", "paper", "tuned")
@@ -109,7 +106,7 @@ class RunConfig:
 
     dataset: str = _param("digits", "dataset to train on", "|".join(DATASETS))
     protocol: str = _param("fair", "fair (shared recipe), paper (published recipe) or tuned (fair recipe, hyperparameters from an equal-budget study)", "|".join(PROTOCOLS))
-    arms: str = _param("cnn,hybrid,control", "comma-separated arms", ",".join(ARMS))
+    arms: str = _param("cnn,hybrid,control", "comma-separated arms", ",".join(arm_registry.names()))
     epochs: int = _param(15, "training epochs per arm", ">= 1")
     patience: int = _param(0, "stop once validation loss has not improved for this many epochs (0: run every epoch)",
                            ">= 0")
@@ -193,7 +190,7 @@ class RunConfig:
                 "protocol", f"the paper protocol exists for {', '.join(PAPER_DATASETS)} only, not {self.dataset!r}",
                 "fair, or paper with dataset " + "|".join(PAPER_DATASETS))
         arms = self.arm_list
-        require(bool(arms) and all(a in ARMS for a in arms), "arms", f"bad arms {self.arms!r}")
+        require(bool(arms) and all(a in arm_registry.names() for a in arms), "arms", f"bad arms {self.arms!r}")
         require(len(set(arms)) == len(arms), "arms", f"repeated arm in {self.arms!r}")
         require(isinstance(self.epochs, int) and self.epochs >= 1, "epochs", f"got {self.epochs}")
         require(isinstance(self.patience, int) and self.patience >= 0, "patience", f"got {self.patience}")
@@ -474,7 +471,7 @@ class TuneConfig:
             require(bool(values), name, "empty list")
             require(all(v in allowed for v in values), name, f"got {getattr(self, name)!r}")
             require(len(set(values)) == len(values), name, f"repeated value in {getattr(self, name)!r}")
-        circuit_arm = next((a for a in self.arm_list if a in CIRCUIT_ARMS), None)
+        circuit_arm = next((a for a in self.arm_list if arm_registry.get(a).has_circuit), None)
         if circuit_arm:  # the largest circuit the search may draw (tune_space.suggest)
             largest = self.base_config().replace(
                 arms=circuit_arm, n_qubits=self.qubits_max, depth=self.depth_max,
@@ -492,11 +489,15 @@ class TuneConfig:
                                     "train_limit": self.train_limit, "engine": self.engine,
                                     "width_min": self.width_min, "width_max": self.width_max,
                                     "lr_min": self.lr_min, "lr_max": self.lr_max}
-        if arm == "control" or arm in CIRCUIT_ARMS:
+        search = arm_registry.get(arm).search  # the ranges of what the arm searches (tune_space.suggest)
+        if "n_qubits" in search:
             settings.update(qubits_min=self.qubits_min, qubits_max=self.qubits_max)
-        if arm in CIRCUIT_ARMS:
-            settings.update(depth_min=self.depth_min, depth_max=self.depth_max,
-                            encodings=self.encoding_list, ansatzes=self.ansatz_list)
+        if "depth" in search:
+            settings.update(depth_min=self.depth_min, depth_max=self.depth_max)
+        if "encoding" in search:
+            settings.update(encodings=self.encoding_list)
+        if "ansatz" in search:
+            settings.update(ansatzes=self.ansatz_list)
         return settings
 
     def to_dict(self) -> dict[str, Any]:

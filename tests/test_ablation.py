@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from hqcbench.config import ARMS, CIRCUIT_ARMS, RunConfig
+from hqcbench import arms as arm_registry
+from hqcbench.config import RunConfig
 from hqcbench.data.datasets import REGISTRY, load_splits
 from hqcbench.errors import UserInputError
 from hqcbench.jobs.fingerprint import training_fields, training_fingerprint
@@ -25,6 +26,9 @@ from hqcbench.models.arms import build_model, count_parameters
 from hqcbench.models.quantum import QuantumLayer, configure_readout
 from hqcbench.training.loop import fit
 from hqcbench.training.recipes import make_recipe
+
+ARMS = arm_registry.names()
+CIRCUIT_ARMS = arm_registry.circuit_arms()
 
 ANSATZES = ("strong", "basic")
 METHODS = ("unitary", "gates")

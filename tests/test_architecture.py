@@ -10,17 +10,19 @@ import ast
 from dataclasses import dataclass
 from pathlib import Path
 
+from hqcbench import arms
+
 
 PACKAGE = "hqcbench"
 ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 
 # unit (top-level module or subpackage of hqcbench) -> the units it may import. Imports inside one
-# unit are free (but may not form a cycle). Read it bottom-up: errors, names, hardware, allocator and threads depend on nothing;
-# config on those; data, models, tracking and resources on config; training adds data, models and
+# unit are free (but may not form a cycle). Read it bottom-up: errors, names, hardware, allocator, threads and
+# arms (the arm registry) depend on nothing; config on those but threads; data, models, tracking and resources on config; training adds data, models and
 # resources; evaluation adds training and tracking; report reads MLflow through tracking and never
 # touches training code; jobs compose everything; a study composes jobs; cli sits on top and nothing but __main__ imports it.
 _BASE = frozenset({"errors", "names", "hardware", "allocator"})
-_LOW = _BASE | {"config"}
+_LOW = _BASE | {"arms", "config"}
 LAYERS: dict[str, frozenset[str]] = {
     "__init__": frozenset(),
     "errors": frozenset(),
@@ -28,7 +30,8 @@ LAYERS: dict[str, frozenset[str]] = {
     "threads": frozenset(),
     "hardware": frozenset(),
     "allocator": frozenset(),
-    "config": _BASE,
+    "arms": frozenset(),
+    "config": _BASE | {"arms"},
     "data": _LOW,
     "models": _LOW,
     "tracking": _LOW,
@@ -208,6 +211,47 @@ def test_long_modules_say_why():
     assert unexplained == []
 
 
+REGISTRY_FILE = ROOT / "arms.py"  # the one place a built-in arm's name is spelled for a comparison
+
+
+def _arm_literals(node: ast.expr) -> list[str]:
+    """The built-in arm names ``node`` spells: a string constant, or a tuple/list/set of them."""
+    items = node.elts if isinstance(node, (ast.Tuple, ast.List, ast.Set)) else [node]
+    builtin = set(arms.names())
+    return [i.value for i in items if isinstance(i, ast.Constant) and i.value in builtin]
+
+
+def _names_an_arm(node: ast.expr) -> bool:
+    """A variable or attribute whose identifier says it holds an arm (``arm``, ``self.arms``, ``other_arm``)."""
+    ident = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else ""
+    return "arm" in ident.lower()
+
+
+def arm_name_comparisons(source: str, filename: str = "<string>") -> list[str]:
+    """Comparisons of an arm with a built-in arm's name spelled as a literal (``arm == "cnn"``,
+    ``"control" != arm``, ``arm in ("hybrid", ...)``): what such code decides belongs in the arm's
+    record in ``hqcbench.arms``, so a new arm is added in one place."""
+    out = []
+    for node in ast.walk(ast.parse(source, filename)):
+        if not isinstance(node, ast.Compare):
+            continue
+        operands = [node.left, *node.comparators]
+        for left, right in zip(operands, operands[1:]):
+            for side, other in ((left, right), (right, left)):
+                literals = _arm_literals(other)
+                if _names_an_arm(side) and literals:
+                    out.append(f"{filename}:{node.lineno}: compares {ast.unparse(side)} with {literals}")
+    return out
+
+
+def test_no_arm_is_compared_with_a_builtin_arm_name_outside_the_registry():
+    offenders = []
+    for f in sorted(ROOT.rglob("*.py")):
+        if f != REGISTRY_FILE:
+            offenders += arm_name_comparisons(f.read_text(), str(f.relative_to(ROOT.parent)))
+    assert offenders == [], "ask the arm's record in hqcbench.arms (or use its name constants)"
+
+
 # ---------------------------------------------------------------------------------------- the checker
 def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
     root = tmp_path / PACKAGE
@@ -234,3 +278,15 @@ def test_checker_flags_a_function_local_import_and_a_cycle(tmp_path):
     modules, edges = import_edges(root)
     assert find_cycles(modules, edges) == [["hqcbench.models.a", "hqcbench.models.b"]]
     assert layer_violations(edges) == []  # same unit: allowed, but not in a cycle
+
+
+def test_checker_flags_a_comparison_with_an_arm_name():
+    planted = ("def f(arm, cfg, other):\n"
+               "    a = arm == 'cnn'\n"
+               "    b = 'control' != cfg.arm\n"
+               "    c = arm in ('hybrid', 'x')\n"
+               "    d = {'hybrid_frozen'} == self_arms if other else 0\n"
+               "    e = arm == 'unknown_arm' or other == 'cnn' or arm == CNN\n")
+    found = arm_name_comparisons(planted, "planted.py")
+    assert [line.split(":")[1] for line in found] == ["2", "3", "4", "5"]
+    assert "compares cfg.arm with ['control']" in found[1]

@@ -10,7 +10,8 @@ import os
 import pytest
 import torch
 
-from hqcbench.config import ARMS, RunConfig
+from hqcbench.arms import names as arm_names
+from hqcbench.config import RunConfig
 from hqcbench.data.datasets import load_splits, to_float
 from hqcbench.models.arms import build_model
 from hqcbench.resources import ResourceMonitor
@@ -27,7 +28,7 @@ def cuda() -> torch.device:
     return torch.device("cuda")
 
 
-@pytest.mark.parametrize("arm", ARMS)
+@pytest.mark.parametrize("arm", arm_names())
 def test_every_arm_trains_a_step_on_cuda_and_matches_cpu(cuda, arm):
     splits = load_splits("digits", None, seed=0, val_fraction=0.2)
     cfg = RunConfig(width=8)

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from hqcbench import names
+from hqcbench.arms import CNN
 from hqcbench.config import RunConfig
 from hqcbench.data.datasets import Splits
 from hqcbench.evaluation import worst_case
@@ -225,10 +226,10 @@ def run_transfer(results: dict[str, ModelResult], models: dict[str, nn.Module], 
     A model whose own white-box PGD is beaten by examples crafted on a different model is hiding its
     gradients (Athalye et al. 2018): transfer is a black-box attack and should be the weaker one.
     """
-    if "cnn" not in results or "cnn" not in models:
+    if CNN not in results or CNN not in models:
         return
     batch = attack_batch_size(data.x)
-    pairs = [("cnn", arm) for arm in results if arm != "cnn"] + [(arm, "cnn") for arm in results if arm != "cnn"]
+    pairs = [(CNN, arm) for arm in results if arm != CNN] + [(arm, CNN) for arm in results if arm != CNN]
     for source, target in pairs:
         target_clf = art_classifier(models[target], input_shape, results[target].classes, device)
         for eps, x_adv in results[source].adversarial.items():

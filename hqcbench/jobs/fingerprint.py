@@ -21,6 +21,7 @@ import hashlib
 import json
 from typing import Any
 
+from hqcbench import arms as arm_registry
 from hqcbench.config import RunConfig
 
 TRAINING_VERSION = 1
@@ -36,9 +37,6 @@ TRAINING_BASELINE: dict[str, Any] = {
 }
 PAPER_FIXED = ("batch_size", "val_fraction", "lr", "width", "n_qubits", "depth", "encoding", "ansatz",
                "encoding_scale")
-# dropped for the arms without a circuit (cnn, control); the control keeps n_qubits and encoding
-CIRCUIT_FIELDS = ("depth", "ansatz", "engine", "shots", "train_shots", "encoding_scale")
-NO_MIDDLE = ("n_qubits", "encoding")  # the fair cnn has no middle at all
 
 # evaluation kind -> (fields, baseline of fields added after the kind was introduced)
 EVALUATION_FIELDS: dict[str, tuple[str, ...]] = {
@@ -68,10 +66,7 @@ def training_fields(cfg: RunConfig, arm: str, seed: int) -> dict[str, Any]:
     dropped: set[str] = set()
     if cfg.protocol == "paper":
         dropped |= set(PAPER_FIXED)
-    if arm == "cnn":
-        dropped |= set(CIRCUIT_FIELDS) | (set(NO_MIDDLE) if cfg.protocol != "paper" else set())
-    elif arm == "control":
-        dropped |= set(CIRCUIT_FIELDS)
+    dropped |= set(arm_registry.get(arm).unused_fields)  # e.g. a cnn has no circuit and no middle
     out = {name: _normalise(values[name]) for name in ALWAYS}
     for name, baseline in TRAINING_BASELINE.items():
         if name in dropped:

@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from typing import Sequence
 from urllib.parse import urlsplit
 
+from hqcbench import arms as arm_registry
 from hqcbench import names
 from hqcbench.jobs.evaluate import TrainedArm
 from hqcbench.report.stats import Interval, t_interval
 
 HEADLINE_METRIC = "test_acc"
-BASELINE = "cnn"
-HYBRID = "hybrid"
+BASELINE = arm_registry.CNN
+HYBRID = arm_registry.HYBRID
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,9 @@ from optuna.trial import TrialState
 # torch and MLflow): not worth deferring to the first plot.
 from optuna.visualization import matplotlib as optuna_plots
 
+from hqcbench import arms as arm_registry
 from hqcbench import names
+from hqcbench.arms import Role
 from hqcbench.config import RunConfig, TuneConfig
 from hqcbench.data.datasets import Splits, load_splits
 from hqcbench.jobs import run as runner
@@ -223,7 +225,7 @@ def _log_plots(arm: str, study: optuna.Study) -> None:
     plots: list[tuple[str, Callable[[], Any]]] = [
         ("optimization_history.png", lambda: optuna_plots.plot_optimization_history(study)),
         ("param_importances.png", lambda: optuna_plots.plot_param_importances(study))]
-    if arm == "hybrid":
+    if arm_registry.get(arm).role is Role.HYBRID:
         plots.append(("contour_n_qubits_depth.png",
                       lambda: optuna_plots.plot_contour(study, params=["n_qubits", "depth"])))
     skipped = []

@@ -5,11 +5,12 @@ its MLflow params read the same as a main run's.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import optuna
 
-from hqcbench.config import CIRCUIT_ARMS, MAX_QUBITS, TuneConfig
+from hqcbench import arms as arm_registry
+from hqcbench.config import MAX_QUBITS, TuneConfig
 from hqcbench.training import seeding
 
 PRUNER_STARTUP_TRIALS = 5  # median pruner: never prune before this many trials have finished
@@ -17,24 +18,26 @@ PRUNER_WARMUP_EPOCHS = 2  # ... nor before this epoch: a low lr starts slowly bu
 
 
 def suggest(trial: optuna.Trial, arm: str, tcfg: TuneConfig) -> dict[str, Any]:
-    """The search space of ``arm``: RunConfig field -> value.
+    """The search space of ``arm`` (its ``search`` keys in ``hqcbench.arms``): RunConfig field -> value.
 
     Every arm tunes what it shares (backbone width, learning rate), so the classical baseline is
     tuned as hard as the hybrid; the circuit arms (hybrid and its ablations) add their circuit, control
     the width of its middle. The ablations search exactly the hybrid's space, so a difference after
     tuning is the ablation's, not the search's.
     """
-    params: dict[str, Any] = {"width": trial.suggest_int("width", tcfg.width_min, tcfg.width_max, log=True),
-                              "lr": trial.suggest_float("lr", tcfg.lr_min, tcfg.lr_max, log=True)}
-    if arm == "control" or arm in CIRCUIT_ARMS:
+    draw: dict[str, Callable[[], Any]] = {
+        "width": lambda: trial.suggest_int("width", tcfg.width_min, tcfg.width_max, log=True),
+        "lr": lambda: trial.suggest_float("lr", tcfg.lr_min, tcfg.lr_max, log=True),
         # TuneConfig.validate keeps qubits_max within MAX_QUBITS and checks the largest circuit fits in
         # memory; the bound here keeps a hand-built TuneConfig from drawing past the simulator's limit
-        params["n_qubits"] = trial.suggest_int("n_qubits", min(tcfg.qubits_min, MAX_QUBITS),
-                                               min(tcfg.qubits_max, MAX_QUBITS))
-    if arm in CIRCUIT_ARMS:
-        params["depth"] = trial.suggest_int("depth", tcfg.depth_min, tcfg.depth_max)
-        params["encoding"] = trial.suggest_categorical("encoding", tcfg.encoding_list)
-        params["ansatz"] = trial.suggest_categorical("ansatz", tcfg.ansatz_list)
+        "n_qubits": lambda: trial.suggest_int("n_qubits", min(tcfg.qubits_min, MAX_QUBITS),
+                                              min(tcfg.qubits_max, MAX_QUBITS)),
+        "depth": lambda: trial.suggest_int("depth", tcfg.depth_min, tcfg.depth_max),
+        "encoding": lambda: trial.suggest_categorical("encoding", tcfg.encoding_list),
+        "ansatz": lambda: trial.suggest_categorical("ansatz", tcfg.ansatz_list),
+    }
+    # drawn in the arm's order (hqcbench.arms): the order fixes what a seeded sampler draws
+    params: dict[str, Any] = {key: draw[key]() for key in arm_registry.get(arm).search}
     return params
 
 

@@ -16,11 +16,12 @@ layer, so attacks and the paper attack (which bypasses it) can address ``model.n
 """
 from __future__ import annotations
 
-from torch import nn
-
 import math
 
-from hqcbench.config import CIRCUIT_ARMS
+from torch import nn
+
+from hqcbench import arms as arm_registry
+from hqcbench.arms import Middle
 from hqcbench.models.blocks import Classifier, Normalize, TanhLinear, arm_circuit, conv_block
 from hqcbench.models.paper import paper_body
 from hqcbench.models.quantum import QuantumLayer, input_width
@@ -43,16 +44,17 @@ def fair_head(in_features: int, classes: int) -> nn.Sequential:
 
 def fair_middle(arm: str, n_qubits: int, depth: int, encoding: str, ansatz: str, engine: str,
                 encoding_scale: float = math.pi) -> tuple[nn.Module, int]:
-    """(middle module, its output width) for one arm."""
-    if arm == "cnn":
+    """(middle module, its output width) for one arm, from its record in ``hqcbench.arms``."""
+    spec = arm_registry.get(arm)
+    if spec.middle is Middle.NONE:
         return nn.Identity(), FEATURES
     k = input_width(n_qubits, encoding)
-    if arm in CIRCUIT_ARMS:
-        core: nn.Module = arm_circuit(arm, n_qubits, depth, encoding, ansatz, engine, encoding_scale)
-    elif arm == "control":
-        core = TanhLinear(k, n_qubits)
+    if spec.builder:
+        core: nn.Module = spec.resolve_builder()(spec, k, n_qubits, depth, encoding, ansatz, engine, encoding_scale)
+    elif spec.middle is Middle.CIRCUIT:
+        core = arm_circuit(arm, n_qubits, depth, encoding, ansatz, engine, encoding_scale)
     else:
-        raise ValueError(f"unknown arm {arm!r}")
+        core = TanhLinear(k, n_qubits)
     return nn.Sequential(nn.Linear(FEATURES, k), core), n_qubits
 
 

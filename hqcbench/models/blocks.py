@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from hqcbench.config import CIRCUIT_ARMS
+from hqcbench import arms as arm_registry
 from hqcbench.models.quantum import QuantumLayer
 
 
@@ -60,7 +60,7 @@ def conv_block(c_in: int, c_out: int) -> list[nn.Module]:
 
 def arm_circuit(arm: str, n_qubits: int, depth: int, encoding: str, ansatz: str, engine: str,
                 encoding_scale: float = math.pi) -> QuantumLayer:
-    """The circuit of ``arm`` (one of ``config.CIRCUIT_ARMS``): the hybrid's, or one ablation of it.
+    """The circuit of ``arm`` (one of ``arms.circuit_arms()``): the hybrid's, or one ablation of it.
 
     hybrid_noent: the same gates without any CNOT ring (a product-state circuit), to see what the
     entanglement adds. hybrid_frozen: the weights stay at their random initialisation (drawn from
@@ -69,10 +69,11 @@ def arm_circuit(arm: str, n_qubits: int, depth: int, encoding: str, ansatz: str,
     layer is built with the same calls in the same order as the hybrid's, so every other module of
     the model is initialised identically too.
     """
-    if arm not in CIRCUIT_ARMS:
-        raise ValueError(f"arm {arm!r} has no circuit (circuit arms: {', '.join(CIRCUIT_ARMS)})")
-    layer = QuantumLayer(n_qubits, depth, encoding, ansatz, engine, entangle=arm != "hybrid_noent",
+    circuit = arm_registry.get(arm).circuit
+    if circuit is None:
+        raise ValueError(f"arm {arm!r} has no circuit (circuit arms: {', '.join(arm_registry.circuit_arms())})")
+    layer = QuantumLayer(n_qubits, depth, encoding, ansatz, engine, entangle=circuit.entangle,
                          encoding_scale=encoding_scale)
-    if arm == "hybrid_frozen":
+    if not circuit.trained:
         layer.weights.requires_grad_(False)  # the circuit only; the optimiser skips a parameter without grad
     return layer

@@ -42,7 +42,8 @@ from __future__ import annotations
 import psutil
 import torch
 
-from hqcbench.config import CIRCUIT_ARMS, RunConfig, register_memory_check
+from hqcbench import arms as arm_registry
+from hqcbench.config import RunConfig, register_memory_check
 from hqcbench.models.adjoint import DIFF_METHODS, backprop_saved_states, choose_diff_method
 from hqcbench.models.circuit import best_groups, choose_method, input_width, wire_groups
 from hqcbench.models.readout import MAX_AMPLITUDES_PER_CHUNK
@@ -161,7 +162,7 @@ def memory_shortfall(cfg: RunConfig) -> str | None:
     Only the fair protocol's circuit arms have a circuit sized by ``n_qubits`` (the paper circuit is
     4 qubits). Reads fields ``RunConfig.validate`` has already checked.
     """
-    if cfg.protocol == "paper" or not any(arm in CIRCUIT_ARMS for arm in cfg.arm_list):
+    if cfg.protocol == "paper" or not any(arm_registry.get(arm).has_circuit for arm in cfg.arm_list):
         return None
     device = run_device(cfg.device)
     if device is None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from hqcbench.config import CIRCUIT_ARMS
+from hqcbench import arms as arm_registry
+from hqcbench.arms import Middle
 from hqcbench.models.blocks import TanhLinear, arm_circuit, conv_block
 
 PAPER_QUBITS, PAPER_DEPTH = 4, 2
@@ -24,7 +25,7 @@ def _hybrid_like(arm: str, channels: list[int], reducer_hidden: int, classes: in
     layers += [nn.AdaptiveAvgPool2d(4), nn.Flatten(),
                nn.Linear(channels[-1] * 16, reducer_hidden), nn.ReLU(inplace=True),
                nn.Linear(reducer_hidden, amplitudes), nn.Softmax(dim=1)]
-    if arm in CIRCUIT_ARMS:
+    if arm_registry.get(arm).has_circuit:
         layers.append(arm_circuit(arm, PAPER_QUBITS, PAPER_DEPTH, "amplitude", "basic", engine))
     else:
         layers.append(TanhLinear(amplitudes, PAPER_QUBITS))
@@ -46,7 +47,11 @@ def _paper_cnn(dataset: str, channels_in: int, classes: int) -> nn.Sequential:
 
 
 def paper_body(arm: str, spec, engine: str = "fused") -> nn.Sequential:
-    if arm == "cnn":
+    """The published network of ``arm`` for dataset ``spec``: the CNN, or the hybrid with the arm's middle."""
+    arm_spec = arm_registry.get(arm)
+    if arm_spec.builder:
+        raise ValueError(f"arm {arm!r} has no published architecture (its middle is built by {arm_spec.builder})")
+    if arm_spec.middle is Middle.NONE:
         return _paper_cnn(spec.name, spec.channels, spec.classes)
     if spec.name == "mnist":
         return _hybrid_like(arm, [spec.channels, 16, 32], 256, spec.classes, engine)

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from hqcbench import names
+from hqcbench.arms import HYBRID
 from hqcbench.config import DEFAULT_ENCODING_SCALE
 from hqcbench.report.claims import DATASET_LABELS, PUBLISHED_EPS
 from hqcbench.report.document import Document, Inline
@@ -210,7 +211,7 @@ def _record(dataset: str, protocol: str, diff: Difference) -> dict:
 def compared_arms(runset: RunSet, dataset: str, protocol: str) -> list[str]:
     """The arms of COMPARISONS present in the group beside the hybrid (none without the hybrid)."""
     arms = set(runset.arms(dataset, protocol))
-    return [a for a in COMPARISONS if a in arms] if "hybrid" in arms else []
+    return [a for a in COMPARISONS if a in arms] if HYBRID in arms else []
 
 
 def contribution_table(runset: RunSet, sources: Sources, dataset: str,

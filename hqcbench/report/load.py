@@ -20,8 +20,9 @@ import mlflow
 import numpy as np
 import pandas as pd
 
+from hqcbench import arms as arm_registry
 from hqcbench import names
-from hqcbench.config import ARMS, DATASETS, DEFAULT_ENCODING_SCALE, PAPER_DATASETS
+from hqcbench.config import DATASETS, DEFAULT_ENCODING_SCALE, PAPER_DATASETS
 from hqcbench.errors import UserInputError
 from hqcbench.report.labels import arm_label, metric_label
 from hqcbench.report.claims import DATASET_LABELS
@@ -29,9 +30,9 @@ from hqcbench.report.epochs import annotate
 from hqcbench.report.formatting import redact_uri
 from hqcbench.report.judge import Pairs
 
-# Display orders. Arms: as declared in config (cnn, hybrid, control). Protocols: config declares
+# Display orders. Arms: as registered in hqcbench.arms (cnn, hybrid, control, ...). Protocols: config declares
 # ("fair", "paper", "tuned"); the report shows the published protocol first, then fair, then tuned.
-ARM_ORDER: tuple[str, ...] = ARMS
+ARM_ORDER: tuple[str, ...] = arm_registry.names()
 PROTOCOL_ORDER: tuple[str, ...] = ("paper", "fair", "tuned")
 # Datasets: the paper's three first (in the paper's order), then the others in config order.
 DATASET_ORDER: tuple[str, ...] = PAPER_DATASETS + tuple(d for d in DATASETS if d not in PAPER_DATASETS)

@@ -21,12 +21,13 @@ from typing import Callable, Iterator, Sequence
 import mlflow
 import torch
 
+from hqcbench import arms as arm_registry
 from hqcbench import names
 from hqcbench.config import RunConfig
 from hqcbench.jobs.run import train_arms
 from hqcbench.tracking import runs as tracking
 
-ARMS = ("hybrid", "control")
+ARMS = (arm_registry.HYBRID, arm_registry.CONTROL)
 UNLIMITED = ("digits",)  # datasets small enough to train on all their images (train_limit ignored)
 
 

@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from hqcbench import arms as arm_registry
 from hqcbench import names
+from hqcbench.arms import PaperRecipe
 from hqcbench.config import FAIR_RECIPE_PROTOCOLS, PAPER_BATCH_SIZE, PAPER_EPOCHS, PAPER_VAL_FRACTION, RunConfig
 from hqcbench.data.augment import Augmentation
 
@@ -80,7 +82,7 @@ def make_recipe(protocol: str, arm: str, model: nn.Module, lr: float, epochs: in
                       description=f"AdamW(lr={lr:g}, wd=1e-4) + cosine over {epochs} epochs, no augmentation")
     augment = paper_augmentation(dataset, mean)
     criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
-    if arm == "cnn":
+    if arm_registry.get(arm).paper_recipe is PaperRecipe.CNN:
         opt = torch.optim.Adam(params, lr=3e-3, weight_decay=5e-3)
         sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=5, eta_min=1e-5)
         return Recipe(opt, sched, True, criterion, None, augment, True,
