@@ -5,7 +5,7 @@ import pytest
 
 from hqcbench.config import RunConfig
 from hqcbench.errors import UserInputError
-from hqcbench.jobs.campaign_spec import parse_spec, select
+from hqcbench.jobs.campaign_spec import check_only, parse_spec, select
 from hqcbench.jobs.fingerprint import evaluation_fingerprint, training_fields, training_fingerprint
 
 SPEC = """
@@ -23,6 +23,17 @@ protocols = ["fair"]
 arms = ["cnn", "hybrid"]
 seeds = [0, 1]
 patience = 2
+"""
+
+TUNED = """
+[[blocks]]
+name = "tuned"
+datasets = ["digits"]
+protocols = ["tuned"]
+arms = ["cnn", "control"]
+seeds = [3]
+[blocks.tune]
+n_trials = 2
 """
 
 
@@ -62,6 +73,48 @@ def test_bad_only_term_is_one_clear_error(tmp_path):
     spec = parse_spec(write(tmp_path))
     with pytest.raises(UserInputError, match="only"):
         select(spec.trainings, "colour=red")
+
+
+@pytest.mark.parametrize("only,message", [
+    ("seed=abc", "seed 'abc' is not an integer"),
+    ("seed=0,x1", "seed 'x1' is not an integer"),
+    ("seed=7", "seed '7' is not in the spec campaign.toml (allowed: seed=0,1)"),
+    ("arm=quantum", "arm 'quantum' is not in the spec campaign.toml (allowed: arm=cnn,hybrid)"),
+    ("dataset=mnist", "dataset 'mnist' is not in the spec campaign.toml (allowed: dataset=digits)"),
+    ("protocol=paper", "protocol 'paper' is not in the spec campaign.toml (allowed: protocol=fair)"),
+    ("block=fiar", "block 'fiar' is not in the spec campaign.toml (allowed: block=fair)"),
+    ("seed=", "bad term 'seed='"),
+])
+def test_only_naming_what_the_spec_lacks_is_one_clear_error(tmp_path, only, message):
+    """A filter that matches nothing would answer "nothing missing": a typo must fail instead."""
+    spec = parse_spec(write(tmp_path))
+    with pytest.raises(UserInputError) as info:
+        check_only(spec, only)
+    assert info.value.parameter == "only" and message in str(info.value)
+
+
+def test_only_accepts_what_the_spec_has(tmp_path):
+    spec = parse_spec(write(tmp_path))
+    check_only(spec, "block=fair datasets=digits protocol=fair arms=cnn,hybrid seeds=0,01")
+    assert [t.label() for t in select(spec.trainings, "seed=01 arm=cnn")] == ["fair/digits/fair/cnn/seed1"]
+
+
+def test_only_knows_the_tuned_blocks_before_their_cells_exist(tmp_path):
+    spec = parse_spec(write(tmp_path, SPEC + TUNED))
+    assert not any(t.cfg.protocol == "tuned" for t in spec.trainings)
+    check_only(spec, "block=tuned protocol=tuned arm=control seed=3")
+    with pytest.raises(UserInputError, match="seed '4'"):
+        check_only(spec, "block=tuned seed=4")
+
+
+def test_campaign_rejects_a_bad_only_with_exit_code_2_before_opening_the_store(tmp_path, capsys):
+    from hqcbench.cli import main
+
+    spec = write(tmp_path)
+    assert main(["campaign", str(spec), "--only", "seed=abc", "--progress", "false"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["hqcbench: error: only: seed 'abc' is not an integer (allowed: integer seeds, e.g. seed=0,1)"]
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 def test_fingerprint_ignores_evaluation_fields_and_fields_at_their_baseline():

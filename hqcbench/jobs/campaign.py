@@ -20,13 +20,14 @@ store's own seconds per epoch. One progress bar covers the whole campaign.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import mlflow
 import pandas as pd
@@ -37,7 +38,8 @@ from tqdm.auto import tqdm
 from hqcbench import names
 from hqcbench.jobs import campaign_tuning
 from hqcbench.jobs import store as campaign_store
-from hqcbench.jobs.campaign_spec import CampaignSpec, Training, Tuning, make_training, parse_spec, select, select_tunings
+from hqcbench.jobs.campaign_spec import (CampaignSpec, Training, Tuning, check_only, make_training, parse_spec, select,
+                                         select_tunings)
 from hqcbench.jobs.evaluate import TrainedArm, evaluate_group, evaluate_runs, evaluation_tags, splits_for
 from hqcbench.jobs.run import machine_tags, resolve_device, train_arm
 from hqcbench.report.build import write_report
@@ -143,10 +145,9 @@ def taken_by_another(experiment_id: str, t: Training) -> str | None:
     """Why ``t`` must not be trained now, read from the store at this moment (None: train it).
 
     A plan is made once, at the start; a campaign of hours shares its store with other workers (one
-    per core, or per machine on a shared server), which may have finished or started the same training
-    since. Without this check, two workers whose plans overlap train the same cell twice. (Two workers
-    checking within the same second can still both start it; the later one's run is then a duplicate
-    the report supersedes.)"""
+    per core), which may have finished or started the same training since. Only a check made under
+    the store's lock, together with the claim (``claimed_run``), is safe against a worker checking in
+    the same moment."""
     runs = campaign_store.child_runs(experiment_id)
     col = f"tags.{names.TAG_FINGERPRINT}"
     if col not in runs:
@@ -158,6 +159,25 @@ def taken_by_another(experiment_id: str, t: Training) -> str | None:
     if any(not is_dead(row, now) for _, row in rows[rows.status == "RUNNING"].iterrows()):
         return "being trained by another live worker"
     return None
+
+
+@contextlib.contextmanager
+def claimed_run(store: campaign_store.Store, t: Training, tags: dict[str, str]) -> Iterator[str | None]:
+    """Claim ``t`` for this worker: yields None with its child run active (opened by ``open_run``, so it
+    ends FINISHED, KILLED or FAILED with the body), or the reason another worker has it, with no run.
+
+    The check (finished, or RUNNING in a live process) and the claim (the RUNNING run with the
+    fingerprint and this process's host and pid tags) happen under the store's lock, so workers on
+    one store that check in the same moment see each other's claims: each cell is trained once. The
+    lock is released as soon as the run exists; the training itself runs outside it.
+    """
+    with contextlib.ExitStack() as stack:
+        with store.lock():
+            taken = taken_by_another(store.experiment_id, t)
+            if taken is None:
+                stack.enter_context(tracking.open_run(run_name=names.child_run_name(t.arm, t.seed), nested=True,
+                                                      tags=tags))
+        yield taken
 
 
 def evaluated_elsewhere(members: list[Training], runs: pd.DataFrame) -> bool:
@@ -225,22 +245,26 @@ def describe(plan_: Plan, runs: pd.DataFrame, spec: CampaignSpec) -> tuple[list[
 
 
 # ---------------------------------------------------------------------------------------------- execution
-def train_one(t: Training, spec: CampaignSpec, splits, device: torch.device, monitor: ResourceMonitor,
-              system: dict[str, str], on_epoch) -> TrainedArm:
-    """One training as a child run of the active campaign run."""
-    tags = {**names.child_tags(t.arm, t.cfg.protocol, t.cfg.dataset, t.seed), **protocol_tags(t.cfg), **system,
+def training_tags(t: Training, spec: CampaignSpec, system: dict[str, str]) -> dict[str, str]:
+    """The tags a training's child run opens with: what it is (fingerprint and its fields), where it
+    belongs (campaign, block), the machine; ``open_run`` adds the process tags."""
+    return {**names.child_tags(t.arm, t.cfg.protocol, t.cfg.dataset, t.seed), **protocol_tags(t.cfg), **system,
             names.TAG_FINGERPRINT: t.fingerprint, names.TAG_TRAINING_FIELDS: json.dumps(t.fields, sort_keys=True),
             names.TAG_CAMPAIGN: spec.name, names.TAG_BLOCK: t.block, **campaign_store.source_tags()}
-    with tracking.open_run(run_name=names.child_run_name(t.arm, t.seed), nested=True, tags=tags):
-        mlflow.log_params({k: str(v) for k, v in t.cfg.to_dict().items()})
-        mlflow.log_params({"n_train": len(splits.train), "n_val": len(splits.val), "n_test": len(splits.test)})
-        return train_arm(t.arm, t.seed, splits, t.cfg, device, monitor, progress=False, on_epoch=on_epoch)
+
+
+def train_one(t: Training, splits, device: torch.device, monitor: ResourceMonitor, on_epoch) -> TrainedArm:
+    """One training inside its claimed child run (``claimed_run``), a child of the active campaign run."""
+    mlflow.log_params({k: str(v) for k, v in t.cfg.to_dict().items()})
+    mlflow.log_params({"n_train": len(splits.train), "n_val": len(splits.val), "n_test": len(splits.test)})
+    return train_arm(t.arm, t.seed, splits, t.cfg, device, monitor, progress=False, on_epoch=on_epoch)
 
 
 def run_campaign(spec_path: str, only: str = "", dry_run: bool = False, device_choice: str = "auto",
                  progress: bool = True) -> Plan:
     """The ``campaign`` entry point; returns the plan it found (and, unless ``dry_run``, carried out)."""
     spec = parse_spec(spec_path)
+    check_only(spec, only)  # before the store is opened: a typo in --only is the user's, not a plan
     store = campaign_store.open_store(spec.store, spec.name)
     with store.inside():
         runs = campaign_store.child_runs(store.experiment_id)
@@ -304,12 +328,12 @@ def execute(spec: CampaignSpec, store: campaign_store.Store, todo: Plan, runs: p
                 mlflow.set_tag(names.TAG_HEARTBEAT, f"{time.time():.0f}")
                 bar.update(int(_per_epoch))
 
-            taken = taken_by_another(store.experiment_id, t)
-            if taken:
-                log.info("campaign: %s %s: skipped", t.label(), taken)
-                bar.update(int(per_epoch * t.cfg.epochs))
-                continue
-            item = train_one(t, spec, splits, device, monitor, system, on_epoch)
+            with claimed_run(store, t, training_tags(t, spec, system)) as taken:
+                if taken:
+                    log.info("campaign: %s %s: skipped", t.label(), taken)
+                    bar.update(int(per_epoch * t.cfg.epochs))
+                    continue
+                item = train_one(t, splits, device, monitor, on_epoch)
             in_memory[t.fingerprint] = item
             group = t.group
             if group in pending_groups and all(m.fingerprint in in_memory or m.fingerprint in

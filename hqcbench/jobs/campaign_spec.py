@@ -36,6 +36,7 @@ Every cell is validated as a RunConfig when the spec is read, so a typo fails be
 """
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,20 +243,55 @@ def parse_spec(path: str | Path) -> CampaignSpec:
 
 
 ONLY_KEYS = ("block", "dataset", "protocol", "arm", "seed")
+ONLY_FORM = f"space-separated key=v1,v2 terms, key in {', '.join(ONLY_KEYS)}"
 
 
 def only_terms(only: str) -> list[tuple[str, set[str]]]:
-    """``--only`` parsed: (key, wanted values) per space-separated key=v1,v2 term (plural keys accepted);
-    UserInputError on a bad term."""
+    """``--only`` parsed: (key, wanted values) per space-separated key=v1,v2 term (plural keys accepted;
+    seeds as canonical integers, so ``seed=01`` means seed 1); UserInputError on a bad term or a seed
+    that is not an integer."""
     terms = []
     for term in only.split():
         key, _, values = term.partition("=")
         key = key.rstrip("s") if key.rstrip("s") in ONLY_KEYS else key
-        if key not in ONLY_KEYS or not values:
-            raise UserInputError("only", f"bad term {term!r}",
-                                 f"space-separated key=v1,v2 terms, key in {', '.join(ONLY_KEYS)}")
-        terms.append((key, {v.strip() for v in values.split(",") if v.strip()}))
+        wanted = [v.strip() for v in values.split(",") if v.strip()]
+        if key not in ONLY_KEYS or not wanted:
+            raise UserInputError("only", f"bad term {term!r}", ONLY_FORM)
+        if key == "seed":
+            bad = [v for v in wanted if not re.fullmatch(r"-?[0-9]+", v)]
+            if bad:
+                raise UserInputError("only", f"seed {bad[0]!r} is not an integer", "integer seeds, e.g. seed=0,1")
+            wanted = [str(int(v)) for v in wanted]
+        terms.append((key, set(wanted)))
     return terms
+
+
+def only_values(spec: CampaignSpec) -> dict[str, set[str]]:
+    """What each ``--only`` key can match in ``spec``: its cells' and its tuned blocks' values (a tuned
+    block's cells exist only once its studies are complete, but it can be selected before)."""
+    values: dict[str, set[str]] = {key: set() for key in ONLY_KEYS}
+    for t in spec.trainings:
+        for key, value in zip(ONLY_KEYS, (t.block, t.cfg.dataset, t.cfg.protocol, t.arm, str(t.seed))):
+            values[key].add(value)
+    for tuning in spec.tunings:
+        values["block"].add(tuning.block)
+        values["dataset"].add(tuning.dataset)
+        values["protocol"].add("tuned")
+        values["arm"].update(tuning.arms)
+        values["seed"].update(map(str, tuning.seeds))
+    return values
+
+
+def check_only(spec: CampaignSpec, only: str) -> None:
+    """Reject an ``--only`` that names something the spec does not have: a filter matching nothing
+    would answer "nothing missing", which reads as a complete store rather than as a typo."""
+    values = only_values(spec)
+    for key, wanted in only_terms(only):
+        unknown = sorted(wanted - values[key], key=lambda v: (len(v), v))
+        if unknown:
+            known = ",".join(sorted(values[key], key=lambda v: (int(v), v) if key == "seed" else (0, v)))
+            raise UserInputError("only", f"{key} {unknown[0]!r} is not in the spec {spec.path.name}",
+                                 f"{key}={known}")
 
 
 def select(trainings: tuple[Training, ...] | list[Training], only: str) -> list[Training]:

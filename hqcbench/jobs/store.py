@@ -7,6 +7,12 @@ every campaign call works from inside the store's folder, so run artifact URIs r
 exactly these runs: ``cd reports/mnist && mlflow ui --backend-store-uri sqlite:///mlflow.db``.
 Nothing else absolute goes in either: the source tag names the command, not the script's path, and
 the data folder comes from ``HQCBENCH_DATA_DIR`` (never a logged parameter).
+
+Several workers may share one store (one per core). SQLite alone does not make that safe twice over:
+MLflow creates and migrates a new database in many steps, and two processes doing it at once fail
+(``duplicate column name``); and "is this cell taken? then take it" is two statements, between which
+another worker can take it too. Both happen under one inter-process lock, ``mlflow.db.lock`` beside
+the database (``Store.lock``), which the OS releases when its holder dies.
 """
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import filelock
 import mlflow
 import pandas as pd
 
@@ -27,15 +34,44 @@ from hqcbench.tracking.experiments import mark_training_experiment
 
 _RUN_ENV = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
 DB_FILE = "mlflow.db"
+LOCK_FILE = "mlflow.db.lock"  # beside the database; ignored by git (the store is committed, the lock is not)
+LOCK_TIMEOUT_S = 600.0  # creating a store or claiming a training holds it for seconds; longer means a hung holder
 ARTIFACTS = "artifacts"
 # Training images per dataset after the default 80/20 split (for estimates before anything ran)
 DEFAULT_TRAIN_SIZES = {"digits": 1149, "mnist": 48_000, "fashion_mnist": 48_000, "cifar100": 40_000, "stl10": 4_000}
+
+
+def store_lock(folder: Path, timeout: float = LOCK_TIMEOUT_S) -> contextlib.AbstractContextManager:
+    """The lock every worker of the store in ``folder`` takes to create the store or to claim a training.
+
+    A file lock, so it only orders processes that see the same file system with working locks (one
+    machine); it is released by the OS when its holder dies, so a killed worker never blocks the rest.
+    """
+    return _held(filelock.FileLock(str(Path(folder) / LOCK_FILE)), timeout)
+
+
+@contextlib.contextmanager
+def _held(lock: filelock.FileLock, timeout: float) -> Iterator[None]:
+    """Hold ``lock``; a holder that never lets go is one clear error, not a silent wait forever."""
+    try:
+        lock.acquire(timeout=timeout)
+    except filelock.Timeout:
+        raise RuntimeError(f"the store's lock {Path(lock.lock_file).name} was held for over {timeout:.0f} s by "
+                           "another worker; if no worker is running, delete that file") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 @dataclass
 class Store:
     folder: Path
     experiment_id: str
+
+    def lock(self) -> contextlib.AbstractContextManager:
+        """The store's inter-process lock (``store_lock``): held while a worker claims a training."""
+        return store_lock(self.folder)
 
     @property
     def uri(self) -> str:
@@ -73,10 +109,15 @@ class Store:
 
 
 def open_store(folder: Path, experiment: str) -> Store:
-    """Create or open ``folder/mlflow.db`` and its experiment, with a relative artifact location."""
+    """Create or open ``folder/mlflow.db`` and its experiment, with a relative artifact location.
+
+    Under the store's lock: MLflow's schema migration of a new database, and the creation of its
+    experiment, fail when two workers started together run them at once; the later one waits, then
+    finds the store migrated and the experiment there.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     store = Store(folder.resolve(), "")
-    with store.inside():
+    with store.lock(), store.inside():
         exp = mlflow.get_experiment_by_name(experiment)
         experiment_id = exp.experiment_id if exp else mlflow.create_experiment(experiment)
         if exp is None or exp.artifact_location != ARTIFACTS:
