@@ -7,16 +7,31 @@ what tuning searches, which published recipe trains it, which config fields do n
 its middle is built) lives in its ``ArmSpec`` here, so config, models, training, jobs and the report
 ask the registry instead of comparing names, and a new arm is one ``register`` call.
 
-The module imports nothing from the package, so every unit may import it. A middle none of the
+The module imports only ``hqcbench.names``, so every unit may import it. A middle none of the
 three built-in kinds covers names a ``"module:callable"`` builder, resolved only when a model is
 built, so the registry still needs no upward import.
+
+User arms. ``resolve`` also accepts a researcher's own model: ``module:callable`` (importable from
+``PYTHONPATH``; the ``hqcbench`` command adds the current directory), a name a package registers under
+the entry-point group ``hqcbench.arms``, and either prefixed by ``twin:`` (the same model with every
+outermost quantum submodule swapped for a classical layer of the same widths) or ``frozen:`` (its quantum
+submodules frozen at their seeded initialisation). ``twin:hybrid`` is the built-in ``control`` and
+``frozen:hybrid`` is ``hybrid_frozen``, resolved before anything runs. The callable is a factory
+``factory(in_shape, classes, **hparams) -> torch.nn.Module`` returning logits; its record carries the
+digest of its module's source, so editing the model changes its training fingerprint.
 """
 from __future__ import annotations
 
 import enum
+import hashlib
 import importlib
+import importlib.metadata
+import inspect
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
+
+from hqcbench import names as names_contract  # names() below is the registry's own
 
 # The built-in arms' names, for the code that compares arms by their role in the study (the report's
 # "hybrid vs cnn", "hybrid vs control"); everything else asks the arm's record.
@@ -40,6 +55,7 @@ class Middle(enum.Enum):
     NONE = "none"  # backbone -> head
     CIRCUIT = "circuit"  # reducer -> QuantumLayer
     CLASSICAL = "classical"  # reducer -> Linear + tanh, as wide as the circuit's readout
+    USER = "user"  # a whole model from a user's factory (no shared backbone or head)
 
 
 class Role(enum.Enum):
@@ -49,6 +65,7 @@ class Role(enum.Enum):
     HYBRID = "hybrid"  # the network whose claims are tested
     TWIN = "twin"  # the hybrid with only its circuit swapped for a classical layer
     ABLATION = "ablation"  # the hybrid with one change to its circuit
+    USER = "user"  # a researcher's own model
 
 
 class PaperRecipe(enum.Enum):
@@ -87,6 +104,12 @@ class ArmSpec:
     paper_recipe: PaperRecipe = PaperRecipe.HYBRID
     unused_fields: tuple[str, ...] = ()
     builder: str = ""
+    # user arms only: the factory ("module:callable"), the transform applied to its model ("", "twin",
+    # "frozen"), the hyperparameters its signature names, and the digest of its module's source
+    factory: str = ""
+    transform: str = ""
+    hparams: tuple[str, ...] = ()
+    source_digest: str = ""
 
     def __post_init__(self) -> None:
         if (self.middle is Middle.CIRCUIT) != (self.circuit is not None):
@@ -103,6 +126,14 @@ class ArmSpec:
         module, _, attr = self.builder.partition(":")
         return getattr(importlib.import_module(module), attr)
 
+    @property
+    def is_user(self) -> bool:
+        return self.middle is Middle.USER
+
+    def resolve_factory(self) -> Callable[..., Any]:
+        """A user arm's factory (its module is imported already: ``resolve`` checked it)."""
+        return _load_callable(self.name, self.factory)
+
 
 _REGISTRY: dict[str, ArmSpec] = {}
 
@@ -116,16 +147,107 @@ def register(spec: ArmSpec) -> ArmSpec:
 
 
 def get(name: str) -> ArmSpec:
-    """The record of arm ``name``; an unknown name raises ``KeyError`` listing the known arms."""
-    try:
+    """The record of arm ``name`` (a user arm is resolved and registered on first use); an unknown name
+    raises ``KeyError`` listing the known arms."""
+    if name in _REGISTRY:
         return _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown arm {name!r}; known arms: {', '.join(names())}") from None
+    try:
+        return resolve(name)
+    except ArmError as exc:
+        raise KeyError(str(exc)) from None
 
 
 def names() -> tuple[str, ...]:
-    """Every registered arm, in registration order (the display order of tables and figures)."""
-    return tuple(_REGISTRY)
+    """Every built-in arm, in registration order (the display order of tables and figures)."""
+    return tuple(name for name, spec in _REGISTRY.items() if not spec.is_user)
+
+
+class ArmError(ValueError):
+    """An arm name that cannot be resolved: the message names the arm and what was expected."""
+
+
+TRANSFORMS = ("twin", "frozen")  # reserved prefixes of user arm names
+# a built-in arm under a prefix: the built-in arm that already is that model
+ALIASES = {("twin", HYBRID): CONTROL, ("frozen", HYBRID): HYBRID_FROZEN}
+ENTRY_POINT_GROUP = names_contract.ARMS_ENTRY_POINT_GROUP
+FACTORY_POSITIONAL = ("in_shape", "classes")  # what every factory receives first
+_USER_NAME = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")  # module.path:callable
+
+
+def parse(name: str) -> tuple[str, str]:
+    """'twin:pkg.mod:fn' -> ('twin', 'pkg.mod:fn'); a name without a reserved prefix -> ('', name)."""
+    head, sep, rest = name.partition(":")
+    if sep and head in TRANSFORMS:
+        return head, rest
+    return "", name
+
+
+def canonical(name: str) -> str:
+    """The registered name ``name`` stands for (``twin:hybrid`` -> ``control``), registering a user arm."""
+    return resolve(name).name
+
+
+def resolve(name: str) -> ArmSpec:
+    """The record of a built-in arm, an alias of one, or a user arm (registered on first use).
+
+    Raises ``ArmError`` with one line naming the arm and what was expected."""
+    name = name.strip()
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    transform, base = parse(name)
+    if transform and (transform, base) in ALIASES:
+        return _REGISTRY[ALIASES[(transform, base)]]
+    if base in _REGISTRY and not _REGISTRY[base].is_user:
+        raise ArmError(f"arm {name!r}: '{transform}:' applies to user arms and to hybrid only "
+                       f"(twin:hybrid is control, frozen:hybrid is hybrid_frozen)")
+    factory_path = base if _USER_NAME.match(base) else _entry_points().get(base, "")
+    if not factory_path:
+        raise ArmError(f"arm {name!r}: expected a built-in arm ({', '.join(names())}), "
+                       f"[twin:|frozen:]module:callable, or an arm registered under the entry-point group "
+                       f"{ENTRY_POINT_GROUP!r}")
+    factory = _load_callable(name, factory_path)
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}
+    hparams = tuple(p for p in params if p not in FACTORY_POSITIONAL
+                    and params[p].kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD))
+    role = {"twin": Role.TWIN, "frozen": Role.ABLATION}.get(transform, Role.USER)
+    spec = ArmSpec(name, Middle.USER, role, f"user model {factory_path}" + (f" ({transform})" if transform else ""),
+                   search=("lr",) + tuple(k for k in CIRCUIT_SEARCH if k in hparams and k != "lr"),
+                   unused_fields=tuple(f for f in CIRCUIT_FIELDS + MIDDLE_FIELDS + ("width",) if f not in hparams),
+                   factory=factory_path, transform=transform, hparams=hparams,
+                   source_digest=_source_digest(factory))
+    return register(spec)
+
+
+def _entry_points() -> dict[str, str]:
+    """Arms packages register: entry-point name -> 'module:callable'."""
+    return {ep.name: ep.value for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _load_callable(name: str, path: str) -> Callable[..., Any]:
+    module_name, _, attr = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # any failure to import is the user's module's: one line, not a traceback
+        raise ArmError(f"arm {name!r}: cannot import module {module_name!r} ({type(exc).__name__}: {exc}); "
+                       "expected a module on PYTHONPATH or in the current directory") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ArmError(f"arm {name!r}: module {module_name!r} has no callable {attr!r}; expected a factory "
+                       "factory(in_shape, classes, **hparams) -> torch.nn.Module")
+    return factory
+
+
+def _source_digest(factory: Callable[..., Any]) -> str:
+    """16 hex digits over the source file of the factory's module: an edited model is a new training."""
+    try:
+        path = inspect.getsourcefile(inspect.getmodule(factory) or factory)
+        data = open(path, "rb").read() if path else b""
+    except (TypeError, OSError):
+        data = b""
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
 def circuit_arms() -> tuple[str, ...]:

@@ -188,8 +188,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_models_importable() -> None:
+    """User arms (``module:callable``) import from the current directory too, as under ``python -m``, also
+    when the ``hqcbench`` command starts the job (its sys.path holds only the script's folder)."""
+    here = os.getcwd()
+    if here not in sys.path and "" not in sys.path:
+        sys.path.insert(0, here)
+
+
 def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()  # state vectors reuse freed heap memory instead of page-faulting (hqcbench.allocator)
+    _user_models_importable()
     _quiet_third_party()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     parser = build_parser()

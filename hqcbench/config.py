@@ -100,13 +100,36 @@ def _items(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
+def _arm_params(text: str) -> dict[str, dict[str, Any]]:
+    """``arm_params`` parsed: arm name (as given, or as registered) -> {hyperparameter: value}."""
+    if not text.strip():
+        return {}
+    try:
+        table = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON ({exc.msg} at character {exc.pos})") from None
+    if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
+        raise ValueError("expected a JSON object of objects")
+    out = {}
+    for name, values in table.items():
+        try:
+            out[arm_registry.canonical(name)] = values
+        except arm_registry.ArmError:
+            out[name] = values
+    return out
+
+
 @dataclass
 class RunConfig:
     """Everything a main run needs. Field order = CLI/MLproject/README order."""
 
     dataset: str = _param("digits", "dataset to train on", "|".join(DATASETS))
     protocol: str = _param("fair", "fair (shared recipe), paper (published recipe) or tuned (fair recipe, hyperparameters from an equal-budget study)", "|".join(PROTOCOLS))
-    arms: str = _param("cnn,hybrid,control", "comma-separated arms", ",".join(arm_registry.names()))
+    arms: str = _param("cnn,hybrid,control", "comma-separated arms: built-in ones, or a user model as "
+                       "[twin:|frozen:]module:callable (docs/byo.md)",
+                       ",".join(arm_registry.names()) + ", [twin:|frozen:]module:callable")
+    arm_params: str = _param("", "hyperparameters of user arms' factories, as JSON: {\"module:fn\": {\"layers\": 2}}",
+                             "a JSON object: arm name -> {hyperparameter its factory names: value}")
     epochs: int = _param(15, "training epochs per arm", ">= 1")
     patience: int = _param(0, "stop once validation loss has not improved for this many epochs (0: run every epoch)",
                            ">= 0")
@@ -140,7 +163,25 @@ class RunConfig:
     # ------------------------------------------------------------------ parsing helpers
     @property
     def arm_list(self) -> list[str]:
-        return _items(self.arms)
+        """The arms as registered: ``twin:hybrid`` is ``control``, ``frozen:hybrid`` is ``hybrid_frozen``
+        (their runs, tags and fingerprints are those arms'); a user arm keeps its own name."""
+        out = []
+        for name in _items(self.arms):
+            try:
+                out.append(arm_registry.canonical(name))
+            except arm_registry.ArmError:
+                out.append(name)  # validate() says why, as one line
+        return out
+
+    def hparams_for(self, arm: str) -> dict[str, Any]:
+        """What a user arm's factory receives: its entry of ``arm_params``, then the RunConfig fields its
+        signature names (so a factory declaring ``n_qubits`` is tuned like the hybrid); nothing else."""
+        spec = arm_registry.get(arm)
+        given = dict(_arm_params(self.arm_params).get(arm, {}))
+        for name in spec.hparams:
+            if name not in given and name in RunConfig.__dataclass_fields__:
+                given[name] = getattr(self, name)
+        return given
 
     @property
     def seed_list(self) -> list[int]:
@@ -189,9 +230,30 @@ class RunConfig:
             raise UserInputError(
                 "protocol", f"the paper protocol exists for {', '.join(PAPER_DATASETS)} only, not {self.dataset!r}",
                 "fair, or paper with dataset " + "|".join(PAPER_DATASETS))
+        require(bool(_items(self.arms)), "arms", f"bad arms {self.arms!r}")
+        for name in _items(self.arms):
+            try:
+                spec = arm_registry.resolve(name)
+            except arm_registry.ArmError as exc:
+                raise UserInputError("arms", str(exc), allowed("arms")) from None
+            if spec.is_user and self.protocol == "paper":
+                raise UserInputError("arms", f"arm {name!r}: the paper protocol rebuilds the published models only",
+                                     "a user arm under the fair or tuned protocol")
         arms = self.arm_list
-        require(bool(arms) and all(a in arm_registry.names() for a in arms), "arms", f"bad arms {self.arms!r}")
         require(len(set(arms)) == len(arms), "arms", f"repeated arm in {self.arms!r}")
+        try:
+            table = _arm_params(self.arm_params)
+        except ValueError as exc:
+            raise UserInputError("arm_params", str(exc), allowed("arm_params")) from None
+        for name, values in table.items():
+            if name not in arms:
+                raise UserInputError("arm_params", f"arm {name!r} is not among the arms {self.arms!r}",
+                                     allowed("arm_params"))
+            unknown = sorted(set(values) - set(arm_registry.get(name).hparams))
+            if unknown:
+                raise UserInputError("arm_params", f"arm {name!r}: its factory names no {', '.join(unknown)} "
+                                     f"(it takes: {', '.join(arm_registry.get(name).hparams) or 'nothing'})",
+                                     allowed("arm_params"))
         require(isinstance(self.epochs, int) and self.epochs >= 1, "epochs", f"got {self.epochs}")
         require(isinstance(self.patience, int) and self.patience >= 0, "patience", f"got {self.patience}")
         require(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size", f"got {self.batch_size}")

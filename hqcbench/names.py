@@ -50,6 +50,8 @@ MLFLOW_SOURCE_NAME = "mlflow.source.name"  # MLflow's own tag: by default the ab
 SOURCE_COMMAND = "python -m hqcbench"  # what committed stores record there instead
 VERSION_TAG_PREFIX = "version."  # + distribution name, e.g. version.torch
 
+ARMS_ENTRY_POINT_GROUP = "hqcbench.arms"  # where a package registers its models as arms (docs/byo.md)
+
 # ----------------------------------------------------------------------------- experiments and inputs
 EXPERIMENT_PREFIX = "hqcbench-"  # + dataset: the experiment a job uses when none is given
 MLFLOW_EXPERIMENT_KIND = "mlflow.experimentKind"  # MLflow's experiment tag: which UI page it opens on

@@ -74,6 +74,10 @@ def training_fields(cfg: RunConfig, arm: str, seed: int) -> dict[str, Any]:
         value = _normalise(values[name])
         if value != _normalise(baseline):
             out[name] = value
+    spec = arm_registry.get(arm)
+    if spec.is_user:  # the model is the user's code: its source and its factory's arguments identify it
+        out["arm_source"] = spec.source_digest
+        out["arm_params"] = {k: _normalise(v) for k, v in sorted(cfg.hparams_for(arm).items())}
     return out
 
 

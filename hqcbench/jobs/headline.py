@@ -35,10 +35,13 @@ class Difference:
 
 
 def pairs(arms: Sequence[str]) -> list[tuple[str, str]]:
-    """(arm, baseline) pairs among ``arms``: each arm minus the CNN, then the hybrid minus its ablations."""
+    """(arm, baseline) pairs among ``arms``: each arm minus the CNN, then the hybrid minus its ablations, then
+    each user arm minus its twin and its frozen variant."""
     out = [(arm, BASELINE) for arm in arms if arm != BASELINE] if BASELINE in arms else []
     if HYBRID in arms:
         out += [(HYBRID, arm) for arm in arms if arm not in (BASELINE, HYBRID)]
+    # a user arm against its classical twin (and its frozen variant): what its circuit contributes
+    out += [(arm, f"{prefix}:{arm}") for arm in arms for prefix in ("twin", "frozen") if f"{prefix}:{arm}" in arms]
     return out
 
 

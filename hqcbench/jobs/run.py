@@ -49,7 +49,7 @@ def machine_tags(device: torch.device) -> dict[str, str]:
 def train_arm(arm: str, seed: int, splits: Splits, cfg: RunConfig, device: torch.device,
               monitor: ResourceMonitor, epoch_hook=None, progress: bool = True,
               on_epoch: Callable[[int], None] | None = None) -> TrainedArm:
-    """Train one arm in the active child run and log everything the design names.
+    """Train one arm in the active child run and log every metric of docs/metrics.md.
 
     Every training run carries ``hqcbench.training_version`` (``fingerprint.TRAINING_VERSION``): the
     main job, campaigns, the tune retrain and the scaling study all train through here.
@@ -71,6 +71,9 @@ def train_arm(arm: str, seed: int, splits: Splits, cfg: RunConfig, device: torch
     configure_readout(model, cfg.eval_shots, cfg.train_shot_count, seed)  # None, None: exact <Z>
     counts = count_parameters(model)
     mlflow.log_metrics(counts)
+    swaps = getattr(model, "swaps", [])
+    if swaps:  # a user arm's classical twin: what was swapped, with widths and parameter counts
+        mlflow.log_text("\n".join(swap.text() for swap in swaps) + "\n", TWIN_SWAPS_FILE)
     batch_size = effective_batch_size(cfg)
     steps = (len(splits.train) + batch_size - 1) // batch_size
     recipe = make_recipe(cfg.protocol, arm, model, cfg.lr, cfg.epochs, steps, cfg.dataset, splits.spec.mean)
@@ -194,6 +197,9 @@ def train_arms(cfg: RunConfig, device: torch.device,
             evaluate_group(seed_arms, splits, cfg, device, progress=progress)
             trained.extend(seed_arms)
     return trained
+
+
+TWIN_SWAPS_FILE = "twin_swaps.txt"
 
 
 def _epoch_hook(cfg: RunConfig, splits: Splits, device: torch.device):

@@ -24,7 +24,9 @@ from hqcbench import arms as arm_registry
 from hqcbench.arms import Middle
 from hqcbench.models.blocks import Classifier, Normalize, TanhLinear, arm_circuit, conv_block
 from hqcbench.models.paper import paper_body
-from hqcbench.models.quantum import QuantumLayer, input_width
+from hqcbench.models.quantum import input_width
+from hqcbench.models.twin import quantum_parameter_count
+from hqcbench.models.user import build_user_model
 
 FEATURES = 64  # backbone output width
 HEAD_HIDDEN = 64
@@ -60,6 +62,9 @@ def fair_middle(arm: str, n_qubits: int, depth: int, encoding: str, ansatz: str,
 
 def build_model(arm: str, spec, cfg) -> Classifier:
     """Build ``arm`` for dataset ``spec`` under ``cfg.protocol``. Seed torch before calling."""
+    arm_spec = arm_registry.get(arm)
+    if arm_spec.is_user:
+        return build_user_model(arm_spec, spec, cfg)
     normalize = Normalize(spec.mean, spec.std)
     if cfg.protocol == "paper":
         return Classifier(normalize, paper_body(arm, spec, engine=cfg.engine), arm, "paper")
@@ -77,6 +82,6 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     """
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    quantum = sum(p.numel() for m in model.modules() if isinstance(m, QuantumLayer) for p in m.parameters())
+    quantum = quantum_parameter_count(model)  # every quantum submodule, TorchQuantum and PennyLane ones too
     return {"params_total": total, "params_trainable": trainable, "params_quantum": quantum,
             "params_classical": total - quantum}

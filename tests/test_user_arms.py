@@ -1,0 +1,228 @@
+"""User arms: a researcher's own model by ``module:callable``, its classical twin and its frozen variant,
+resolved through the arm registry, built, checked, fingerprinted and trained through the main job."""
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import mlflow
+import pytest
+import torch
+
+from hqcbench import arms as arm_registry
+from hqcbench.cli import main
+from hqcbench.config import RunConfig
+from hqcbench.data.datasets import REGISTRY
+from hqcbench.errors import UserInputError
+from hqcbench.jobs.fingerprint import training_fingerprint
+from hqcbench.models.arms import build_model, count_parameters
+from hqcbench.models.blocks import TanhLinear
+from hqcbench.models.quantum import QuantumLayer
+from hqcbench.models.twin import SoftmaxLinear, make_twin, quantum_submodules
+from hqcbench.models.user import probe_batch
+
+MODULE = "byo_test_models"
+SOURCE = textwrap.dedent('''
+    import torch
+    import torchquantum as tq
+    from torch import nn
+
+    from hqcbench.models.quantum import QuantumLayer
+
+
+    class Circuit(tq.QuantumModule):
+        """A QuantumNAT-style block: encoder, trainable layer, <Z> readout."""
+
+        def __init__(self, n_wires):
+            super().__init__()
+            self.n_wires = n_wires
+            self.encoder = tq.GeneralEncoder([{"input_idx": [i], "func": "ry", "wires": [i]} for i in range(n_wires)])
+            self.layer = tq.RX(has_params=True, trainable=True, wires=0)
+            self.measure = tq.MeasureAll(tq.PauliZ)
+
+        def forward(self, x):
+            qdev = tq.QuantumDevice(n_wires=self.n_wires, bsz=x.shape[0], device=x.device)
+            self.encoder(qdev, x)
+            self.layer(qdev)
+            return self.measure(qdev)
+
+
+    class Outer(tq.QuantumModule):
+        """A quantum module holding another: only this outermost one is the quantum submodule."""
+
+        def __init__(self, n_wires):
+            super().__init__()
+            self.inner = Circuit(n_wires)
+
+        def forward(self, x):
+            return self.inner(x)
+
+
+    def tiny_qnn(in_shape, classes, n_qubits=3):
+        c, h, w = in_shape
+        return nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, n_qubits), QuantumLayer(n_qubits, 1),
+                             nn.Linear(n_qubits, classes))
+
+
+    def tiny_tq(in_shape, classes):
+        c, h, w = in_shape
+        return nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, 3), Outer(3), nn.Linear(3, classes))
+
+
+    class Probabilities(nn.Module):
+        hqcbench_quantum = True  # a user's own quantum layer, marked
+
+        def __init__(self, k, n):
+            super().__init__()
+            self.linear = nn.Linear(k, n)
+
+        def forward(self, x):
+            return torch.softmax(self.linear(x), dim=-1)
+
+
+    def marked(in_shape, classes):
+        c, h, w = in_shape
+        return nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, 4), Probabilities(4, 8), nn.Linear(8, classes))
+
+
+    def classical(in_shape, classes):
+        return nn.Sequential(nn.Flatten(), nn.Linear(in_shape[0] * in_shape[1] * in_shape[2], classes))
+
+
+    def wrong_shape(in_shape, classes):
+        return nn.Sequential(nn.Flatten(), nn.Linear(in_shape[0] * in_shape[1] * in_shape[2], classes + 1))
+
+
+    def raises(in_shape, classes):
+        raise RuntimeError("no GPU here")
+''')
+
+
+@pytest.fixture()
+def user_module(tmp_path, monkeypatch):
+    (tmp_path / f"{MODULE}.py").write_text(SOURCE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path
+    sys.modules.pop(MODULE, None)
+
+
+def _cfg(arms: str, **extra) -> RunConfig:
+    cfg = RunConfig(arms=arms, epochs=1, train_limit=100, attacks="none", width=8, **extra)
+    cfg.validate()
+    return cfg
+
+
+def test_the_registry_resolves_user_arms_and_the_aliases(user_module):
+    spec = arm_registry.resolve(f"{MODULE}:tiny_qnn")
+    assert spec.is_user and spec.name == f"{MODULE}:tiny_qnn" and spec.hparams == ("n_qubits",)
+    assert spec.search == ("lr", "n_qubits") and len(spec.source_digest) == 16
+    assert arm_registry.resolve(f"twin:{MODULE}:tiny_qnn").transform == "twin"
+    assert arm_registry.canonical("twin:hybrid") == "control" and arm_registry.canonical("frozen:hybrid") == "hybrid_frozen"
+    assert RunConfig(arms="cnn,twin:hybrid,frozen:hybrid").arm_list == ["cnn", "control", "hybrid_frozen"]
+    assert arm_registry.names() == ("cnn", "hybrid", "control", "hybrid_noent", "hybrid_frozen")  # built-ins only
+
+
+@pytest.mark.parametrize("arms, words", [
+    ("nosuchmodule:f", "cannot import module 'nosuchmodule'"),
+    (f"{MODULE}:missing", "has no callable 'missing'"),
+    ("twin:cnn", "applies to user arms and to hybrid only"),
+    ("cnn,not an arm", "expected a built-in arm"),
+])
+def test_unresolvable_arms_are_one_line_naming_the_arm(user_module, arms, words):
+    with pytest.raises(UserInputError) as err:
+        RunConfig(arms=arms).validate()
+    assert words in str(err.value) and "arms" in str(err.value)
+
+
+def test_arm_params_must_be_named_by_the_factory(user_module):
+    cfg = _cfg(f"{MODULE}:tiny_qnn", arm_params=f'{{"{MODULE}:tiny_qnn": {{"n_qubits": 2}}}}')
+    assert cfg.hparams_for(f"{MODULE}:tiny_qnn") == {"n_qubits": 2}
+    with pytest.raises(UserInputError, match="its factory names no layers"):
+        _cfg(f"{MODULE}:tiny_qnn", arm_params=f'{{"{MODULE}:tiny_qnn": {{"layers": 2}}}}')
+    with pytest.raises(UserInputError, match="arm_params"):
+        _cfg(f"{MODULE}:tiny_qnn", arm_params="{not json")
+
+
+@pytest.mark.parametrize("factory, words", [
+    ("raises", "its factory raised RuntimeError: no GPU here"),
+    ("wrong_shape", "returned (2, 11) for a batch of 2"),
+])
+def test_bad_models_are_refused_before_training(user_module, factory, words):
+    cfg = _cfg(f"{MODULE}:{factory}")
+    with pytest.raises(UserInputError, match="arms") as err:
+        build_model(f"{MODULE}:{factory}", REGISTRY["digits"], cfg)
+    assert words in str(err.value) and f"{MODULE}:{factory}" in str(err.value)
+
+
+def test_twin_of_a_classical_model_is_refused(user_module):
+    with pytest.raises(UserInputError, match="has no quantum submodule"):
+        build_model(f"twin:{MODULE}:classical", REGISTRY["digits"], _cfg(f"twin:{MODULE}:classical"))
+
+
+def test_the_generic_twin_of_the_hybrid_is_the_control():
+    """Applied to the built-in hybrid, the generic construction finds the control's architecture and size."""
+    cfg, spec = _cfg("hybrid,control"), REGISTRY["digits"]
+    torch.manual_seed(0)
+    hybrid = build_model("hybrid", spec, cfg)
+    control = build_model("control", spec, cfg)
+    swaps = make_twin(hybrid.body, probe_batch(spec.channels, spec.size), "hybrid")
+    assert [s.kind for s in swaps] == ["QuantumLayer"] and swaps[0].output == "expectation"
+    assert count_parameters(hybrid)["params_total"] == count_parameters(control)["params_total"]
+    assert [type(m).__name__ for m in hybrid.modules()] == [type(m).__name__ for m in control.modules()]
+    twin_layer = next(m for m in hybrid.modules() if isinstance(m, TanhLinear))
+    control_layer = next(m for m in control.modules() if isinstance(m, TanhLinear))
+    assert twin_layer.linear.weight.shape == control_layer.linear.weight.shape
+
+
+def test_detection_finds_exactly_the_outermost_quantum_modules(user_module):
+    cfg, spec = _cfg(f"{MODULE}:tiny_tq"), REGISTRY["digits"]
+    model = build_model(f"{MODULE}:tiny_tq", spec, cfg)
+    found = quantum_submodules(model)
+    assert [path for path, _ in found] == ["body.2"]  # Outer, not Outer.inner nor its gates
+    assert count_parameters(model)["params_quantum"] == 1  # the RX angle, a foreign circuit's parameter
+    twin = build_model(f"twin:{MODULE}:tiny_tq", spec, _cfg(f"twin:{MODULE}:tiny_tq"))
+    assert quantum_submodules(twin) == [] and isinstance(twin.body[2], TanhLinear)
+    assert twin.swaps[0].in_width == 3 and twin.swaps[0].out_width == 3
+
+
+def test_a_marked_layer_with_probability_outputs_gets_a_softmax_twin(user_module):
+    twin = build_model(f"twin:{MODULE}:marked", REGISTRY["digits"], _cfg(f"twin:{MODULE}:marked"))
+    assert isinstance(twin.body[2], SoftmaxLinear) and twin.swaps[0].output == "probabilities"
+
+
+def test_frozen_keeps_the_circuit_at_its_seeded_initialisation(user_module):
+    model = build_model(f"frozen:{MODULE}:tiny_qnn", REGISTRY["digits"], _cfg(f"frozen:{MODULE}:tiny_qnn"))
+    layer = next(m for m in model.modules() if isinstance(m, QuantumLayer))
+    assert not layer.weights.requires_grad
+    counts = count_parameters(model)
+    assert counts["params_total"] - counts["params_trainable"] == counts["params_quantum"] > 0
+
+
+def test_the_fingerprint_follows_the_model_source(user_module):
+    cfg = _cfg(f"{MODULE}:tiny_qnn")
+    first, fields = training_fingerprint(cfg, f"{MODULE}:tiny_qnn", 0)
+    assert fields["arm_source"] == arm_registry.get(f"{MODULE}:tiny_qnn").source_digest
+    assert fields["arm_params"] == {"n_qubits": 4}  # the RunConfig field its signature names
+    other = _cfg(f"{MODULE}:tiny_qnn", arm_params=f'{{"{MODULE}:tiny_qnn": {{"n_qubits": 2}}}}')
+    assert training_fingerprint(other, f"{MODULE}:tiny_qnn", 0)[0] != first
+    edited = arm_registry._source_digest(lambda: None)  # another file: another digest
+    assert edited != fields["arm_source"]
+
+
+@pytest.mark.slow
+def test_a_user_arm_and_its_twin_run_through_the_main_job(user_module, mlflow_store, capsys):
+    arm, twin = f"{MODULE}:tiny_qnn", f"twin:{MODULE}:tiny_qnn"
+    code = main(["run", "--arms", f"cnn,{arm},{twin}", "--epochs", "1", "--train_limit", "120", "--seeds", "0",
+                 "--attacks", "fgsm", "--attack_samples", "20", "--width", "8"])
+    assert code == 0
+    assert f"{arm} - {twin}:" in capsys.readouterr().out
+    runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`hqcbench.kind` = 'child'")
+    by_arm = {r["tags.hqcbench.arm"]: r for _, r in runs.iterrows()}
+    assert set(by_arm) == {"cnn", arm, twin}  # the arm string is the tag, unchanged
+    assert by_arm[arm]["metrics.params_quantum"] > 0 and by_arm[twin]["metrics.params_quantum"] == 0
+    assert by_arm[arm]["metrics.robust_acc_fgsm_eps_0.1"] >= 0  # attacks in pixel space, as for any arm
+    swaps = mlflow.artifacts.load_text(f"runs:/{by_arm[twin]['run_id']}/twin_swaps.txt")
+    assert "2: QuantumLayer(4 -> 4" in swaps and "Linear + tanh" in swaps  # n_qubits: the RunConfig field it names
+    parent = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`hqcbench.kind` = 'main'").iloc[0]
+    assert f"metrics.test_acc_{arm}_minus_{twin}" in parent.index
