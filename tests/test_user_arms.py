@@ -226,3 +226,34 @@ def test_a_user_arm_and_its_twin_run_through_the_main_job(user_module, mlflow_st
     assert "2: QuantumLayer(4 -> 4" in swaps and "Linear + tanh" in swaps  # n_qubits: the RunConfig field it names
     parent = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`hqcbench.kind` = 'main'").iloc[0]
     assert f"metrics.test_acc_{arm}_minus_{twin}" in parent.index
+
+
+@pytest.mark.slow
+def test_a_logged_user_model_loads_in_another_process_and_directory(user_module, mlflow_store, tmp_path_factory):
+    """Its module's source travels with the model: a process elsewhere, without the module on its path, loads
+    it with mlflow.pyfunc.load_model and gets the same logits as hqcbench's own loader."""
+    arm = f"{MODULE}:tiny_qnn"
+    assert main(["run", "--arms", arm, "--epochs", "1", "--train_limit", "60", "--seeds", "0", "--attacks", "none",
+                 "--width", "8"]) == 0
+    run = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`hqcbench.kind` = 'child'").iloc[0]
+    from hqcbench.jobs.checkpoints import load_weights, logged_model
+    model, _, build = load_weights(run.run_id)
+    assert build["user_code"] == [f"{MODULE}.py"]
+    x = torch.rand(3, 1, 8, 8)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    script = ("import sys, numpy as np, mlflow\n"
+              f"assert not any('{user_module}' in p for p in sys.path)\n"
+              f"m = mlflow.pyfunc.load_model('models:/{logged_model(run.run_id).model_id}')\n"
+              "np.save('out.npy', m.predict(np.load('x.npy')))\n")
+    import numpy as np
+    import os
+    import subprocess
+    np.save(elsewhere / "x.npy", x.numpy())
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["MLFLOW_TRACKING_URI"] = mlflow.get_tracking_uri()
+    done = subprocess.run([sys.executable, "-c", script], cwd=elsewhere, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert np.allclose(np.load(elsewhere / "out.npy"), expected, atol=1e-5)

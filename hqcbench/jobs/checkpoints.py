@@ -12,7 +12,9 @@ loads back with ``mlflow.pyfunc.load_model`` in any process where hqcbench is in
 """
 from __future__ import annotations
 
+import importlib
 import json
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,8 @@ import mlflow
 import numpy as np
 import torch
 
-from hqcbench import names
+from hqcbench import __version__, names
+from hqcbench import arms as arm_registry
 from hqcbench.config import RunConfig
 from hqcbench.data.datasets import REGISTRY
 from hqcbench.models.arms import build_model
@@ -32,7 +35,8 @@ MODEL_NAME = "model"
 FORMAT = "hqcbench-state-dict-1"
 MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
 # Pinned requirements for logged models: letting MLflow infer them costs ~6 s per model.
-MODEL_PIP_REQUIREMENTS = ["torch==2.14.1", "torchquantum==0.1.8", "mlflow==3.17.2"]
+MODEL_PIP_REQUIREMENTS = ["torch==2.14.1", "torchquantum==0.1.8", "mlflow==3.17.2", f"hqcbench=={__version__}"]
+CODE_DIR = "code"  # where MLflow keeps a model's code_paths: a user arm's module travels there
 
 
 
@@ -40,6 +44,9 @@ def log_weights(model: Classifier, cfg: RunConfig, arm: str, seed: int, example:
     """Log ``model`` as the active run's MLflow model; returns its model id (metrics logged with
     ``model_id`` appear on the model's page in MLflow's model list)."""
     build = {"format": FORMAT, "arm": arm, "seed": int(seed), "config": cfg.to_dict()}
+    code_paths = user_code_paths(arm)
+    if code_paths:  # rebuilt elsewhere, a user arm needs its module: it travels with the model
+        build["user_code"] = [Path(path).name for path in code_paths]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, folder / "state_dict.pt")
@@ -48,8 +55,19 @@ def log_weights(model: Classifier, cfg: RunConfig, arm: str, seed: int, example:
                                        artifacts={"state_dict": str(folder / "state_dict.pt"),
                                                   "build": str(folder / "build.json")},
                                        pip_requirements=MODEL_PIP_REQUIREMENTS, input_example=example,
+                                       code_paths=code_paths or None,
                                        tags={names.MLFLOW_SOURCE_NAME: names.SOURCE_COMMAND})
     return info.model_id
+
+
+def user_code_paths(arm: str) -> list[str]:
+    """The source file of a user arm's module (none for built-in arms)."""
+    spec = arm_registry.get(arm)
+    if not spec.is_user:
+        return []
+    module = importlib.import_module(spec.factory.partition(":")[0])
+    path = getattr(module, "__file__", None)
+    return [path] if path else []
 
 
 def rebuild(build_file: str | Path, state_file: str | Path) -> tuple[Classifier, dict[str, Any]]:
@@ -84,6 +102,9 @@ def load_weights(run_id: str, device: torch.device | str = "cpu") -> tuple[Class
     with tempfile.TemporaryDirectory() as tmp:
         files = {name: mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/artifacts/{name}", dst_path=tmp)
                  for name in ("build.json", "state_dict.pt")}
+        if json.loads(Path(files["build.json"]).read_text()).get("user_code"):  # the user's module, as logged
+            code = mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/{CODE_DIR}", dst_path=tmp)
+            sys.path.insert(0, code)
         model, build = rebuild(files["build.json"], files["state_dict.pt"])
     return model.to(device), build_config(build), build
 
