@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 _BASE = frozenset({"errors", "names", "hardware", "allocator"})
 _LOW = _BASE | {"arms", "config"}
 LAYERS: dict[str, frozenset[str]] = {
-    "__init__": frozenset(),
+    "__init__": frozenset({"api"}),
     "errors": frozenset(),
     "names": frozenset(),
     "threads": frozenset(),
@@ -44,6 +44,8 @@ LAYERS: dict[str, frozenset[str]] = {
     "cli": _LOW | {"data", "models", "resources", "threads", "training", "evaluation", "tracking", "report", "jobs",
                    "study"},
     "__main__": frozenset({"cli"}),
+    # benchmark() for notebooks: the main job's code path from Python; the package imports it on first use
+    "api": _LOW | {"data", "models", "resources", "threads", "training", "evaluation", "tracking", "report", "jobs"},
 }
 MAX_LINES = 400  # a module above this states why in its docstring, in a paragraph starting "Size:"
 

@@ -117,7 +117,6 @@ def test_bound_check_passes_valid_and_fails_violating_perturbations():
 
 # ----------------------------------------------------------------------------- gradient masking
 def test_masked_model_is_flagged_and_normal_cnn_is_not(digits, small_cnn, monkeypatch):
-    monkeypatch.setattr(rb, "SQUARE_MAX_ITER", 100)  # the check needs no full-strength Square on 8x8 digits
     cfg = RunConfig(attacks="fgsm,pgd,square", eps="0.1", attack_samples="100", pgd_steps=20)
     trained = [SimpleNamespace(arm="cnn", seed=0, model=small_cnn),
                SimpleNamespace(arm="hybrid", seed=0, model=masked_copy(small_cnn, "hybrid"))]
@@ -235,7 +234,6 @@ def test_stage_bar_passes_through_exactly_the_planned_stages(digits, small_cnn, 
     through those stages, in that order, and no others."""
     from hqcbench.evaluation.stages import StageBar, planned_stages
 
-    monkeypatch.setattr(rb, "SQUARE_MAX_ITER", 20)
     cfg = RunConfig(attacks=attack_list, eps=eps, attack_samples="40", pgd_steps=5)
     data = attacks.attack_subset(digits.test, cfg.attack_sample_count)
     bar = StageBar(planned_stages(cfg), "attacks cnn", enabled=False)

@@ -13,6 +13,7 @@ loads back with ``mlflow.pyfunc.load_model`` in any process where hqcbench is in
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import json
 import sys
 import tempfile
@@ -23,7 +24,7 @@ import mlflow
 import numpy as np
 import torch
 
-from hqcbench import __version__, names
+from hqcbench import names
 from hqcbench import arms as arm_registry
 from hqcbench.config import RunConfig
 from hqcbench.data.datasets import REGISTRY
@@ -35,7 +36,16 @@ MODEL_NAME = "model"
 FORMAT = "hqcbench-state-dict-1"
 MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
 # Pinned requirements for logged models: letting MLflow infer them costs ~6 s per model.
-MODEL_PIP_REQUIREMENTS = ["torch==2.14.1", "torchquantum==0.1.8", "mlflow==3.17.2", f"hqcbench=={__version__}"]
+def _installed_version() -> str:
+    """hqcbench's installed version (its metadata; the package's __init__ would import the notebook API)."""
+    try:
+        return importlib.metadata.version("hqcbench")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "0.1.0"
+
+
+MODEL_PIP_REQUIREMENTS = ["torch==2.14.1", "torchquantum==0.1.8", "mlflow==3.17.2",
+                          f"hqcbench=={_installed_version()}"]
 CODE_DIR = "code"  # where MLflow keeps a model's code_paths: a user arm's module travels there
 
 
