@@ -64,7 +64,7 @@ def _run(args: argparse.Namespace) -> int:
     values = {k: v for k, v in vars(args).items() if k in FIELD_META and v is not None}
     cfg = RunConfig.from_strings(values).validate()
     trained = run_main(cfg)
-    print(f"hqcbench: trained {len(trained)} (arm, seed) runs on {cfg.dataset} ({cfg.protocol} protocol)")
+    print(f"hqcbench: trained {len(trained)} (arm, seed) runs on {cfg.dataset_name} ({cfg.protocol} protocol)")
     for item in trained:
         print(f"  {item.arm:8s} seed {item.seed}: test_acc={item.metrics.get('test_acc', float('nan')):.4f} "
               f"run_id={item.run_id}")

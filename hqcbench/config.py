@@ -27,6 +27,7 @@ from hqcbench.errors import UserInputError
 T = TypeVar("T")
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar100", "stl10")
+USER_DATASET_KINDS = ("folder", "npz")  # dataset=folder:PATH | npz:FILE: a researcher's own images (docs/byo.md)
 PAPER_DATASETS = ("mnist", "cifar100", "stl10")
 # tuned: the fair recipe with the hyperparameters an equal-budget Optuna study chose for each arm (a
 # campaign's tuned block runs the studies and sets them; docs/tuning.md). Display order: paper, fair, tuned.
@@ -95,6 +96,21 @@ def _param(default: Any, help: str, allowed: str | None = None) -> Any:
     return field(default=default, metadata={"help": help, "allowed": allowed})
 
 
+def is_user_dataset(dataset: str) -> bool:
+    kind, _, path = dataset.partition(":")
+    return kind in USER_DATASET_KINDS and bool(path.strip())
+
+
+def dataset_name(dataset: str) -> str:
+    """What names a dataset in tags, run and experiment names: a built-in name, or the stem of a user
+    dataset's folder or file ('folder:/data/flowers/' -> 'flowers'), never its path."""
+    if not is_user_dataset(dataset):
+        return dataset
+    path = dataset.partition(":")[2].strip().rstrip("/\\")
+    base = os.path.basename(path)
+    return os.path.splitext(base)[0] if dataset.startswith("npz:") else base
+
+
 def _items(text: str) -> list[str]:
     """'a, b,,c' -> ['a', 'b', 'c']"""
     return [item.strip() for item in text.split(",") if item.strip()]
@@ -123,7 +139,11 @@ def _arm_params(text: str) -> dict[str, dict[str, Any]]:
 class RunConfig:
     """Everything a main run needs. Field order = CLI/MLproject/README order."""
 
-    dataset: str = _param("digits", "dataset to train on", "|".join(DATASETS))
+    dataset: str = _param("digits", "dataset to train on: a built-in one, or your images as folder:PATH "
+                          "(PATH/train/<class>/, PATH/test/<class>/) or npz:FILE (x_train, y_train, x_test, y_test)",
+                          "|".join(DATASETS) + "|folder:PATH|npz:FILE")
+    image_size: int = _param(0, "folder datasets: resize every image to image_size x image_size (0: keep their one "
+                             "square size)", ">= 0")
     protocol: str = _param("fair", "fair (shared recipe), paper (published recipe) or tuned (fair recipe, hyperparameters from an equal-budget study)", "|".join(PROTOCOLS))
     arms: str = _param("cnn,hybrid,control", "comma-separated arms: built-in ones, or a user model as "
                        "[twin:|frozen:]module:callable (docs/byo.md)",
@@ -161,6 +181,10 @@ class RunConfig:
     shot_rate_hz: float = _param(0.0, "hardware shots per second for the cost estimate (0: documented default)", ">= 0")
 
     # ------------------------------------------------------------------ parsing helpers
+    @property
+    def dataset_name(self) -> str:
+        return dataset_name(self.dataset)
+
     @property
     def arm_list(self) -> list[str]:
         """The arms as registered: ``twin:hybrid`` is ``control``, ``frozen:hybrid`` is ``hybrid_frozen``
@@ -224,7 +248,9 @@ class RunConfig:
             if not ok:
                 raise UserInputError(name, message, allowed(name))
 
-        require(self.dataset in DATASETS, "dataset", f"unknown dataset {self.dataset!r}")
+        require(self.dataset in DATASETS or is_user_dataset(self.dataset), "dataset",
+                f"unknown dataset {self.dataset!r}")
+        require(isinstance(self.image_size, int) and self.image_size >= 0, "image_size", f"got {self.image_size}")
         require(self.protocol in PROTOCOLS, "protocol", f"unknown protocol {self.protocol!r}")
         if self.protocol == "paper" and self.dataset not in PAPER_DATASETS:
             raise UserInputError(

@@ -20,7 +20,8 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from hqcbench.errors import DataUnavailableError
+from hqcbench.data import user_data
+from hqcbench.errors import DataUnavailableError, UserInputError
 
 DEFAULT_DATA_DIR = "data"  # relative to the working directory
 DATA_DIR_ENV = "HQCBENCH_DATA_DIR"  # a data folder for every job when data_dir is empty
@@ -55,6 +56,7 @@ class DatasetSpec:
     load: Callable[[str | None], tuple[ImageSet, ImageSet]]  # data_dir -> (train, test)
     how_to_get: str
     origin: str = ""  # where the images come from, without any machine path (MLflow dataset source)
+    digest: str = ""  # user datasets: the content digest that identifies them (their path never does)
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
@@ -199,6 +201,33 @@ REGISTRY: dict[str, DatasetSpec] = {
 }
 
 
+_USER_SPECS: dict[tuple[str, int], DatasetSpec] = {}
+
+
+def dataset_spec(name: str, image_size: int = 0) -> DatasetSpec:
+    """A built-in dataset's spec, or a user dataset's (``folder:PATH``, ``npz:FILE``; data/user_data.py), read
+    once per process: channels, size, classes, the training split's mean and std, the content digest."""
+    if name in REGISTRY:
+        return REGISTRY[name]
+    if not user_data.is_user_dataset(name):
+        raise UserInputError("dataset", f"unknown dataset {name!r}",
+                             "|".join(REGISTRY) + ", folder:PATH or npz:FILE")
+    key = (name, int(image_size))
+    if key not in _USER_SPECS:
+        x_train, y_train, x_test, y_test = user_data.load_user_dataset(name, image_size)
+        train = ImageSet(torch.from_numpy(x_train), torch.from_numpy(y_train))
+        test = ImageSet(torch.from_numpy(x_test), torch.from_numpy(y_test))
+        pixels = to_float(train.images)
+        mean = tuple(float(v) for v in pixels.mean(dim=(0, 2, 3)))
+        std = tuple(max(float(v), 1e-6) for v in pixels.std(dim=(0, 2, 3)))
+        digest = user_data.content_digest(x_train, y_train, x_test, y_test)
+        stem = user_data.stem(name)
+        _USER_SPECS[key] = DatasetSpec(stem, x_train.shape[1], x_train.shape[2], int(y_train.max()) + 1, mean, std,
+                                       lambda _: (train, test), "", origin=f"{user_data.display_path(name)} "
+                                       f"(content digest {digest})", digest=digest)
+    return _USER_SPECS[key]
+
+
 # ----------------------------------------------------------------------------- splits
 @dataclass(frozen=True)
 class Splits:
@@ -211,7 +240,7 @@ class Splits:
 
 def load_splits(dataset: str, data_dir: str | None, seed: int, val_fraction: float,
                 train_limit: int = 0, test_as_val: bool = False,
-                cache: dict | None = None) -> Splits:
+                cache: dict | None = None, image_size: int = 0) -> Splits:
     """Train/val/test for one seed.
 
     The validation split is carved from the training split with ``seed``; the test split is the
@@ -220,8 +249,8 @@ def load_splits(dataset: str, data_dir: str | None, seed: int, val_fraction: flo
     ``test_as_val`` reproduces the published STL-10 procedure (paper protocol only): the official
     test split also serves as validation.
     """
-    spec = REGISTRY[dataset]
-    key = (dataset, data_dir)
+    spec = dataset_spec(dataset, image_size)
+    key = (dataset, data_dir, image_size)
     if cache is not None and key in cache:
         full_train, test = cache[key]
     else:

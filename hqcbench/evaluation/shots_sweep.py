@@ -97,6 +97,6 @@ def run_all(trained, splits, cfg, device: torch.device) -> dict[str, Findings]:
         findings.tags.update(readout_tags(cfg.eval_shots, cfg.train_shot_count))
         if cfg.shots_sweep_list:
             findings.merge(shots_sweep(item.model, splits.test, cfg.shots_sweep_list, effective_batch_size(cfg),
-                                       device, item.seed, title=f"{cfg.dataset} / {item.arm} / seed {item.seed}"))
+                                       device, item.seed, title=f"{cfg.dataset_name} / {item.arm} / seed {item.seed}"))
         out[item.arm] = findings
     return out

@@ -248,7 +248,7 @@ def describe(plan_: Plan, runs: pd.DataFrame, spec: CampaignSpec) -> tuple[list[
 def training_tags(t: Training, spec: CampaignSpec, system: dict[str, str]) -> dict[str, str]:
     """The tags a training's child run opens with: what it is (fingerprint and its fields), where it
     belongs (campaign, block), the machine; ``open_run`` adds the process tags."""
-    return {**names.child_tags(t.arm, t.cfg.protocol, t.cfg.dataset, t.seed), **protocol_tags(t.cfg), **system,
+    return {**names.child_tags(t.arm, t.cfg.protocol, t.cfg.dataset_name, t.seed), **protocol_tags(t.cfg), **system,
             names.TAG_FINGERPRINT: t.fingerprint, names.TAG_TRAINING_FIELDS: json.dumps(t.fields, sort_keys=True),
             names.TAG_CAMPAIGN: spec.name, names.TAG_BLOCK: t.block, **campaign_store.source_tags()}
 

@@ -26,8 +26,8 @@ import torch
 
 from hqcbench import names
 from hqcbench import arms as arm_registry
-from hqcbench.config import RunConfig
-from hqcbench.data.datasets import REGISTRY
+from hqcbench.config import RunConfig, is_user_dataset
+from hqcbench.data.datasets import REGISTRY, DatasetSpec, dataset_spec
 from hqcbench.models.arms import build_model
 from hqcbench.models.blocks import Classifier
 from hqcbench.models.quantum import configure_readout
@@ -54,6 +54,10 @@ def log_weights(model: Classifier, cfg: RunConfig, arm: str, seed: int, example:
     """Log ``model`` as the active run's MLflow model; returns its model id (metrics logged with
     ``model_id`` appear on the model's page in MLflow's model list)."""
     build = {"format": FORMAT, "arm": arm, "seed": int(seed), "config": cfg.to_dict()}
+    if is_user_dataset(cfg.dataset):  # rebuilt where the images are not: the shape and statistics suffice
+        spec = dataset_spec(cfg.dataset, cfg.image_size)
+        build["dataset_spec"] = {"name": spec.name, "channels": spec.channels, "size": spec.size,
+                                 "classes": spec.classes, "mean": list(spec.mean), "std": list(spec.std)}
     code_paths = user_code_paths(arm)
     if code_paths:  # rebuilt elsewhere, a user arm needs its module: it travels with the model
         build["user_code"] = [Path(path).name for path in code_paths]
@@ -68,6 +72,10 @@ def log_weights(model: Classifier, cfg: RunConfig, arm: str, seed: int, example:
                                        code_paths=code_paths or None,
                                        tags={names.MLFLOW_SOURCE_NAME: names.SOURCE_COMMAND})
     return info.model_id
+
+
+def _no_images(_: str | None):
+    raise ValueError("a rebuilt model carries its dataset's shape and statistics, not its images")
 
 
 def user_code_paths(arm: str) -> list[str]:
@@ -86,7 +94,10 @@ def rebuild(build_file: str | Path, state_file: str | Path) -> tuple[Classifier,
     if build.get("format") != FORMAT:
         raise ValueError(f"weights in format {build.get('format')!r}, expected {FORMAT!r}")
     cfg = build_config(build)
-    model = build_model(build["arm"], REGISTRY[cfg.dataset], cfg)
+    saved = build.get("dataset_spec")
+    spec = (DatasetSpec(saved["name"], saved["channels"], saved["size"], saved["classes"], tuple(saved["mean"]),
+                        tuple(saved["std"]), _no_images, "") if saved else REGISTRY[cfg.dataset])
+    model = build_model(build["arm"], spec, cfg)
     model.load_state_dict(torch.load(state_file, map_location="cpu", weights_only=True))
     configure_readout(model, cfg.eval_shots, cfg.train_shot_count, int(build["seed"]))
     return model.eval(), build

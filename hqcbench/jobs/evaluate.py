@@ -71,7 +71,8 @@ def evaluate_group(items: list[TrainedArm], splits: Splits, cfg: RunConfig, devi
 def splits_for(cfg: RunConfig, seed: int, cache: dict | None = None) -> Splits:
     """The exact splits a run of ``cfg`` with ``seed`` trained and was tested on."""
     return load_splits(cfg.dataset, cfg.data_dir or None, seed, effective_val_fraction(cfg), cfg.train_limit,
-                       test_as_val=(cfg.protocol == "paper" and cfg.dataset == "stl10"), cache=cache)
+                       test_as_val=(cfg.protocol == "paper" and cfg.dataset == "stl10"), cache=cache,
+                       image_size=cfg.image_size)
 
 
 def reload(run_ids: Iterable[str], device: torch.device) -> list[tuple[TrainedArm, RunConfig]]:

@@ -22,7 +22,8 @@ import json
 from typing import Any
 
 from hqcbench import arms as arm_registry
-from hqcbench.config import RunConfig
+from hqcbench.config import RunConfig, is_user_dataset
+from hqcbench.data.datasets import dataset_spec
 
 TRAINING_VERSION = 1
 EVALUATION_VERSION = 1
@@ -59,9 +60,18 @@ def _normalise(value: Any) -> Any:
     return value
 
 
+def dataset_identity(cfg: RunConfig) -> str:
+    """A built-in dataset's name; a user dataset's stem and content digest, never its path (a moved folder
+    is the same dataset, an edited one another)."""
+    if not is_user_dataset(cfg.dataset):
+        return cfg.dataset
+    spec = dataset_spec(cfg.dataset, cfg.image_size)
+    return f"{spec.name}@{spec.digest}"
+
+
 def training_fields(cfg: RunConfig, arm: str, seed: int) -> dict[str, Any]:
     """The fields that identify the training of ``arm`` with ``seed`` under ``cfg`` (see module doc)."""
-    values = {**{name: getattr(cfg, name) for name in TRAINING_BASELINE}, "dataset": cfg.dataset,
+    values = {**{name: getattr(cfg, name) for name in TRAINING_BASELINE}, "dataset": dataset_identity(cfg),
               "protocol": cfg.protocol, "arm": arm, "seed": int(seed)}
     dropped: set[str] = set()
     if cfg.protocol == "paper":

@@ -9,8 +9,8 @@ import pandas as pd
 import torch
 
 from hqcbench import names
-from hqcbench.config import RunConfig
-from hqcbench.data.datasets import Splits, to_float
+from hqcbench.config import RunConfig, is_user_dataset
+from hqcbench.data.datasets import Splits, dataset_spec, to_float
 from hqcbench.data.lineage import split_inputs
 from hqcbench.errors import UserInputError
 from hqcbench.evaluation import hardware_cost
@@ -102,7 +102,7 @@ def train_arm(arm: str, seed: int, splits: Splits, cfg: RunConfig, device: torch
     final.update(tested)
     mlflow.set_tags(monitor.tags())  # why NVML metrics are absent, how the RSS peak was taken
     mlflow.log_text("\n".join(str(int(c)) for c in test.correct.tolist()), names.TEST_CORRECT_ARTIFACT)
-    fig = plots.learning_curves(history, f"{cfg.dataset} / {arm} / seed {seed} ({cfg.protocol})")
+    fig = plots.learning_curves(history, f"{cfg.dataset_name} / {arm} / seed {seed} ({cfg.protocol})")
     plots.log_png(fig, "learning_curves.png")
     plots.close(fig)
     fig = plots.confusion_matrix(splits.test.labels.numpy(), test.predictions.numpy(), splits.spec.classes,
@@ -150,19 +150,21 @@ def run_main(cfg: RunConfig, progress: bool = True) -> list[TrainedArm]:
     device = resolve_device(cfg.device)
     t_start = time.perf_counter()
     params = cfg.to_dict()
-    run_name = f"{cfg.dataset}-{cfg.protocol}"
-    use_experiment(cfg.dataset)  # hqcbench-{dataset} unless one was given
+    if is_user_dataset(cfg.dataset):  # read and checked now: a bad folder is one line before any run opens
+        dataset_spec(cfg.dataset, cfg.image_size)
+    run_name = f"{cfg.dataset_name}-{cfg.protocol}"
+    use_experiment(cfg.dataset_name)  # hqcbench-{dataset} unless one was given
     trained: list[TrainedArm] = []
     # parent_run ends the parent itself: FAILED with hqcbench.error on an exception, KILLED on a stop
     with tracking.parent_run(params, run_name):
-        mlflow.set_tags({**machine_tags(device), names.TAG_DATASET: cfg.dataset,
+        mlflow.set_tags({**machine_tags(device), names.TAG_DATASET: cfg.dataset_name,
                          names.TAG_PROTOCOL: cfg.protocol, **protocol_tags(cfg)})
         mlflow.log_text(cfg.to_json(), "config.json")
         trained = train_arms(cfg, device, progress=progress)
         table = comparison_table(trained)
         mlflow.log_text(table.to_csv(index=False), "comparison.csv")
         mlflow.log_text(table.to_markdown(index=False, floatfmt=".4f"), "comparison.md")
-        log_headline(trained, f"{cfg.dataset}, {cfg.protocol} protocol")
+        log_headline(trained, f"{cfg.dataset_name}, {cfg.protocol} protocol")
         mlflow.log_metric("wall_time_s", time.perf_counter() - t_start)
     return trained
 
@@ -187,7 +189,7 @@ def train_arms(cfg: RunConfig, device: torch.device,
             for arm in cfg.arm_list:
                 arm_cfg = (arm_configs or {}).get(arm, cfg)
                 with tracking.open_run(run_name=names.child_run_name(arm, seed), nested=True,
-                                       tags={**names.child_tags(arm, cfg.protocol, cfg.dataset, seed),
+                                       tags={**names.child_tags(arm, cfg.protocol, cfg.dataset_name, seed),
                                              **protocol_tags(cfg), **system}):
                     mlflow.log_params({k: str(v) for k, v in arm_cfg.to_dict().items()})
                     mlflow.log_params({"n_train": len(splits.train), "n_val": len(splits.val),

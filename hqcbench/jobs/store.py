@@ -156,7 +156,7 @@ def median_metric(runs: pd.DataFrame, training, metric: str) -> float | None:
     for keys in ((names.TAG_DATASET, names.TAG_PROTOCOL, names.TAG_ARM), (names.TAG_DATASET, names.TAG_PROTOCOL)):
         rows = done
         for key in keys:
-            value = {names.TAG_DATASET: training.cfg.dataset, names.TAG_PROTOCOL: training.cfg.protocol,
+            value = {names.TAG_DATASET: training.cfg.dataset_name, names.TAG_PROTOCOL: training.cfg.protocol,
                      names.TAG_ARM: training.arm}[key]
             rows = rows[rows.get(f"tags.{key}") == value] if f"tags.{key}" in rows else rows.iloc[0:0]
         if len(rows):

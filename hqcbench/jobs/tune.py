@@ -39,7 +39,7 @@ from optuna.visualization import matplotlib as optuna_plots
 from hqcbench import arms as arm_registry
 from hqcbench import names
 from hqcbench.arms import Role
-from hqcbench.config import RunConfig, TuneConfig
+from hqcbench.config import RunConfig, TuneConfig, dataset_name
 from hqcbench.data.datasets import Splits, load_splits
 from hqcbench.jobs import run as runner
 from hqcbench.jobs.evaluate import TrainedArm
@@ -79,7 +79,7 @@ class Objective:
         self.ran.append(trial.number)
         cfg = self.base.replace(**suggest(trial, self.arm, self.tcfg))
         seed = self.tcfg.trial_seed
-        tags = {**names.child_tags(self.arm, cfg.protocol, cfg.dataset, seed), names.TAG_KIND: "trial",
+        tags = {**names.child_tags(self.arm, cfg.protocol, cfg.dataset_name, seed), names.TAG_KIND: "trial",
                 names.TAG_STUDY: self.study_name, names.TAG_TRIAL: str(trial.number),
                 names.TAG_WORKER: worker_id(), names.TAG_TRAINING_VERSION: str(TRAINING_VERSION), **self.system}
         retried = _retried_trial_number(trial)
@@ -265,12 +265,12 @@ def run_tune(tcfg: TuneConfig, pruner: optuna.pruners.BasePruner | None = None) 
         studies = open_studies(storage, tcfg, pruner or make_pruner())
     deadline = time.monotonic() + tcfg.timeout if tcfg.timeout else None
     params = tcfg.to_dict()
-    use_experiment(tcfg.dataset)  # hqcbench-{dataset} unless one was given
+    use_experiment(dataset_name(tcfg.dataset))  # hqcbench-{dataset} unless one was given
     # parent_run ends the parent itself (FAILED with hqcbench.error, or KILLED on a stop)
-    with tracking.parent_run(params, f"tune-{tcfg.dataset}-{'-'.join(tcfg.arm_list)}", kind="tune") as parent:
+    with tracking.parent_run(params, f"tune-{dataset_name(tcfg.dataset)}-{'-'.join(tcfg.arm_list)}", kind="tune") as parent:
         try:
             system = runner.machine_tags(device)  # versions, CPU, GPU: read once, tagged on every trial
-            mlflow.set_tags({**system, names.TAG_DATASET: tcfg.dataset, names.TAG_PROTOCOL: tcfg.protocol,
+            mlflow.set_tags({**system, names.TAG_DATASET: dataset_name(tcfg.dataset), names.TAG_PROTOCOL: tcfg.protocol,
                              names.TAG_WORKER: worker_id()})
             mlflow.log_text(json.dumps(params, indent=2), "config.json")
             base = tcfg.base_config()
@@ -302,7 +302,7 @@ def run_tune(tcfg: TuneConfig, pruner: optuna.pruners.BasePruner | None = None) 
                 table = runner.comparison_table(retrained)
                 mlflow.log_text(table.to_csv(index=False), "comparison.csv")
                 mlflow.log_text(table.to_markdown(index=False, floatfmt=".4f"), "comparison.md")
-                runner.log_headline(retrained, f"{tcfg.dataset}, best configuration of each arm's study")
+                runner.log_headline(retrained, f"{dataset_name(tcfg.dataset)}, best configuration of each arm's study")
             mlflow.log_metric("wall_time_s", time.perf_counter() - t_start)
         finally:
             lock.release()  # never left held for the other workers, however this one ends
