@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from hqcbench import arms as arm_registry
 from hqcbench import threads
 from hqcbench.data.datasets import ImageSet, iterate_batches, to_float
 from hqcbench.resources import ResourceMonitor
@@ -53,15 +54,27 @@ def batch_generator(seed: int, epoch: int) -> torch.Generator:
 CHANNELS_LAST = True
 
 
+def uses_channels_last(model: nn.Module) -> bool:
+    """hqcbench's own arms train channels-last (measured faster above); a user's model keeps the layout its
+    author chose: converting a small user model cost ~4 % of its epoch (benchmarks/byo_overhead.py)."""
+    arm = getattr(model, "arm", None)
+    if not CHANNELS_LAST or arm is None:
+        return CHANNELS_LAST
+    try:
+        return not arm_registry.get(arm).is_user
+    except KeyError:
+        return True
+
+
 def prepare_model(model: nn.Module) -> nn.Module:
     """Put 4-d weights in channels-last layout (in place: same Parameter objects, so optimisers stay valid)."""
-    if CHANNELS_LAST:
+    if uses_channels_last(model):
         model.to(memory_format=torch.channels_last)
     return model
 
 
 def prepare_batch(images: torch.Tensor, device: torch.device, augment=None,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+                  generator: torch.Generator | None = None, channels_last: bool = True) -> torch.Tensor:
     """uint8/float batch -> float in [0, 1] on ``device``, augmented, in the layout the model expects.
 
     The batch moves to the device before conversion and augmentation (a GPU then does both, and
@@ -70,7 +83,7 @@ def prepare_batch(images: torch.Tensor, device: torch.device, augment=None,
     x = to_float(images.to(device, non_blocking=True))
     if augment is not None and augment.active:
         x = augment(x, generator)
-    if CHANNELS_LAST and x.dim() == 4:
+    if CHANNELS_LAST and channels_last and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     return x
 
@@ -81,10 +94,11 @@ def evaluate(model: nn.Module, data: ImageSet, batch_size: int, device: torch.de
              ) -> EvalResult:
     model.eval()
     prepare_model(model)
+    nhwc = uses_channels_last(model)
     criterion = criterion or nn.CrossEntropyLoss()
     total_loss, preds = 0.0, []
     for images, labels in iterate_batches(data, max(batch_size, 256), shuffle=False):
-        x, y = prepare_batch(images, device, augment, generator), labels.to(device)
+        x, y = prepare_batch(images, device, augment, generator, nhwc), labels.to(device)
         logits = model(x)
         total_loss += criterion(logits, y).item() * len(y)
         preds.append(logits.argmax(1).cpu())
@@ -98,13 +112,14 @@ def train_one_epoch(model: nn.Module, data: ImageSet, recipe: Recipe, batch_size
                     generator: torch.Generator, progress: bool = True, desc: str = "") -> tuple[float, float]:
     model.train()
     prepare_model(model)
+    nhwc = uses_channels_last(model)
     total_loss, total_correct, seen = 0.0, 0, 0
     n_batches = (len(data) + batch_size - 1) // batch_size
     batches = iterate_batches(data, batch_size, shuffle=True, generator=generator)
     show = progress and n_batches >= 50  # a bar per epoch is noise for tiny datasets
     for images, labels in tqdm(batches, total=n_batches, desc=desc, leave=False, disable=not show):
         threads.adapt()  # fewer torch threads while other processes hold cores (hqcbench.threads)
-        x, y = prepare_batch(images, device, recipe.augment, generator), labels.to(device, non_blocking=True)
+        x, y = prepare_batch(images, device, recipe.augment, generator, nhwc), labels.to(device, non_blocking=True)
         recipe.optimizer.zero_grad(set_to_none=True)
         logits = model(x)
         loss = recipe.criterion(logits, y)
