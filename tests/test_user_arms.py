@@ -6,6 +6,7 @@ import sys
 import textwrap
 
 import mlflow
+import pandas as pd
 import pytest
 import torch
 
@@ -20,6 +21,7 @@ from hqcbench.models.blocks import TanhLinear
 from hqcbench.models.quantum import QuantumLayer
 from hqcbench.models.twin import SoftmaxLinear, make_twin, quantum_submodules
 from hqcbench.models.user import probe_batch
+from hqcbench.report.build import write_report
 
 MODULE = "byo_test_models"
 SOURCE = textwrap.dedent('''
@@ -226,6 +228,16 @@ def test_a_user_arm_and_its_twin_run_through_the_main_job(user_module, mlflow_st
     assert "2: QuantumLayer(4 -> 4" in swaps and "Linear + tanh" in swaps  # n_qubits: the RunConfig field it names
     parent = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`hqcbench.kind` = 'main'").iloc[0]
     assert f"metrics.test_acc_{arm}_minus_{twin}" in parent.index
+    # the report judges the user's model against the run's classical arms and its twin, as the hybrid is judged
+    report = write_report("hqcbench-digits", str(user_module / "report"), log_run=False)
+    md = (user_module / "report" / "report.md").read_text()
+    assert "## Your models against their classical twins" in md
+    assert f"| {arm} - {twin} (its classical twin: what the circuit adds) |" in md
+    assert f"| {arm} - CNN (a classical arm of the run) |" in md
+    rows = pd.read_csv(user_module / "report" / "user_models.csv")
+    twin_acc = rows[(rows.compared_with == twin) & (rows.quantity == "accuracy")].iloc[0]
+    assert twin_acc["mean"] == pytest.approx(100 * (by_arm[arm]["metrics.test_acc"] - by_arm[twin]["metrics.test_acc"]))
+    assert any(p.name == "user_models.csv" for p in report.files)
 
 
 @pytest.mark.slow

@@ -51,6 +51,7 @@ from hqcbench.report.provenance import provenance, run_commands
 from hqcbench.report.sources import Sources
 from hqcbench.report.stats import BOOTSTRAP_RESAMPLES, CONFIDENCE, MIN_SEEDS
 from hqcbench.report import tuning
+from hqcbench.report.user_models import user_models_section
 from hqcbench.report.tables import (further_metrics, hardware_table, paired_table, results_table, run_rows,
                                     table_metrics)
 
@@ -161,6 +162,7 @@ def build_report(runset: RunSet, out_dir: Path, ui_url: str = "", report_command
             doc.img(name, caption)
     doc.h2("What the circuit contributes")
     contribution = contribution_section(doc, runset, sources, figures["contribution"], out_dir)
+    user_models = user_models_section(doc, runset, sources, out_dir)
     doc.h2("How to read this report")
     doc.ul(_how_to_read())
     doc.h2("Claims in detail")
@@ -202,7 +204,8 @@ def build_report(runset: RunSet, out_dir: Path, ui_url: str = "", report_command
     pd.DataFrame(claims.records).to_csv(claims_path, index=False)
     exports = write_exports(runset, out_dir)
     return Report(doc, claims.records,
-                  [md_path, html_path, claims_path, contribution.path, *exports, *files, *tuning_files])
+                  [md_path, html_path, claims_path, contribution.path, *([user_models] if user_models else []),
+                   *exports, *files, *tuning_files])
 
 
 APPENDIX = "Appendix"  # every h2 from the first one starting with this is reference material, not the body

@@ -94,24 +94,25 @@ def accuracy_metric(protocol: str) -> str:
     return "best_val_acc" if protocol == "paper" else "test_acc"
 
 
-def _shared_seeds(runset: RunSet, dataset: str, protocol: str, arm: str) -> set[int]:
-    return (set(runset.arm_runs(dataset, protocol, "hybrid").seed)
+def _shared_seeds(runset: RunSet, dataset: str, protocol: str, arm: str, base: str = HYBRID) -> set[int]:
+    return (set(runset.arm_runs(dataset, protocol, base).seed)
             & set(runset.arm_runs(dataset, protocol, arm).seed))
 
 
-def robustness_pairs(runset: RunSet, dataset: str, protocol: str, arm: str) -> tuple[str | None, Pairs | None, str]:
+def robustness_pairs(runset: RunSet, dataset: str, protocol: str, arm: str,
+                     base: str = HYBRID) -> tuple[str | None, Pairs | None, str]:
     """The pairs the robustness claims judge on (masking_gate.gated_compare), so one comparison has one number
     wherever it appears: the worst case over every attack on the seeds where both arms have it (counted only
     with AutoAttack or Square among its attacks, masking_gate.STRONG_ATTACKS), else PGD alone (a weaker
     attack: it can overstate a robust accuracy); with the words that say which one stands."""
-    shared = _shared_seeds(runset, dataset, protocol, arm)
-    worst, _ = frame_pairs(runset.runs[has_worst_case(runset.runs)], dataset, protocol, WORST_METRIC, arm)
+    shared = _shared_seeds(runset, dataset, protocol, arm, base)
+    worst, _ = frame_pairs(runset.runs[has_worst_case(runset.runs)], dataset, protocol, WORST_METRIC, arm, base)
     if worst is not None:
         left = sorted(shared - set(worst.seeds))
         note = f"worst case over every attack; seed(s) {', '.join(map(str, left))} without it left out" if left \
             else "worst case over every attack"
         return WORST_METRIC, worst, note
-    pgd, why = runset.pairs(dataset, protocol, PGD_METRIC, arm)
+    pgd, why = runset.pairs(dataset, protocol, PGD_METRIC, arm, base)
     if pgd is not None:
         return PGD_METRIC, pgd, "PGD alone: no seed has a worst case with AutoAttack or Square"
     return None, None, "neither a counting worst case nor PGD logged for both arms"
@@ -157,13 +158,15 @@ def evidence_text(ev: RankEvidence) -> str:
     return "; ".join(parts + shift_and_seeds(ev, "pp"))
 
 
-def difference(runset: RunSet, dataset: str, protocol: str, arm: str, quantity: str) -> Difference:
-    """hybrid - ``arm`` of ``quantity`` (accuracy | robustness) in the group, over the seeds both have."""
+def difference(runset: RunSet, dataset: str, protocol: str, arm: str, quantity: str,
+               base: str = HYBRID) -> Difference:
+    """``base`` (the hybrid unless said) - ``arm`` of ``quantity`` (accuracy | robustness) in the group, over
+    the seeds both have."""
     if quantity == "accuracy":
         metric, note = accuracy_metric(protocol), ""
-        pairs, why = runset.pairs(dataset, protocol, metric, arm)
+        pairs, why = runset.pairs(dataset, protocol, metric, arm, base)
     else:
-        metric, pairs, note = robustness_pairs(runset, dataset, protocol, arm)
+        metric, pairs, note = robustness_pairs(runset, dataset, protocol, arm, base)
         why = note
     if metric is None:
         return Difference(arm, quantity, None, None, None, NO_DATA, note=note)
@@ -178,7 +181,7 @@ def difference(runset: RunSet, dataset: str, protocol: str, arm: str, quantity: 
 
 
 # ---------------------------------------------------------------------------------------------- tables
-def _cell(diff: Difference, sources: Sources) -> Inline:
+def difference_cell(diff: Difference, sources: Sources) -> Inline:
     """'+1.40 pp [+0.72, +2.08] (n=5); per seed (0, 1, ...): +1.0 / ...; Wilcoxon ...; metric'."""
     if diff.pairs is None or diff.interval is None:
         return f"{NO_DATA_CELL} ({diff.note})" if diff.note else NO_DATA_CELL
@@ -227,7 +230,7 @@ def contribution_table(runset: RunSet, sources: Sources, dataset: str,
         row: list[Inline] = [f"{arm_label(arm)}: {COMPARISONS[arm]}"]
         for quantity in QUANTITIES:
             diff = difference(runset, dataset, protocol, arm, quantity)
-            row += [_cell(diff, sources), diff.verdict]
+            row += [difference_cell(diff, sources), diff.verdict]
             records.append(_record(dataset, protocol, diff))
         rows.append(row)
     return header, rows, records

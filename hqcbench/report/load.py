@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from hqcbench import arms as arm_registry
+from hqcbench.arms import HYBRID
 from hqcbench import names
 from hqcbench.config import DATASETS, DEFAULT_ENCODING_SCALE, PAPER_DATASETS
 from hqcbench.errors import UserInputError
@@ -74,9 +75,11 @@ class RunSet:
     _correct: dict[str, np.ndarray | None] = field(default_factory=dict)
 
     # -- PairSource (hqcbench.report.judge) --------------------------------------------------------------------
-    def pairs(self, dataset: str, protocol: str, metric: str, other: str = "cnn") -> tuple[Pairs | None, str]:
-        """Per-seed values of ``metric`` for hybrid and ``other`` on the seeds both have, or why there are none."""
-        return frame_pairs(self.runs, dataset, protocol, metric, other)
+    def pairs(self, dataset: str, protocol: str, metric: str, other: str = "cnn",
+              arm: str = HYBRID) -> tuple[Pairs | None, str]:
+        """Per-seed values of ``metric`` for ``arm`` (the hybrid unless said) and ``other`` on the seeds both
+        have, or why there are none."""
+        return frame_pairs(self.runs, dataset, protocol, metric, other, arm)
 
     def correct(self, run_id: str) -> np.ndarray | None:
         """Per-test-example correctness of a run (downloaded once, then cached)."""
@@ -135,9 +138,9 @@ class WithRelated:
 
 
 def frame_pairs(frame: pd.DataFrame, dataset: str, protocol: str, metric: str,
-                other: str = "cnn") -> tuple[Pairs | None, str]:
-    """Per-seed values of ``metric`` for hybrid and ``other`` on the seeds both have in ``frame`` (one row
-    per dataset, protocol, arm, seed), or why there are none."""
+                other: str = "cnn", arm: str = HYBRID) -> tuple[Pairs | None, str]:
+    """Per-seed values of ``metric`` for ``arm`` (the hybrid unless said) and ``other`` on the seeds both have
+    in ``frame`` (one row per dataset, protocol, arm, seed), or why there are none."""
     group = frame[(frame.dataset == dataset) & (frame.protocol == protocol)]
     label = f"{DATASET_LABELS.get(dataset, dataset)} under {protocol}"
     if group.empty:
@@ -148,16 +151,17 @@ def frame_pairs(frame: pd.DataFrame, dataset: str, protocol: str, metric: str,
         return None, f"{metric_label(metric)} was not logged for {label}"
     if other not in set(group.arm):
         return None, f"no {arm_label(other)} runs for {label}"
-    sub = group[group.arm.isin(["hybrid", other])].dropna(subset=[metric])
+    sub = group[group.arm.isin([arm, other])].dropna(subset=[metric])
     wide = sub.pivot(index="seed", columns="arm", values=metric)
     ids = sub.pivot(index="seed", columns="arm", values="run_id")
-    if "hybrid" not in wide or other not in wide:
-        return None, f"no hybrid and {arm_label(other)} runs with {metric_label(metric)} for {label}"
-    both = wide.dropna(subset=["hybrid", other]).sort_index()
+    if arm not in wide or other not in wide:
+        return None, f"no {arm_label(arm)} and {arm_label(other)} runs with {metric_label(metric)} for {label}"
+    both = wide.dropna(subset=[arm, other]).sort_index()
     if both.empty:
-        return None, f"no seed has both hybrid and {arm_label(other)} with {metric_label(metric)} for {label}"
-    run_ids = [rid for seed in both.index for rid in (ids.loc[seed, "hybrid"], ids.loc[seed, other])]
-    return Pairs([int(s) for s in both.index], [float(v) for v in both["hybrid"]],
+        return None, (f"no seed has both {arm_label(arm)} and {arm_label(other)} with {metric_label(metric)} "
+                      f"for {label}")
+    run_ids = [rid for seed in both.index for rid in (ids.loc[seed, arm], ids.loc[seed, other])]
+    return Pairs([int(s) for s in both.index], [float(v) for v in both[arm]],
                  [float(v) for v in both[other]], [str(r) for r in run_ids]), ""
 
 
