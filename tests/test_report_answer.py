@@ -127,9 +127,11 @@ def test_a_loopback_ui_is_never_linked(built_report, tmp_path):  # noqa: F811
     from tests.conftest import private_mlflow_store
     _, _, fixture = built_report
     with private_mlflow_store(fixture["tmp"]):
-        report = build_report(load_runs("synthetic"), tmp_path, ui_url="http://127.0.0.1:5000")
+        report = build_report(load_runs("synthetic"), tmp_path, ui_url="http://127.0.0.1:5000",
+                              report_command="python -m hqcbench report --ui_url http://localhost:5000")
     text = (tmp_path / "report.md").read_text() + (tmp_path / "report.html").read_text()
     assert "127.0.0.1" not in text and "localhost" not in text and report.files
+    assert "--ui_url (a loopback address)" in text  # the command is still shown, its address hidden
 
 
 def test_the_forest_has_one_row_per_claim_and_protocol_with_data(built_report):  # noqa: F811

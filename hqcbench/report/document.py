@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
@@ -130,7 +131,7 @@ class Document:
                 rule = "|" + "|".join("---" for _ in b.header) + "|"
                 body = ["| " + " | ".join(md_inline(c).replace("\n", " ") for c in row) + " |" for row in b.rows]
                 out.append("\n".join([head, rule, *body]))
-        return "\n\n".join(out) + "\n"
+        return hide_loopback("\n\n".join(out) + "\n")
 
     # ------------------------------------------------------------------ HTML
     def to_html(self, image_dir: Path) -> str:
@@ -157,9 +158,19 @@ class Document:
                 body = "".join("<tr>" + "".join(f"<td>{html_inline(c)}</td>" for c in row) + "</tr>" for row in b.rows)
                 parts.append(f'<div class="scroll"><table{ident}><thead><tr>{head}</tr></thead>'
                              f"<tbody>{body}</tbody></table></div>")
-        return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-                f"<title>{html.escape(self.title)}</title><style>{CSS}</style></head>\n<body>\n"
-                + "\n".join(parts) + "\n</body></html>\n")
+        return hide_loopback(f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+                             f"<title>{html.escape(self.title)}</title><style>{CSS}</style></head>\n<body>\n"
+                             + "\n".join(parts) + "\n</body></html>\n")
+
+
+# A URL on a loopback host is the reader's own machine, not the one that held the runs: a committed report
+# never prints one (a command that named one, e.g. --ui_url of a local server, shows the placeholder).
+LOOPBACK_URL = re.compile(r"\b(?:https?://)?(?:localhost|127(?:\.\d{1,3}){3}|0\.0\.0\.0|\[::1\])(?::\d+)?(?:/[^\s)`'\"<|]*)?")
+LOOPBACK_PLACEHOLDER = "(a loopback address)"
+
+
+def hide_loopback(text: str) -> str:
+    return LOOPBACK_URL.sub(LOOPBACK_PLACEHOLDER, text)
 
 
 def _figure(image_dir: Path, file_name: str, alt: str) -> str:
