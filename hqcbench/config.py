@@ -40,8 +40,8 @@ DEVICES = ("auto", "cpu", "cuda")
 ATTACKS = ("fgsm", "pgd", "square", "pgd_paper", "autoattack", "bpda", "pgd_convergence")
 DEFAULT_ENCODING_SCALE = math.pi  # angle encoding RY(pi * tanh x): the circuit as it always was
 # A dense state vector needs 2**n complex amplitudes per sample (8 MiB at 20 qubits in complex64); the
-# adjoint method keeps its backward pass at a few of them per sample, and the memory check below
-# (MEMORY_CHECKS) refuses a configuration this machine cannot hold, whatever the limit allows.
+# adjoint method keeps its backward pass at a few of them per sample, and the memory check the jobs call
+# (models.memory.check_memory) refuses a configuration this machine cannot hold, whatever the limit allows.
 MAX_QUBITS = 20
 MAX_WIDTH = 256  # backbone width (channels of the first conv layer)
 TUNE_PROTOCOLS = ("fair",)  # paper fixes architecture and learning rates: nothing to tune
@@ -51,32 +51,6 @@ STORAGE_ALLOWED = "sqlite:///PATH (file in an existing folder) or postgresql://U
 PAPER_BATCH_SIZE = 64
 PAPER_EPOCHS = 50
 PAPER_VAL_FRACTION = 0.2  # published: random 80/20 split of the (augmented) training set
-
-
-# Checks of a whole configuration that need code config may not import: the quantum layer's memory
-# estimate lives in hqcbench.models.memory, which registers itself on import (hqcbench.models.quantum
-# imports it, so whatever can build a model has it; the CLI's jobs import models before they
-# validate). Each returns why the configuration would not fit, or None; RunConfig.validate and
-# TuneConfig.validate raise the first answer as a UserInputError. Without models imported there is
-# nothing to check: validate then checks the fields alone.
-MemoryCheck = Callable[["RunConfig"], "str | None"]
-MEMORY_CHECKS: list[MemoryCheck] = []
-
-
-def register_memory_check(check: MemoryCheck) -> MemoryCheck:
-    """Add ``check`` to what ``validate`` runs (once, however often the registering module loads)."""
-    if check not in MEMORY_CHECKS:
-        MEMORY_CHECKS.append(check)
-    return check
-
-
-def memory_shortfall(cfg: "RunConfig") -> str | None:
-    """The first registered memory check's reason why ``cfg`` would not fit, or None."""
-    for check in MEMORY_CHECKS:
-        reason = check(cfg)
-        if reason:
-            return reason
-    return None
 
 
 def _qubits_beyond_simulator(n_qubits: int, batch_size: int) -> str:
@@ -331,10 +305,7 @@ class RunConfig:
             values = value if isinstance(value, list) else [value]
             require(all(v is None or v >= 1 for v in values), name, f"got {getattr(self, name)!r}")
         require(self.shot_rate_hz >= 0, "shot_rate_hz", f"got {self.shot_rate_hz}")
-        shortfall = memory_shortfall(self)  # last: it reads fields checked above
-        if shortfall:
-            raise UserInputError("n_qubits", shortfall, f"{allowed('n_qubits')}, within the memory available")
-        return self
+        return self  # whether it fits in memory: models.memory.check_memory, called by the jobs that build models
 
     # ------------------------------------------------------------------ export
     def to_dict(self) -> dict[str, Any]:
@@ -559,15 +530,15 @@ class TuneConfig:
             require(bool(values), name, "empty list")
             require(all(v in allowed for v in values), name, f"got {getattr(self, name)!r}")
             require(len(set(values)) == len(values), name, f"repeated value in {getattr(self, name)!r}")
+        return self  # whether its largest circuit fits in memory: models.memory.check_tune_memory
+
+    def largest_circuit(self) -> "RunConfig | None":
+        """The largest circuit the search may draw (tune_space.suggest), as a config; None without a circuit arm."""
         circuit_arm = next((a for a in self.arm_list if arm_registry.get(a).has_circuit), None)
-        if circuit_arm:  # the largest circuit the search may draw (tune_space.suggest)
-            largest = self.base_config().replace(
-                arms=circuit_arm, n_qubits=self.qubits_max, depth=self.depth_max,
-                encoding="amplitude" if "amplitude" in self.encoding_list else "angle")
-            shortfall = memory_shortfall(largest)
-            require(not shortfall, "qubits_max", f"the largest circuit searched (qubits_max={self.qubits_max}, "
-                    f"depth_max={self.depth_max}) would not fit: {shortfall}")
-        return self
+        if circuit_arm is None:
+            return None
+        return self.base_config().replace(arms=circuit_arm, n_qubits=self.qubits_max, depth=self.depth_max,
+                                          encoding="amplitude" if "amplitude" in self.encoding_list else "angle")
 
     def settings_for(self, arm: str) -> dict[str, Any]:
         """What makes two trials of ``arm`` comparable; stored on the study, checked on every load."""

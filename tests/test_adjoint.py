@@ -306,16 +306,16 @@ def test_estimate_is_at_least_what_autograd_keeps_and_adjoint_does_not_grow_with
 
 def test_a_config_within_the_limit_but_too_large_for_memory_names_n_qubits_estimate_and_memory(monkeypatch):
     monkeypatch.setattr(memory, "available_bytes", lambda device: 300 * 2 ** 20)
-    cfg = RunConfig(arms="cnn,hybrid", n_qubits=16, depth=6, attacks="none", device="cpu")
+    cfg = RunConfig(arms="cnn,hybrid", n_qubits=16, depth=6, attacks="none", device="cpu").validate()
     with pytest.raises(UserInputError) as info:
-        cfg.validate()
+        memory.check_memory(cfg)  # explicit: the jobs call it after validate, no import side effect
     text = str(info.value)
     assert info.value.parameter == "n_qubits" and text.startswith("n_qubits: 16 qubits")
     assert "GiB for the quantum layer" in text and "0.29 GiB available on cpu" in text, text
-    RunConfig(arms="cnn,control", n_qubits=16, device="cpu").validate()  # no circuit: nothing to check
-    RunConfig(arms="hybrid", n_qubits=8, device="cpu").validate()
+    memory.check_memory(RunConfig(arms="cnn,control", n_qubits=16, device="cpu"))  # no circuit: nothing to check
+    memory.check_memory(RunConfig(arms="hybrid", n_qubits=8, device="cpu"))
     with pytest.raises(UserInputError, match="attacks none"):
-        RunConfig(arms="hybrid", n_qubits=14, depth=2, attacks="fgsm", device="cpu").validate()
+        memory.check_memory(RunConfig(arms="hybrid", n_qubits=14, depth=2, attacks="fgsm", device="cpu"))
 
 
 def test_the_check_allows_for_the_freed_memory_the_heap_keeps_on_cpu(monkeypatch):
@@ -332,7 +332,7 @@ def test_the_check_allows_for_the_freed_memory_the_heap_keeps_on_cpu(monkeypatch
 def test_qubit_limit_is_checked_before_memory_and_twenty_qubits_fit_a_large_machine(monkeypatch):
     monkeypatch.setattr(memory, "available_bytes", lambda device: 64 * 2 ** 30)
     assert MAX_QUBITS == 20
-    RunConfig(arms="hybrid", n_qubits=20, depth=6, attacks="none", device="cpu").validate()
+    memory.check_memory(RunConfig(arms="hybrid", n_qubits=20, depth=6, attacks="none", device="cpu").validate())
     with pytest.raises(UserInputError, match=r"n_qubits: 30 qubits need 8\.00 GiB per sample .* batch of 32.*"
                                              r"GiB available.*allowed: 1\.\.20"):
         RunConfig(arms="hybrid", n_qubits=30, device="cpu").validate()
@@ -341,9 +341,10 @@ def test_qubit_limit_is_checked_before_memory_and_twenty_qubits_fit_a_large_mach
 def test_tune_refuses_a_qubit_range_whose_largest_circuit_would_not_fit(monkeypatch):
     monkeypatch.setattr(memory, "available_bytes", lambda device: 300 * 2 ** 20)
     with pytest.raises(UserInputError) as info:
-        TuneConfig(arms="hybrid", qubits_max=16, depth_max=6, device="cpu", attacks="none").validate()
+        memory.check_tune_memory(TuneConfig(arms="hybrid", qubits_max=16, depth_max=6, device="cpu",
+                                            attacks="none").validate())
     assert info.value.parameter == "qubits_max" and "16 qubits" in str(info.value)
-    TuneConfig(arms="hybrid", qubits_max=8, device="cpu").validate()
+    memory.check_tune_memory(TuneConfig(arms="hybrid", qubits_max=8, device="cpu").validate())
 
 
 def test_tune_space_draws_qubits_within_the_limit():
@@ -373,3 +374,20 @@ def test_pass_sizes_follow_the_evaluation_and_attack_code():
     data = ImageSet(torch.zeros(300, 1, 2, 2, dtype=torch.uint8), torch.zeros(300, dtype=torch.long))
     evaluate(Spy(), data, 8, torch.device("cpu"))
     assert seen[0] == memory.EVAL_BATCH_MIN
+
+
+def test_validate_checks_fields_only_and_the_main_job_checks_memory(monkeypatch, mlflow_store):
+    """validate() no longer depends on what happens to be imported: in a fresh interpreter it accepts a
+    circuit too large for memory (fields are fine), and the main job refuses it before any run opens."""
+    import subprocess
+    import sys
+    code = ("from hqcbench.config import RunConfig\n"
+            "RunConfig(arms='hybrid', n_qubits=20, depth=6, device='cpu').validate()\n"
+            "import sys; sys.exit(1 if 'hqcbench.models' in sys.modules else 0)\n")
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 300 * 2 ** 20)
+    from hqcbench.jobs.run import run_main
+    with pytest.raises(UserInputError, match="n_qubits: 16 qubits"):
+        run_main(RunConfig(arms="hybrid", n_qubits=16, depth=6, attacks="none", device="cpu"), progress=False)
+    import mlflow
+    assert mlflow.search_runs(search_all_experiments=True).empty

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hqcbench.models.memory import check_memory
 from hqcbench.config import FIELD_DEFAULTS, FIELD_META, FIELD_TYPES, TUNE_META, TUNE_SHARED, TUNE_TYPES, RunConfig, TuneConfig, convert
 from hqcbench.errors import UserInputError
 from hqcbench.jobs.fingerprint import training_fingerprint
@@ -155,6 +156,7 @@ def make_training(block: str, settings: dict[str, Any], dataset: str, protocol: 
     """One validated cell and its fingerprint."""
     cfg = RunConfig(**{**settings, "dataset": str(dataset), "protocol": str(protocol), "arms": str(arm),
                        "seeds": str(seed)}).validate()
+    check_memory(cfg)  # a spec whose circuit cannot fit here is refused up front, cell by cell
     fingerprint, fields = training_fingerprint(cfg, str(arm), int(seed))
     return Training(block, str(arm), int(seed), cfg, fingerprint, fields)
 

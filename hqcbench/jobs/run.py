@@ -22,7 +22,7 @@ from hqcbench.jobs.fingerprint import TRAINING_VERSION
 from hqcbench.resources import ResourceMonitor, hardware_tags, run_summary
 from hqcbench.threads import apply_threads
 from hqcbench.models.arms import build_model, count_parameters
-from hqcbench.models.memory import run_device
+from hqcbench.models.memory import check_memory, run_device
 from hqcbench.models.quantum import configure_readout
 from hqcbench.tracking import figures as plots
 from hqcbench.tracking import runs as tracking
@@ -146,6 +146,7 @@ def log_headline(trained: list[TrainedArm], title: str) -> None:
 def run_main(cfg: RunConfig, progress: bool = True) -> list[TrainedArm]:
     """Validate, then train every arm for every seed under one parent run (``progress``: tqdm bars)."""
     cfg.validate()
+    check_memory(cfg)  # before any run opens: a circuit that cannot fit is one line, not a crash mid-training
     apply_threads(cfg.threads)  # 0: the CPUs available to this process (affinity, cgroup quota), fewer while others load them
     device = resolve_device(cfg.device)
     t_start = time.perf_counter()

@@ -36,6 +36,7 @@ from optuna.trial import TrialState
 # torch and MLflow): not worth deferring to the first plot.
 from optuna.visualization import matplotlib as optuna_plots
 
+from hqcbench.models.memory import check_tune_memory
 from hqcbench import arms as arm_registry
 from hqcbench import names
 from hqcbench.arms import Role
@@ -256,6 +257,7 @@ class TuneResult:
 def run_tune(tcfg: TuneConfig, pruner: optuna.pruners.BasePruner | None = None) -> TuneResult:
     """The ``tune`` entry point (one worker). ``pruner`` is for tests; default: median pruner."""
     tcfg.validate()
+    check_tune_memory(tcfg)  # the largest circuit the search may draw must fit, before any trial runs
     url = check_storage(tcfg.storage)
     device = runner.resolve_device(tcfg.device)
     t_start = time.perf_counter()

@@ -5,8 +5,8 @@ backward pass needs gigabytes, and running out of memory after an hour of data l
 training (or, worse, in the attack step after training) wastes the run. ``estimate_peak_bytes``
 counts what the layer holds at its peak for one pass; ``memory_shortfall`` compares the largest
 pass a run makes with the memory available on its device (``available_bytes``: free CUDA memory,
-else the system's available RAM) and says why it would not fit. ``RunConfig.validate`` runs it
-through ``config.MEMORY_CHECKS`` (registered below: config may not import models), so
+else the system's available RAM) and says why it would not fit. The jobs that build models call
+``check_memory`` (``check_tune_memory`` for a search) right after validating their config, so
 ``python -m hqcbench run --n_qubits 18 ...`` on a small machine fails in a second with one line
 naming n_qubits, the estimate and the memory available.
 
@@ -43,7 +43,8 @@ import psutil
 import torch
 
 from hqcbench import arms as arm_registry
-from hqcbench.config import RunConfig, register_memory_check
+from hqcbench.config import MAX_QUBITS, RunConfig, TuneConfig
+from hqcbench.errors import UserInputError
 from hqcbench.models.adjoint import DIFF_METHODS, backprop_saved_states, choose_diff_method
 from hqcbench.models.circuit import best_groups, choose_method, input_width, wire_groups
 from hqcbench.models.readout import MAX_AMPLITUDES_PER_CHUNK
@@ -157,7 +158,7 @@ def run_peak_bytes(cfg: RunConfig) -> tuple[int, str]:
 
 
 def memory_shortfall(cfg: RunConfig) -> str | None:
-    """Why ``cfg``'s circuit would not fit in memory on its device, or None (the ``config.MEMORY_CHECKS`` hook).
+    """Why ``cfg``'s circuit would not fit in memory on its device, or None.
 
     Only the fair protocol's circuit arms have a circuit sized by ``n_qubits`` (the paper circuit is
     4 qubits). Reads fields ``RunConfig.validate`` has already checked.
@@ -180,4 +181,20 @@ def memory_shortfall(cfg: RunConfig) -> str | None:
             f"freed memory the heap keeps), more than {MEMORY_FRACTION:.0%} of the "
             f"{free / GIB:.2f} GiB available on {device.type}; use {advice}")
 
-register_memory_check(memory_shortfall)
+def check_memory(cfg: RunConfig) -> None:
+    """Refuse, as one line naming ``n_qubits``, a configuration whose circuit would not fit in memory. The
+    jobs that build models call it after ``validate`` (explicitly: a check that ran only when this module
+    happened to be imported skipped itself in a notebook)."""
+    shortfall = memory_shortfall(cfg)
+    if shortfall:
+        raise UserInputError("n_qubits", shortfall, f"1..{MAX_QUBITS}, within the memory available")
+
+
+def check_tune_memory(tcfg: TuneConfig) -> None:
+    """Refuse a search whose largest circuit would not fit, naming ``qubits_max``."""
+    largest = tcfg.largest_circuit()
+    shortfall = memory_shortfall(largest) if largest is not None else None
+    if shortfall:
+        raise UserInputError("qubits_max", f"the largest circuit searched (qubits_max={tcfg.qubits_max}, "
+                             f"depth_max={tcfg.depth_max}) would not fit: {shortfall}",
+                             f"1..{MAX_QUBITS}, within the memory available")

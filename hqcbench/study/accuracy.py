@@ -21,6 +21,7 @@ from typing import Callable, Iterator, Sequence
 import mlflow
 import torch
 
+from hqcbench.models.memory import check_memory
 from hqcbench import arms as arm_registry
 from hqcbench import names
 from hqcbench.config import RunConfig
@@ -63,8 +64,10 @@ def width_metric(dataset: str, arm: str) -> str:
 def run_config(dataset: str, n: int, arm: str, seed: int, epochs: int, train_limit: int) -> RunConfig:
     """The fair protocol's main-run config for one training; every other field keeps its default."""
     limit = 0 if dataset in UNLIMITED else train_limit
-    return RunConfig(dataset=dataset, arms=arm, seeds=str(seed), n_qubits=n, epochs=epochs, train_limit=limit,
-                     attacks="none").validate()
+    cfg = RunConfig(dataset=dataset, arms=arm, seeds=str(seed), n_qubits=n, epochs=epochs, train_limit=limit,
+                    attacks="none").validate()
+    check_memory(cfg)
+    return cfg
 
 
 def trainings(datasets: Sequence[str], widths: Sequence[int], seeds: Sequence[int]
