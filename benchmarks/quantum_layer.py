@@ -73,7 +73,8 @@ from torch import nn
 
 from hqcbench.hardware import machine_slug
 from hqcbench.models.adjoint import choose_diff_method
-from hqcbench.models.circuit import ANGLE_SCALE, choose_method, cnot_ring_pairs, input_width, weight_shape
+from hqcbench.config import DEFAULT_ENCODING_SCALE
+from hqcbench.models.circuit import choose_method, cnot_ring_pairs, input_width, weight_shape
 from hqcbench.models.memory import available_bytes, chunk_rows, estimate_peak_bytes
 from hqcbench.models.quantum import QuantumLayer
 
@@ -114,7 +115,7 @@ def _tq_encode(qdev, x: torch.Tensor, n: int, encoding: str) -> None:
     import torchquantum.functional as tqf
 
     if encoding == "angle":
-        angles = ANGLE_SCALE * torch.tanh(x)
+        angles = DEFAULT_ENCODING_SCALE * torch.tanh(x)
         for w in range(n):
             tqf.ry(qdev, wires=w, params=angles[:, w])
     else:
@@ -179,7 +180,7 @@ def pennylane_layer(ref: QuantumLayer, device_name: str = "default.qubit", diff_
     @qml.qnode(dev, interface="torch", diff_method=diff_method)
     def circuit(inputs, weights):
         if encoding == "angle":
-            angles = ANGLE_SCALE * torch.tanh(inputs)
+            angles = DEFAULT_ENCODING_SCALE * torch.tanh(inputs)
             for w in range(n):
                 qml.RY(angles[..., w], wires=w)
         else:

@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from hqcbench.models.blocks import TanhLinear
-from hqcbench.models.circuit import ANGLE_SCALE, ry_product_state
+from hqcbench.config import DEFAULT_ENCODING_SCALE
+from hqcbench.models.circuit import ry_product_state
 from hqcbench.models.quantum import QuantumLayer
 
 
@@ -83,7 +84,7 @@ class AngleEncodingBPDA(nn.Module):
         super().__init__()
         if layer.encoding != "angle":
             raise ValueError("AngleEncodingBPDA needs an angle-encoded layer")
-        self.scale = float(getattr(layer, "encoding_scale", ANGLE_SCALE))
+        self.scale = float(getattr(layer, "encoding_scale", DEFAULT_ENCODING_SCALE))
         view = copy.copy(layer)  # shares parameters, buffers, hooks and the shot stream's settings
         view.encoding = "amplitude"
         self.view = view

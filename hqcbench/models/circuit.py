@@ -37,7 +37,8 @@ from functools import lru_cache
 
 import torch
 
-ANGLE_SCALE = math.pi  # angle encoding: RY(pi * tanh(x)) unless an encoding_scale is given
+from hqcbench.config import DEFAULT_ENCODING_SCALE  # angle encoding RY(pi * tanh x) unless a scale is given
+
 AMPLITUDE_NORM_FLOOR = 1e-12  # an all-zero input stays all-zero instead of becoming NaN
 
 # Cost model of ``choose_method``, in complex multiply-adds (forward; backward scales both paths
@@ -248,7 +249,7 @@ def choose_method(n_qubits: int, depth: int, batch: int) -> str:
 
 
 # ------------------------------------------------------------------------------------ encoding
-def angle_params(x: torch.Tensor, scale: float = ANGLE_SCALE) -> torch.Tensor:
+def angle_params(x: torch.Tensor, scale: float = DEFAULT_ENCODING_SCALE) -> torch.Tensor:
     """Angle encoding: the RY angles a_i = scale * tanh(x_i) (B, n); tanh keeps them bounded.
 
     scale is pi by default (angles span a full turn); the ``encoding_scale`` ablation varies it.
@@ -278,7 +279,7 @@ def ry_product_state(half: torch.Tensor) -> torch.Tensor:
     return state
 
 
-def encode_real(x: torch.Tensor, n_qubits: int, encoding: str, scale: float = ANGLE_SCALE) -> torch.Tensor:
+def encode_real(x: torch.Tensor, n_qubits: int, encoding: str, scale: float = DEFAULT_ENCODING_SCALE) -> torch.Tensor:
     """(B, 2**n) real state after encoding, per sample (never mixes samples).
 
     scale: the angle encoding's RY(scale * tanh x); amplitude encoding has no angle and ignores it.
@@ -288,7 +289,7 @@ def encode_real(x: torch.Tensor, n_qubits: int, encoding: str, scale: float = AN
     return normalise_amplitudes(x)
 
 
-def encode_state(x: torch.Tensor, n_qubits: int, encoding: str, scale: float = ANGLE_SCALE) -> torch.Tensor:
+def encode_state(x: torch.Tensor, n_qubits: int, encoding: str, scale: float = DEFAULT_ENCODING_SCALE) -> torch.Tensor:
     """(B, 2**n) complex state after encoding (complex128 for float64 inputs, else complex64)."""
     return encode_real(x, n_qubits, encoding, scale).to(complex_dtype(x.dtype))
 

@@ -52,10 +52,10 @@ from typing import Callable
 import torch
 from torch import nn
 
-from hqcbench.config import ANSATZES, ENCODINGS, ENGINES
+from hqcbench.config import ANSATZES, DEFAULT_ENCODING_SCALE, ENCODINGS, ENGINES
 from hqcbench.models import readout
 from hqcbench.models.adjoint import DIFF_METHODS, adjoint_expvals, choose_diff_method
-from hqcbench.models.circuit import (ANGLE_SCALE, angle_params, ansatz_unitary_t, best_groups, choose_method,
+from hqcbench.models.circuit import (angle_params, ansatz_unitary_t, best_groups, choose_method,
                                      cnot_ring_pairs, encode_real, evolve, group_matrices, input_width, layer_gates,
                                      normalise_amplitudes, real_dtype, ring_permutation, weight_shape, wire_groups,
                                      z_sign_table)
@@ -82,11 +82,11 @@ class QuantumLayer(nn.Module):
     shots: int | None = None
     train_shots: int | None = None
     shot_rng = None
-    diff_method: str = "auto"  # set per instance in __init__; the class default serves layers pickled before it
+    diff_method: str = "auto"  # every instance sets its own in __init__
 
     def __init__(self, n_qubits: int, depth: int, encoding: str = "angle", ansatz: str = "strong",
                  engine: str = "fused", seed: int | None = None, method: str = "auto", entangle: bool = True,
-                 encoding_scale: float = ANGLE_SCALE, diff_method: str = "auto"):
+                 encoding_scale: float = DEFAULT_ENCODING_SCALE, diff_method: str = "auto"):
         super().__init__()
         for name, value, allowed in (("encoding", encoding, ENCODINGS), ("ansatz", ansatz, ANSATZES),
                                      ("engine", engine, ENGINES), ("method", method, METHODS),
@@ -100,7 +100,7 @@ class QuantumLayer(nn.Module):
             raise ValueError(f"QuantumLayer: need n_qubits >= 1 and depth >= 1, got {n_qubits}, {depth}")
         if not math.isfinite(encoding_scale) or encoding_scale <= 0:
             raise ValueError(f"QuantumLayer: encoding_scale must be a finite number > 0, got {encoding_scale}")
-        if encoding == "amplitude" and encoding_scale != ANGLE_SCALE:
+        if encoding == "amplitude" and encoding_scale != DEFAULT_ENCODING_SCALE:
             raise ValueError("QuantumLayer: encoding_scale applies to angle encoding only (amplitude encoding has "
                              "no angle)")
         self.n_qubits, self.depth, self.encoding, self.ansatz, self.engine = n_qubits, depth, encoding, ansatz, engine
@@ -125,7 +125,7 @@ class QuantumLayer(nn.Module):
     def extra_repr(self) -> str:
         text = (f"n_qubits={self.n_qubits}, depth={self.depth}, encoding={self.encoding}, "
                 f"ansatz={self.ansatz}, engine={self.engine}")
-        if self.encoding_scale != ANGLE_SCALE:  # only the ablations add words: default text unchanged
+        if self.encoding_scale != DEFAULT_ENCODING_SCALE:  # only the ablations add words: default text unchanged
             text += f", encoding_scale={self.encoding_scale:g}"
         if self.diff_method != "auto":
             text += f", diff_method={self.diff_method}"
