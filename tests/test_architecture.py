@@ -91,9 +91,16 @@ def import_edges(root: Path) -> tuple[set[str], list[Edge]]:
             targets: list[str] = []
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 # from pkg import sub -> the submodule when it is one, else pkg itself
                 targets = [f"{node.module}.{alias.name}" for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level > 0:
+                # a relative import, resolved against the importing module's package: "from ..config import X"
+                # in hqcbench/models/arms.py is hqcbench.config, and the layer rule applies to it as to any
+                package = source.split(".") if f.name == "__init__.py" else source.split(".")[:-1]
+                base = package[:len(package) - (node.level - 1)] if node.level > 1 else package
+                prefix = ".".join(base + ([node.module] if node.module else []))
+                targets = [f"{prefix}.{alias.name}" for alias in node.names]
             for target in targets:
                 if target.split(".")[0] != root.name:
                     continue
@@ -264,6 +271,20 @@ def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
     for folder in {p.parent for p in root.rglob("*.py")} | {root}:
         (folder / "__init__.py").touch()
     return root
+
+
+def test_checker_flags_a_relative_upward_import(tmp_path):
+    root = tmp_path / "hqcbench"
+    (root / "models").mkdir(parents=True)
+    (root / "__init__.py").write_text("")
+    (root / "models" / "__init__.py").write_text("")
+    (root / "jobs").mkdir()
+    (root / "jobs" / "__init__.py").write_text("")
+    (root / "jobs" / "run.py").write_text("x = 1\n")
+    (root / "models" / "arms.py").write_text("from ..jobs import run\nfrom ..jobs.run import x\n")
+    _, edges = import_edges(root)
+    assert [(e.source, e.target) for e in edges] == [("hqcbench.models.arms", "hqcbench.jobs.run")] * 2
+    assert layer_violations(edges) and "hqcbench.models.arms" in layer_violations(edges)[0]
 
 
 def test_checker_flags_an_upward_import(tmp_path):
