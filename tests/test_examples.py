@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 
 from hqcbench.cli import main
@@ -32,3 +33,10 @@ def test_example_trains_beside_its_twin(module, mlflow_store, monkeypatch, capsy
     assert by_arm[arm]["metrics.params_quantum"] > 0 and by_arm[twin]["metrics.params_quantum"] == 0
     assert by_arm[arm]["metrics.test_acc"] > 0.1  # above chance on 10 classes after two epochs
     assert 0 <= by_arm[arm]["metrics.robust_acc_fgsm_eps_0.1"] <= 1
+    # the hardware bill: computed for hqcbench's own layer, said to be unknown for a foreign circuit, never made up
+    tag = by_arm[arm].get("tags.hqcbench.hardware_cost")
+    if module == "quantum_layer_block":
+        assert by_arm[arm]["metrics.hw_circuit_executions"] > 0 and not isinstance(tag, str)
+    else:
+        assert tag.startswith("unknown: circuits hqcbench cannot count")
+        assert "metrics.hw_circuit_executions" not in runs or pd.isna(by_arm[arm]["metrics.hw_circuit_executions"])

@@ -269,3 +269,12 @@ def test_a_logged_user_model_loads_in_another_process_and_directory(user_module,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert np.allclose(np.load(elsewhere / "out.npy"), expected, atol=1e-5)
+
+
+def test_the_hardware_bill_of_several_layers_is_unknown_not_made_up():
+    from torch import nn
+
+    from hqcbench.evaluation.hardware_cost import unknown_reason
+    two = nn.Sequential(nn.Linear(4, 2), QuantumLayer(2, 1), QuantumLayer(2, 1))
+    assert unknown_reason(two).startswith("unknown: 2 quantum layers")
+    assert unknown_reason(nn.Sequential(nn.Linear(4, 2), QuantumLayer(2, 1))) == ""

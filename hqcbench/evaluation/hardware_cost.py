@@ -32,8 +32,10 @@ from typing import Callable, Iterable, Iterator
 import torch
 from torch import nn
 
+from hqcbench import names
 from hqcbench.models.circuit import cnot_ring_pairs, weight_shape
 from hqcbench.models.quantum import QuantumLayer
+from hqcbench.models.twin import quantum_submodules
 from hqcbench.tracking.findings import Findings
 
 # Default shot rate: Google's Sycamore sampled a 53-qubit circuit one million times in about
@@ -256,15 +258,33 @@ def cost_for(layer: QuantumLayer, cfg, n_train: int, n_val: int, n_test: int) ->
     return estimate(CircuitShape.of(layer), work, shots_train, shots_eval, cfg.shot_rate_hz or DEFAULT_SHOT_RATE_HZ)
 
 
+def unknown_reason(model: nn.Module) -> str:
+    """Why the bill of ``model`` cannot be computed ('' when it can): hqcbench knows the gate counts and the
+    executions of exactly one of its own QuantumLayers per model; a TorchQuantum or PennyLane circuit, a
+    user's marked module, or several layers (whose executions per sample the model decides) it does not."""
+    circuits = quantum_submodules(model)
+    foreign = [f"{path} ({type(m).__name__})" for path, m in circuits if not isinstance(m, QuantumLayer)]
+    if foreign:
+        return "unknown: circuits hqcbench cannot count the gates of: " + ", ".join(foreign)
+    if len(circuits) > 1:
+        return f"unknown: {len(circuits)} quantum layers, whose executions per sample the model decides"
+    return ""
+
+
 def run_all(trained, splits, cfg, device=None) -> dict[str, Findings]:
-    """Findings (``hw_*`` metrics, ``hardware_cost.json``) for every arm with a quantum layer."""
+    """Findings (``hw_*`` metrics, ``hardware_cost.json``) for every arm with a quantum layer; for a model
+    whose circuits hqcbench cannot bill, the tag ``hqcbench.hardware_cost`` says so, and no number is made up."""
     out: dict[str, Findings] = {}
     for item in trained:
+        why = unknown_reason(item.model)
+        if why:
+            findings = Findings()
+            findings.tags[names.TAG_HARDWARE_COST] = why
+            out[item.arm] = findings
+            continue
         layers = [m for m in item.model.modules() if isinstance(m, QuantumLayer)]
         if not layers:
             continue
-        if len(layers) > 1:  # every arm has one circuit today; several would each be billed
-            raise NotImplementedError("hardware cost of models with several quantum layers")
         cost = cost_for(layers[0], cfg, len(splits.train), len(splits.val), len(splits.test))
         findings = Findings()
         findings.metrics.update(cost.metrics())
