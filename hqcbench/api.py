@@ -9,14 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-import mlflow
 import pandas as pd
 
 from hqcbench.config import RunConfig
-from hqcbench.jobs.run import run_main
-
-MLFLOW_PARENT_RUN_ID = "mlflow.parentRunId"  # MLflow's own tag on a nested run
-
+from hqcbench.jobs.run import parent_of, run_main
 
 def _csv(value: str | Iterable[Any]) -> str:
     return value if isinstance(value, str) else ",".join(str(v) for v in value)
@@ -34,7 +30,4 @@ def benchmark(arms: str | Iterable[str] = ("cnn", "hybrid", "control"), dataset:
     cfg = RunConfig.from_strings({k: str(v) for k, v in fields.items()})
     trained = run_main(cfg, progress=progress)
     rows = [{"arm": item.arm, "seed": item.seed, "run_id": item.run_id, **item.metrics} for item in trained]
-    parent = ""
-    if trained:
-        parent = mlflow.MlflowClient().get_run(trained[0].run_id).data.tags.get(MLFLOW_PARENT_RUN_ID, "")
-    return pd.DataFrame(rows), parent
+    return pd.DataFrame(rows), parent_of(trained)[1]

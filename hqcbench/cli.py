@@ -16,7 +16,6 @@ import sys
 import warnings
 
 import mlflow
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from hqcbench.allocator import keep_freed_memory
 from hqcbench.config import FIELD_META, TUNE_META, RunConfig, TuneConfig
@@ -25,7 +24,7 @@ from hqcbench.errors import DataUnavailableError, UserInputError
 from hqcbench.jobs import headline
 from hqcbench.jobs.campaign import run_campaign, write_campaign_report
 from hqcbench.jobs.evaluate import evaluate_experiment
-from hqcbench.jobs.run import run_main
+from hqcbench.jobs.run import parent_of, run_main
 from hqcbench.jobs.tune import run_tune
 from hqcbench.report import build as report_build
 from hqcbench.study import scaling as study_scaling
@@ -72,9 +71,8 @@ def _run(args: argparse.Namespace) -> int:
     for line in headline.headline_lines(headline.differences(trained)):
         print(line)
     if trained:
-        child = mlflow.MlflowClient().get_run(trained[0].run_id)  # its parent is the run this job logged into
-        parent_id = child.data.tags[MLFLOW_PARENT_RUN_ID]
-        command = headline.ui_command(mlflow.get_tracking_uri(), child.info.experiment_id, parent_id)
+        experiment_id, parent_id = parent_of(trained)  # the run this job logged into
+        command = headline.ui_command(mlflow.get_tracking_uri(), experiment_id, parent_id)
         print(f"  open in the MLflow UI: {command}")
     return 0
 

@@ -47,6 +47,7 @@ TAG_CUDA_RUNTIME = "hqcbench.cuda_runtime"
 TAG_NVML = "hqcbench.nvml"
 TAG_NVML_PROC = "hqcbench.nvml_proc_mem"
 TAG_RSS_METHOD = "hqcbench.rss_peak_method"
+MLFLOW_PARENT_RUN_ID = "mlflow.parentRunId"  # MLflow's own tag on a nested run: its parent
 MLFLOW_SOURCE_NAME = "mlflow.source.name"  # MLflow's own tag: by default the absolute path of the script
 SOURCE_COMMAND = "python -m hqcbench"  # what committed stores record there instead
 VERSION_TAG_PREFIX = "version."  # + distribution name, e.g. version.torch

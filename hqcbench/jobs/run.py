@@ -205,6 +205,14 @@ def train_arms(cfg: RunConfig, device: torch.device,
 TWIN_SWAPS_FILE = "twin_swaps.txt"
 
 
+def parent_of(trained: list[TrainedArm]) -> tuple[str, str]:
+    """(experiment id, parent run id) of the runs a job trained, read from its first child; ('', '') for none."""
+    if not trained:
+        return "", ""
+    child = mlflow.MlflowClient().get_run(trained[0].run_id)
+    return child.info.experiment_id, child.data.tags.get(names.MLFLOW_PARENT_RUN_ID, "")
+
+
 def _epoch_hook(cfg: RunConfig, splits: Splits, device: torch.device):
     """Per-epoch extras (the paper attack every 5 epochs under the paper protocol)."""
     # the circuit queries of these attacks are counted for the hardware cost estimate

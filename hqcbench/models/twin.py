@@ -13,7 +13,9 @@ are optional: without them installed, their modules cannot occur.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -97,6 +99,19 @@ class SoftmaxLinear(nn.Module):
         return torch.softmax(self.linear(x), dim=-1)
 
 
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[None]:
+    """A forward pass that changes nothing: eval mode (no batch-norm statistic moves), no gradient, the
+    model's mode restored after."""
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
 def _probe(model: nn.Module, modules: list[tuple[str, nn.Module]], probe: torch.Tensor, arm: str) -> dict:
     """Input and output of each quantum submodule on one forward pass (eval mode, no gradient, no state
     changed); a module whose forward is not one tensor in and one tensor out is refused, naming it."""
@@ -110,13 +125,10 @@ def _probe(model: nn.Module, modules: list[tuple[str, nn.Module]], probe: torch.
             else:
                 seen[path] = (tensors_in[0].detach(), output.detach())
         hooks.append(module.register_forward_hook(hook))
-    was_training = model.training
     try:
-        model.eval()
-        with torch.no_grad():
+        with evaluating(model):
             model(probe)
     finally:
-        model.train(was_training)
         for h in hooks:
             h.remove()
     for path, _ in modules:

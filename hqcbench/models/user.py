@@ -18,7 +18,7 @@ from torch import nn
 from hqcbench.arms import ArmSpec
 from hqcbench.errors import UserInputError
 from hqcbench.models.blocks import Classifier, Normalize
-from hqcbench.models.twin import Swap, freeze_quantum, make_twin
+from hqcbench.models.twin import Swap, evaluating, freeze_quantum, make_twin
 
 PROBE_BATCH = 2
 PROBE_SEED = 0  # the probe batch has its own generator: building a model draws nothing from torch's global RNG
@@ -59,16 +59,12 @@ def build_user_model(spec: ArmSpec, dataset, cfg) -> Classifier:
 
 def check_output(body: nn.Module, probe: torch.Tensor, classes: int, arm: str) -> None:
     """The model maps (batch, C, H, W) to logits (batch, classes); checked in eval mode, state untouched."""
-    was_training = body.training
     try:
-        body.eval()
-        with torch.no_grad():
+        with evaluating(body):
             out = body(probe)
     except Exception as exc:
         raise UserInputError("arms", f"arm {arm!r}: its model failed on a batch of shape {tuple(probe.shape)} "
                              f"({type(exc).__name__}: {exc})", "a model taking (batch, channels, height, width)") from None
-    finally:
-        body.train(was_training)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (len(probe), classes):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise UserInputError("arms", f"arm {arm!r}: its model returned {shape} for a batch of {len(probe)}",

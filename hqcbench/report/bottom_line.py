@@ -10,7 +10,6 @@ rest are named, so a sentence stays a sentence.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from hqcbench.report.formatting import fmt_claim_interval
@@ -88,11 +87,7 @@ def why_unresolved(record: VerdictRecord) -> str:
 def _side(side: Side, name: str) -> str:
     if side.interval is None or side.status == NO_DATA:
         return ""
-    text = _N_SUFFIX.sub("", fmt_claim_interval(side.interval, side.unit))
-    return f"{text} vs {name}"
-
-
-_N_SUFFIX = re.compile(r" \(n=\d+( bootstrap)?\)$")  # the seeds are said once per sentence instead
+    return f"{fmt_claim_interval(side.interval, side.unit, with_n=False)} vs {name}"  # seeds: once per sentence
 
 
 def seeds_text(records: list[VerdictRecord]) -> str:

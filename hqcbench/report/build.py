@@ -228,8 +228,8 @@ def training_versions_line(runset: RunSet) -> str:
 def _glossary(runset: RunSet, claims) -> list[list[str]]:
     """Every arm, claim metric, robustness metric and masking check the body names, with its identifier."""
     arms = list(dict.fromkeys(a for d, p in runset.groups() for a in runset.arms(d, p)))
-    metrics = [m for m in ("best_val_acc", "test_acc", TIME_METRIC, "params_total", "rss_peak_mb_max",
-                           "cpu_util_cores_mean", "paper_memory_gb", "paper_cpu_percent")]
+    metrics = ["best_val_acc", "test_acc", TIME_METRIC, "params_total", "rss_peak_mb_max", "cpu_util_cores_mean",
+               "paper_memory_gb", "paper_cpu_percent"]
     metrics += [m.name for m in table_metrics(runset) if m.name not in metrics]
     return glossary(metrics, arms, check_names(runset.runs))
 

@@ -94,8 +94,9 @@ def fmt_interval(iv: Interval | None, fmt: str, signed: bool = False, unit: str 
     return f"{mean} ± {fmt_value(iv.half_width, fmt)}{suffix}"
 
 
-def fmt_claim_interval(iv: Interval | None, unit: str) -> str:
-    """A claims-table cell: 'mean unit [low, high] (n=…)', already in the claim's display unit."""
+def fmt_claim_interval(iv: Interval | None, unit: str, with_n: bool = True) -> str:
+    """A claims-table cell: 'mean unit [low, high] (n=…)', already in the claim's display unit; ``with_n``
+    False leaves the seed count of an interval out (a sentence that says it once)."""
     if iv is None:
         return NO_DATA_CELL
     sign = "+" if unit in SIGNED_CLAIM_UNITS else ""
@@ -108,7 +109,7 @@ def fmt_claim_interval(iv: Interval | None, unit: str) -> str:
     if not iv.has_interval:
         return f"{mean} (no interval, {n})"
     tail = " bootstrap" if iv.method == "bootstrap" else ""
-    return f"{mean} [{f(iv.low)}, {f(iv.high)}] ({n}{tail})"
+    return f"{mean} [{f(iv.low)}, {f(iv.high)}]" + (f" ({n}{tail})" if with_n else "")
 
 
 def fmt_p(p: float) -> str:

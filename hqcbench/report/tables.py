@@ -29,6 +29,7 @@ from hqcbench.report.document import Inline
 from hqcbench.report.epochs import EPOCHS_COLUMN, SHORT_COLUMN, budget_text, contended_cell
 from hqcbench.report.formatting import DIFF_UNITS, NO_DATA_CELL, fmt_interval, fmt_seed_values, range_flag
 from hqcbench.report.judge import paired_interval
+from hqcbench.report import labels
 from hqcbench.report.labels import arm_label
 from hqcbench.report.load import CURVE_PREFIX, EPOCH_MEAN_METRICS, EPOCH_METRICS, RunSet, col
 from hqcbench.report.sources import Sources
@@ -60,8 +61,8 @@ TAIL_METRICS = (
 # Stands in for the robustness columns when no run of the experiment logged any: it is never a
 # column, so it lands in "not measured here", as robustness should when no attack ran.
 NO_ROBUSTNESS = Metric("robust_acc", "robust accuracy (%)", "pct")
-ATTACK_LABELS = {"fgsm": "FGSM", "pgd": "PGD", "square": "Square", "pgd_paper": "published PGD",
-                 "autoattack": "AutoAttack", "bpda": "BPDA", names.WORST: "worst case over every attack, pixel"}
+# column headers: labels.ATTACK_LABELS, with the two the header's "eps 0.1 (%)" tail words differently
+ATTACK_LABELS = {**labels.ATTACK_LABELS, "pgd_paper": "published PGD", names.WORST: "worst case over every attack, pixel"}
 # The published measure, and beside it what a reader needs to weigh it: accuracy after the published clamp
 # alone (no attack step: how much of the published "attack" is the clamp) and the worst case at the same eps
 # in pixel units. Where the group has the published measure, both columns stand even without data ("no data").
