@@ -36,8 +36,15 @@ from torch import nn
 from hqcbench.config import RunConfig
 from hqcbench.data.datasets import load_splits, to_float
 from hqcbench.evaluation import worst_case
-from hqcbench.evaluation.attacks import (art_classifier, attack_batch_size, attack_subset, inputs_only, make_attack,
-                                         predict_labels, seeded_numpy)
+from hqcbench.evaluation.attacks import (
+    art_classifier,
+    attack_batch_size,
+    attack_subset,
+    inputs_only,
+    make_attack,
+    predict_labels,
+    seeded_numpy,
+)
 from hqcbench.evaluation.masking import BoundCheck
 from hqcbench.models.arms import build_model
 

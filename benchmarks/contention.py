@@ -177,10 +177,10 @@ def main(argv: list[str] | None = None) -> int:
         child(json.loads(args.child))
         return 0
     import torch
-
     from epoch_time import git_commit  # same folder
-    from hqcbench.threads import available_cpus
+
     from hqcbench.hardware import cpu_model, machine_slug
+    from hqcbench.threads import available_cpus
 
     cpus = available_cpus()
     if cpus < 2:

@@ -28,15 +28,14 @@ from pathlib import Path
 import torch
 
 from hqcbench.arms import names as arm_names
-from hqcbench.config import PROTOCOLS, RunConfig
+from hqcbench.config import PAPER_BATCH_SIZE, PROTOCOLS, RunConfig
 from hqcbench.data.datasets import load_splits
-from hqcbench.models.arms import build_model, count_parameters
-from hqcbench.config import PAPER_BATCH_SIZE
-from hqcbench.training.recipes import make_recipe
-from hqcbench.resources import ResourceMonitor, timing_lock
 from hqcbench.hardware import cpu_model, machine_slug
+from hqcbench.models.arms import build_model, count_parameters
+from hqcbench.resources import ResourceMonitor, timing_lock
 from hqcbench.tracking.runs import library_versions
 from hqcbench.training.loop import batch_generator, train_one_epoch
+from hqcbench.training.recipes import make_recipe
 
 TARGET_S = 12.0  # paper hybrid, MNIST, 2-core dev machine
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -71,9 +71,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from hqcbench.config import DEFAULT_ENCODING_SCALE
 from hqcbench.hardware import machine_slug
 from hqcbench.models.adjoint import choose_diff_method
-from hqcbench.config import DEFAULT_ENCODING_SCALE
 from hqcbench.models.circuit import choose_method, cnot_ring_pairs, input_width, weight_shape
 from hqcbench.models.memory import available_bytes, chunk_rows, estimate_peak_bytes
 from hqcbench.models.quantum import QuantumLayer

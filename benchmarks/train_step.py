@@ -29,11 +29,11 @@ from torch import nn
 
 from hqcbench.config import RunConfig
 from hqcbench.data.datasets import REGISTRY
-from hqcbench.models.arms import build_model, count_parameters
-from hqcbench.training.recipes import make_recipe
 from hqcbench.hardware import cpu_model, machine_slug
+from hqcbench.models.arms import build_model, count_parameters
 from hqcbench.tracking.runs import library_versions
 from hqcbench.training.loop import prepare_batch, prepare_model
+from hqcbench.training.recipes import make_recipe
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET = 1.5  # hybrid step / control step

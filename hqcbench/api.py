@@ -14,6 +14,7 @@ import pandas as pd
 from hqcbench.config import RunConfig
 from hqcbench.jobs.run import parent_of, run_main
 
+
 def _csv(value: str | Iterable[Any]) -> str:
     return value if isinstance(value, str) else ",".join(str(v) for v in value)
 

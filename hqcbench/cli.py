@@ -29,9 +29,7 @@ from hqcbench.jobs.tune import run_tune
 from hqcbench.report import build as report_build
 from hqcbench.study import scaling as study_scaling
 from hqcbench.tracking.runs import mark_failed, mark_killed
-from hqcbench.tracking.stopping import (Stopped, end_launcher, follow_launcher, mlflow_run_launcher,
-                                       stop_on_signals)
-
+from hqcbench.tracking.stopping import Stopped, end_launcher, follow_launcher, mlflow_run_launcher, stop_on_signals
 
 EVALUATE_FIELDS = ("device", "attacks", "eps", "attack_samples", "pgd_steps", "pgd_step_size", "pgd_restarts",
                    "shots_sweep", "shot_rate_hz")

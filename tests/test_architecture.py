@@ -12,7 +12,6 @@ from pathlib import Path
 
 from hqcbench import arms
 
-
 PACKAGE = "hqcbench"
 ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 

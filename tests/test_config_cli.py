@@ -7,8 +7,16 @@ import sys
 
 import pytest
 
-from hqcbench.config import (FIELD_META, FIELD_TYPES, TUNE_META, TUNE_SHARED, TUNE_TYPES, RunConfig, TuneConfig,
-                             field_defaults)
+from hqcbench.config import (
+    FIELD_META,
+    FIELD_TYPES,
+    TUNE_META,
+    TUNE_SHARED,
+    TUNE_TYPES,
+    RunConfig,
+    TuneConfig,
+    field_defaults,
+)
 from hqcbench.errors import UserInputError
 
 

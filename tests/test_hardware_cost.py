@@ -6,13 +6,12 @@ import json
 import pytest
 import torch
 
-from hqcbench.evaluation import hardware_cost as H
-from hqcbench.models import readout as S
-from hqcbench.models.quantum import configure_readout
 from hqcbench.config import RunConfig
 from hqcbench.data.datasets import REGISTRY
+from hqcbench.evaluation import hardware_cost as H
+from hqcbench.models import readout as S
 from hqcbench.models.arms import build_model
-from hqcbench.models.quantum import QuantumLayer
+from hqcbench.models.quantum import QuantumLayer, configure_readout
 
 
 def test_circuit_shape_angle_strong_by_hand():
@@ -120,8 +119,8 @@ def test_billed_forward_passes_match_a_real_fit(monkeypatch):
     """train and val executions: the forward samples the quantum layer sees during ``fit``."""
     from hqcbench.data.datasets import load_splits
     from hqcbench.models.arms import build_model
-    from hqcbench.training.recipes import make_recipe
     from hqcbench.training.loop import fit
+    from hqcbench.training.recipes import make_recipe
 
     cfg = RunConfig(epochs=2, width=4, train_limit=100, attacks="none")
     splits = load_splits("digits", None, 0, cfg.val_fraction, cfg.train_limit)

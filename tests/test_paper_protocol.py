@@ -8,14 +8,19 @@ import numpy as np
 import pytest
 import torch
 
-from hqcbench.config import RunConfig
+from hqcbench.config import PAPER_EPOCHS, RunConfig
 from hqcbench.data.datasets import REGISTRY
 from hqcbench.errors import UserInputError
 from hqcbench.models.arms import build_model, count_parameters
-from hqcbench.config import PAPER_EPOCHS
 from hqcbench.names import TAG_SHORTENED
-from hqcbench.training.recipes import make_recipe, paper_augmentation, shortened_note
-from hqcbench.training.recipes import effective_batch_size, effective_val_fraction, protocol_tags
+from hqcbench.training.recipes import (
+    effective_batch_size,
+    effective_val_fraction,
+    make_recipe,
+    paper_augmentation,
+    protocol_tags,
+    shortened_note,
+)
 
 
 def _model(arm: str, dataset: str = "mnist"):

@@ -14,7 +14,7 @@ from hqcbench.report.build import APPENDIX
 from hqcbench.report.claim_tables import single_thread_why
 from hqcbench.report.claims import claims_for
 from hqcbench.report.formatting import fmt_interval
-from hqcbench.report.judge import Comparison, ClaimResult, mark_not_testable, trend_wording
+from hqcbench.report.judge import ClaimResult, Comparison, mark_not_testable, trend_wording
 from hqcbench.report.practical import practical_verdict
 from hqcbench.report.stats import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, NEGLIGIBLE, NOT_TESTABLE, Interval, Verdict
 from tests.browser import Chromium, require_chromium

@@ -21,8 +21,14 @@ from scipy import stats as sps
 
 from hqcbench import names
 from hqcbench.report.build import write_report
-from hqcbench.report.contribution import (CONTRIBUTION_CSV, NOT_MEASURED, PGD_METRIC, WORST_METRIC, answer,
-                                           contribution_section)
+from hqcbench.report.contribution import (
+    CONTRIBUTION_CSV,
+    NOT_MEASURED,
+    PGD_METRIC,
+    WORST_METRIC,
+    answer,
+    contribution_section,
+)
 from hqcbench.report.document import Document
 from hqcbench.report.exports import read_related
 from hqcbench.report.load import RunSet, load_runs

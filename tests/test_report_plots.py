@@ -5,10 +5,10 @@ convergence curves' raw steps."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
-from matplotlib.colors import to_hex
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.colors import to_hex
 
 from hqcbench import names
 from hqcbench.report.load import CURVE_PREFIX, RunSet

@@ -23,8 +23,15 @@ from hqcbench import names
 from hqcbench.report.build import write_report
 from hqcbench.report.claims import claims_for
 from hqcbench.report.judge import Comparison
-from hqcbench.report.masking_gate import (PGD_METRIC, UNRESOLVED_MASKING, UNRESOLVED_NO_WORST, WORST_METRIC,
-                                          ArmFlags, evaluate_robustness, gate)
+from hqcbench.report.masking_gate import (
+    PGD_METRIC,
+    UNRESOLVED_MASKING,
+    UNRESOLVED_NO_WORST,
+    WORST_METRIC,
+    ArmFlags,
+    evaluate_robustness,
+    gate,
+)
 from hqcbench.report.stats import DOES_NOT_HOLD, HOLDS, Interval, Verdict
 from tests.conftest import private_mlflow_store
 from tests.test_report import T4, _log_child, _md_tables, _verdict_cell

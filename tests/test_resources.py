@@ -381,8 +381,8 @@ def test_fit_reports_resource_metrics_per_epoch(fake_nvml):
     from torch import nn
 
     from hqcbench.data.datasets import ImageSet
-    from hqcbench.training.recipes import Recipe
     from hqcbench.training.loop import fit
+    from hqcbench.training.recipes import Recipe
 
     fake_nvml(dev_mem_mb=[2048], util=[75], proc_mem_mb=[512])
     gen = torch.Generator().manual_seed(0)

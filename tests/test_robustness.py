@@ -11,12 +11,12 @@ import pytest
 import torch
 from torch import nn
 
-from hqcbench.tracking import figures as plots
 from hqcbench import names
+from hqcbench.config import RunConfig
 from hqcbench.evaluation import attacks, masking, paper_attack
 from hqcbench.evaluation import robustness as rb
-from hqcbench.config import RunConfig
 from hqcbench.models.blocks import Classifier
+from hqcbench.tracking import figures as plots
 
 CPU = torch.device("cpu")
 

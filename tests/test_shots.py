@@ -7,13 +7,12 @@ import mlflow
 import pytest
 import torch
 
+from hqcbench.config import RunConfig
+from hqcbench.data.datasets import REGISTRY, ImageSet
 from hqcbench.evaluation import shots_sweep
 from hqcbench.models import readout as S
-from hqcbench.models.quantum import configure_readout
-from hqcbench.config import RunConfig
-from hqcbench.data.datasets import ImageSet, REGISTRY
 from hqcbench.models.arms import build_model
-from hqcbench.models.quantum import QuantumLayer
+from hqcbench.models.quantum import QuantumLayer, configure_readout
 
 CIRCUITS = [("angle", "strong"), ("angle", "basic"), ("amplitude", "basic"), ("amplitude", "strong")]
 

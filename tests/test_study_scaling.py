@@ -12,12 +12,12 @@ import torch
 
 from hqcbench.cli import main
 from hqcbench.data.datasets import DATA_DIR_ENV
+from hqcbench.errors import UserInputError
 from hqcbench.study import gradients
 from hqcbench.study.accuracy import run_config
 from hqcbench.study.readme import accuracy_sentences, vanishing_sentence
 from hqcbench.study.settings import parse_ints
 from hqcbench.study.summary import ACCURACY_COLUMNS, GRADIENT_COLUMNS, slope_table
-from hqcbench.errors import UserInputError
 from tests.dataset_files import write_mnist_like
 from tests.test_quantum_layer import ref_expvals
 

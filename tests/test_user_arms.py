@@ -259,9 +259,10 @@ def test_a_logged_user_model_loads_in_another_process_and_directory(user_module,
               f"assert not any('{user_module}' in p for p in sys.path)\n"
               f"m = mlflow.pyfunc.load_model('models:/{logged_model(run.run_id).model_id}')\n"
               "np.save('out.npy', m.predict(np.load('x.npy')))\n")
-    import numpy as np
     import os
     import subprocess
+
+    import numpy as np
     np.save(elsewhere / "x.npy", x.numpy())
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["MLFLOW_TRACKING_URI"] = mlflow.get_tracking_uri()

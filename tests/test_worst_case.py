@@ -16,8 +16,8 @@ from torch import nn
 from hqcbench import names
 from hqcbench.config import RunConfig
 from hqcbench.evaluation import attacks, bpda, masking, worst_case
-from hqcbench.models.arms import build_model
 from hqcbench.evaluation import robustness as rb
+from hqcbench.models.arms import build_model
 from hqcbench.models.blocks import Classifier
 from hqcbench.models.quantum import QuantumLayer, configure_readout
 from hqcbench.models.readout import make_rng

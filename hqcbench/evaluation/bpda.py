@@ -24,8 +24,8 @@ import copy
 import torch
 from torch import nn
 
-from hqcbench.models.blocks import TanhLinear
 from hqcbench.config import DEFAULT_ENCODING_SCALE
+from hqcbench.models.blocks import TanhLinear
 from hqcbench.models.circuit import ry_product_state
 from hqcbench.models.quantum import QuantumLayer
 

@@ -24,15 +24,33 @@ from hqcbench.arms import CNN
 from hqcbench.config import RunConfig
 from hqcbench.data.datasets import Splits
 from hqcbench.evaluation import worst_case
-from hqcbench.evaluation.attacks import (ATTACK_RNG_SEED, SQUARE_P_INIT, AttackSet,
-                                         art_classifier, attack_batch_size, attack_subset, autoattack_settings,
-                                         eot_samples_for, first_breaks, inputs_only, make_attack, predict_labels,
-                                         sampled_shots, seeded_numpy, square_queries)
-from hqcbench.evaluation.masking import (HIGH_EPS, BoundCheck, Check, Convergence, ZeroGrad, masking_reasons,
-                                         run_checks)
+from hqcbench.evaluation.attacks import (
+    ATTACK_RNG_SEED,
+    SQUARE_P_INIT,
+    AttackSet,
+    art_classifier,
+    attack_batch_size,
+    attack_subset,
+    autoattack_settings,
+    eot_samples_for,
+    first_breaks,
+    inputs_only,
+    make_attack,
+    predict_labels,
+    sampled_shots,
+    seeded_numpy,
+    square_queries,
+)
+from hqcbench.evaluation.masking import HIGH_EPS, BoundCheck, Check, Convergence, ZeroGrad, masking_reasons, run_checks
+from hqcbench.evaluation.paper_attack import (
+    PAPER_EPS,
+    PAPER_STEP,
+    PAPER_STEPS,
+    PaperResult,
+    paper_attack,
+    paper_findings,
+)
 from hqcbench.evaluation.stages import GRADIENT, STANDALONE, WHITE_BOX, StageBar, planned_stages
-from hqcbench.evaluation.paper_attack import (PAPER_EPS, PAPER_STEP, PAPER_STEPS, PaperResult, paper_attack,
-                                              paper_findings)
 from hqcbench.tracking.figures import plt
 from hqcbench.tracking.findings import Findings
 

@@ -27,8 +27,15 @@ from torch import nn
 
 from hqcbench import names
 from hqcbench.config import RunConfig
-from hqcbench.evaluation.attacks import (ATTACK_RNG_SEED, AttackSet, MarginLoss, art_classifier, make_attack,
-                                         predict_labels, seeded_numpy)
+from hqcbench.evaluation.attacks import (
+    ATTACK_RNG_SEED,
+    AttackSet,
+    MarginLoss,
+    art_classifier,
+    make_attack,
+    predict_labels,
+    seeded_numpy,
+)
 from hqcbench.evaluation.bpda import bpda_model
 from hqcbench.evaluation.masking import BoundCheck, Convergence, ZeroGrad
 from hqcbench.tracking.figures import plt

@@ -38,8 +38,16 @@ from tqdm.auto import tqdm
 from hqcbench import names
 from hqcbench.jobs import campaign_tuning
 from hqcbench.jobs import store as campaign_store
-from hqcbench.jobs.campaign_spec import (CampaignSpec, Training, Tuning, check_only, make_training, parse_spec, select,
-                                         select_tunings)
+from hqcbench.jobs.campaign_spec import (
+    CampaignSpec,
+    Training,
+    Tuning,
+    check_only,
+    make_training,
+    parse_spec,
+    select,
+    select_tunings,
+)
 from hqcbench.jobs.evaluate import TrainedArm, evaluate_group, evaluate_runs, evaluation_tags, splits_for
 from hqcbench.jobs.run import machine_tags, resolve_device, train_arm
 from hqcbench.report.build import write_report

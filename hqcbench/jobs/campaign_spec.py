@@ -42,10 +42,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hqcbench.models.memory import check_memory
-from hqcbench.config import FIELD_DEFAULTS, FIELD_META, FIELD_TYPES, TUNE_META, TUNE_SHARED, TUNE_TYPES, RunConfig, TuneConfig, convert
+from hqcbench.config import (
+    FIELD_DEFAULTS,
+    FIELD_META,
+    FIELD_TYPES,
+    TUNE_META,
+    TUNE_SHARED,
+    TUNE_TYPES,
+    RunConfig,
+    TuneConfig,
+    convert,
+)
 from hqcbench.errors import UserInputError
 from hqcbench.jobs.fingerprint import training_fingerprint
+from hqcbench.models.memory import check_memory
 
 CROSS_KEYS = ("datasets", "protocols", "arms", "seeds")
 TOP_KEYS = ("name", "threads", "description", "related", "defaults", "blocks")

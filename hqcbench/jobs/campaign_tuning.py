@@ -34,7 +34,7 @@ from hqcbench.jobs import store as campaign_store
 from hqcbench.jobs.campaign_spec import CampaignSpec, Training, Tuning, make_training
 from hqcbench.jobs.tune import Objective, run_trials, wait_for_running
 from hqcbench.jobs.tune_space import make_pruner
-from hqcbench.jobs.tune_storage import (StorageLock, check_storage, count_trials, open_storage, open_studies)
+from hqcbench.jobs.tune_storage import StorageLock, check_storage, count_trials, open_storage, open_studies
 from hqcbench.resources import ResourceMonitor
 
 log = logging.getLogger(__name__)

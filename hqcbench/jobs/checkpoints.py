@@ -24,8 +24,8 @@ import mlflow
 import numpy as np
 import torch
 
-from hqcbench import names
 from hqcbench import arms as arm_registry
+from hqcbench import names
 from hqcbench.config import RunConfig, is_user_dataset
 from hqcbench.data.datasets import REGISTRY, DatasetSpec, dataset_spec
 from hqcbench.models.arms import build_model

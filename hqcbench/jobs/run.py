@@ -19,11 +19,11 @@ from hqcbench.jobs import headline
 from hqcbench.jobs.checkpoints import log_weights
 from hqcbench.jobs.evaluate import TrainedArm, evaluate_group, splits_for
 from hqcbench.jobs.fingerprint import TRAINING_VERSION
-from hqcbench.resources import ResourceMonitor, hardware_tags, run_summary
-from hqcbench.threads import apply_threads
 from hqcbench.models.arms import build_model, count_parameters
 from hqcbench.models.memory import check_memory, run_device
 from hqcbench.models.quantum import configure_readout
+from hqcbench.resources import ResourceMonitor, hardware_tags, run_summary
+from hqcbench.threads import apply_threads
 from hqcbench.tracking import figures as plots
 from hqcbench.tracking import runs as tracking
 from hqcbench.tracking.experiments import use_experiment

@@ -32,11 +32,11 @@ import mlflow
 import optuna
 import torch
 from optuna.trial import TrialState
+
 # Optuna's plots cost about 25 ms to import once matplotlib is loaded (jobs.run loads it, 8 s with
 # torch and MLflow): not worth deferring to the first plot.
 from optuna.visualization import matplotlib as optuna_plots
 
-from hqcbench.models.memory import check_tune_memory
 from hqcbench import arms as arm_registry
 from hqcbench import names
 from hqcbench.arms import Role
@@ -46,9 +46,17 @@ from hqcbench.jobs import run as runner
 from hqcbench.jobs.evaluate import TrainedArm
 from hqcbench.jobs.fingerprint import TRAINING_VERSION
 from hqcbench.jobs.tune_space import make_pruner, make_sampler, suggest
-from hqcbench.jobs.tune_storage import (StorageLock, check_storage, count_trials, fail_stale, open_storage,
-                                        open_studies, worker_id)
+from hqcbench.jobs.tune_storage import (
+    StorageLock,
+    check_storage,
+    count_trials,
+    fail_stale,
+    open_storage,
+    open_studies,
+    worker_id,
+)
 from hqcbench.models import arms as models
+from hqcbench.models.memory import check_tune_memory
 from hqcbench.resources import ResourceMonitor
 from hqcbench.tracking import figures
 from hqcbench.tracking import runs as tracking

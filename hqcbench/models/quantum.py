@@ -55,10 +55,24 @@ from torch import nn
 from hqcbench.config import ANSATZES, DEFAULT_ENCODING_SCALE, ENCODINGS, ENGINES
 from hqcbench.models import readout
 from hqcbench.models.adjoint import DIFF_METHODS, adjoint_expvals, choose_diff_method
-from hqcbench.models.circuit import (angle_params, ansatz_unitary_t, best_groups, choose_method,
-                                     cnot_ring_pairs, encode_real, evolve, group_matrices, input_width, layer_gates,
-                                     normalise_amplitudes, real_dtype, ring_permutation, weight_shape, wire_groups,
-                                     z_sign_table)
+from hqcbench.models.circuit import (
+    angle_params,
+    ansatz_unitary_t,
+    best_groups,
+    choose_method,
+    cnot_ring_pairs,
+    encode_real,
+    evolve,
+    group_matrices,
+    input_width,
+    layer_gates,
+    normalise_amplitudes,
+    real_dtype,
+    ring_permutation,
+    weight_shape,
+    wire_groups,
+    z_sign_table,
+)
 from hqcbench.models.memory import chunk_rows, estimate_peak_bytes
 
 METHODS = ("auto", "unitary", "gates")  # fused engine only; internal (tests and benchmarks force one)

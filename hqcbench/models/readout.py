@@ -42,9 +42,14 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from hqcbench.models.circuit import (angle_params, evolve, layer_gates, normalise_amplitudes, real_dtype,
-                                     ry_product_state)
-
+from hqcbench.models.circuit import (
+    angle_params,
+    evolve,
+    layer_gates,
+    normalise_amplitudes,
+    real_dtype,
+    ry_product_state,
+)
 
 SHIFT = math.pi / 2  # two-term parameter-shift rule for a Pauli rotation exp(-i theta P / 2)
 SEED_SALT = 0x5407  # keeps the shot stream independent of other seeded streams of the same run seed

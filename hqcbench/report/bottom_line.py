@@ -13,8 +13,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hqcbench.report.formatting import fmt_claim_interval
-from hqcbench.report.stats import (DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, NEGLIGIBLE, NO_DATA, NO_VERDICT,
-                                   NOT_TESTABLE, Interval, seeds_of)
+from hqcbench.report.stats import (
+    DOES_NOT_HOLD,
+    HOLDS,
+    INCONCLUSIVE,
+    NEGLIGIBLE,
+    NO_DATA,
+    NO_VERDICT,
+    NOT_TESTABLE,
+    Interval,
+    seeds_of,
+)
 
 SHOWN_PER_SENTENCE = 2
 HOLDS_CNN_ONLY = "holds against cnn only"

@@ -31,29 +31,28 @@ import mlflow
 import pandas as pd
 
 from hqcbench import names
-from hqcbench.tracking import runs as tracking
 from hqcbench.errors import UserInputError
+from hqcbench.report import tuning
 from hqcbench.report.bottom_line import bottom_line
 from hqcbench.report.claim_tables import claim_tables, no_data_line
 from hqcbench.report.claims import DATASET_LABELS, FLAWS, TIME_METRIC
-from hqcbench.report.forest import forest_file_name, write_forest
-from hqcbench.report.labels import glossary
 from hqcbench.report.contribution import contribution_section
 from hqcbench.report.document import Anchor, Document
 from hqcbench.report.epochs import CONTENDED_SHARE, banner
 from hqcbench.report.exports import read_related, write_exports
+from hqcbench.report.forest import forest_file_name, write_forest
 from hqcbench.report.formatting import relative_path, relative_paths
 from hqcbench.report.judge import ARM_LABELS
+from hqcbench.report.labels import glossary
 from hqcbench.report.load import RunSet, WithRelated, load_runs
 from hqcbench.report.masking_gate import UNRESOLVED_MASKING, UNRESOLVED_NO_WORST, check_names, group_notes
 from hqcbench.report.plots import make_figures
 from hqcbench.report.provenance import provenance, run_commands
 from hqcbench.report.sources import Sources
 from hqcbench.report.stats import BOOTSTRAP_RESAMPLES, CONFIDENCE, MIN_SEEDS
-from hqcbench.report import tuning
+from hqcbench.report.tables import further_metrics, hardware_table, paired_table, results_table, run_rows, table_metrics
 from hqcbench.report.user_models import user_models_section
-from hqcbench.report.tables import (further_metrics, hardware_table, paired_table, results_table, run_rows,
-                                    table_metrics)
+from hqcbench.tracking import runs as tracking
 
 
 # ---------------------------------------------------------------------------------------------- the report

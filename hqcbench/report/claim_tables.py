@@ -27,13 +27,18 @@ import pandas as pd
 from hqcbench import names
 from hqcbench.report.bottom_line import Side, VerdictRecord
 from hqcbench.report.claims import FLAWS, claims_for
-from hqcbench.report.forest import ForestRow
-from hqcbench.report.labels import CHECK_LABELS, metric_label
 from hqcbench.report.document import Inline, Link
 from hqcbench.report.epochs import EPOCHS_COLUMN, SHORT_COLUMN, budget_mark, epochs_span
-from hqcbench.report.formatting import (NO_DATA_CELL, fmt_claim_interval, fmt_claim_values, fmt_evidence,
-                                        fmt_seeds_needed)
+from hqcbench.report.forest import ForestRow
+from hqcbench.report.formatting import (
+    NO_DATA_CELL,
+    fmt_claim_interval,
+    fmt_claim_values,
+    fmt_evidence,
+    fmt_seeds_needed,
+)
 from hqcbench.report.judge import COMPARED, ClaimResult, Comparison, PairSource, evaluate_claim, mark_not_testable
+from hqcbench.report.labels import CHECK_LABELS, metric_label
 from hqcbench.report.load import PROTOCOL_ORDER, RunSet, dataset_rank
 from hqcbench.report.masking_gate import evaluate_robustness
 from hqcbench.report.sources import Sources

@@ -30,17 +30,36 @@ from hqcbench.arms import HYBRID
 from hqcbench.config import DEFAULT_ENCODING_SCALE
 from hqcbench.report.claims import DATASET_LABELS, PUBLISHED_EPS
 from hqcbench.report.document import Document, Inline
-from hqcbench.report.formatting import (NO_DATA_CELL, fmt_interval, fmt_p, fmt_seed_values, fmt_seeds_needed,
-                                        shift_and_seeds)
+from hqcbench.report.formatting import (
+    NO_DATA_CELL,
+    fmt_interval,
+    fmt_p,
+    fmt_seed_values,
+    fmt_seeds_needed,
+    shift_and_seeds,
+)
 from hqcbench.report.judge import Pairs, paired_interval
 from hqcbench.report.labels import arm_label, metric_label
 from hqcbench.report.load import SCALE_COLUMN, RunSet, frame_pairs, group_rank, scale_text
 from hqcbench.report.masking_gate import has_worst_case
 from hqcbench.report.plots import arm_rank, sweep_figure_name
 from hqcbench.report.sources import Sources
-from hqcbench.report.stats import (CONFIDENCE, DOES_NOT_HOLD, HOLDS, MIN_SEEDS, NO_DATA, Interval,
-                                   RankEvidence, directional_verdict, equivalence_verdict, hodges_lehmann,
-                                   seeds_needed, seeds_of, signed_rank_p, t_interval)
+from hqcbench.report.stats import (
+    CONFIDENCE,
+    DOES_NOT_HOLD,
+    HOLDS,
+    MIN_SEEDS,
+    NO_DATA,
+    Interval,
+    RankEvidence,
+    directional_verdict,
+    equivalence_verdict,
+    hodges_lehmann,
+    seeds_needed,
+    seeds_of,
+    signed_rank_p,
+    t_interval,
+)
 
 CONTRIBUTION_CSV = "contribution.csv"
 # The arms compared with the hybrid, in display order, and the question each row answers.

@@ -26,12 +26,22 @@ from pathlib import Path
 import pandas as pd
 
 from hqcbench import names
+from hqcbench.config import DEFAULT_ENCODING_SCALE
 from hqcbench.errors import UserInputError
 from hqcbench.report.claims import TIME_METRIC
 from hqcbench.report.epochs import CHECKED_COLUMN, CONTENDED_COLUMN, EPOCHS_COLUMN, SHORT_COLUMN
-from hqcbench.config import DEFAULT_ENCODING_SCALE
-from hqcbench.report.load import (CURVE_PREFIX, EPOCH_MEAN_METRICS, EPOCH_METRICS, LEFT_OUT, SCALE_COLUMN, RunSet,
-                                  col, encoding_scales, is_default_scale, tag_col)
+from hqcbench.report.load import (
+    CURVE_PREFIX,
+    EPOCH_MEAN_METRICS,
+    EPOCH_METRICS,
+    LEFT_OUT,
+    SCALE_COLUMN,
+    RunSet,
+    col,
+    encoding_scales,
+    is_default_scale,
+    tag_col,
+)
 
 RUNS_CSV = "runs.csv"
 HISTORY_CSV = "history.csv"

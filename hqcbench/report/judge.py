@@ -34,11 +34,32 @@ import numpy as np
 
 from hqcbench.report.claims import DATASET_LABELS, Claim
 from hqcbench.report.practical import practical_verdict
-from hqcbench.report.stats import (DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, MIN_SEEDS, NEGLIGIBLE, NO_DATA,
-                                   NO_VERDICT, NOT_TESTABLE, Interval, RankEvidence, Verdict, bootstrap_interval,
-                                   directional_verdict, equivalence_rank_p, equivalence_verdict, floor_verdict,
-                                   hodges_lehmann, magnitude_inside, rank_sum_p, seeds_needed,
-                                   signed_rank_p, t_interval, two_sample_shift, welch_interval)
+from hqcbench.report.stats import (
+    DOES_NOT_HOLD,
+    HOLDS,
+    INCONCLUSIVE,
+    MIN_SEEDS,
+    NEGLIGIBLE,
+    NO_DATA,
+    NO_VERDICT,
+    NOT_TESTABLE,
+    Interval,
+    RankEvidence,
+    Verdict,
+    bootstrap_interval,
+    directional_verdict,
+    equivalence_rank_p,
+    equivalence_verdict,
+    floor_verdict,
+    hodges_lehmann,
+    magnitude_inside,
+    rank_sum_p,
+    seeds_needed,
+    signed_rank_p,
+    t_interval,
+    two_sample_shift,
+    welch_interval,
+)
 
 COMPARED = ("cnn", "control")  # the classical arms every claim is judged against, published baseline first
 ARM_LABELS = {"cnn": "cnn", "control": "the Linear+tanh control"}

@@ -21,15 +21,15 @@ import numpy as np
 import pandas as pd
 
 from hqcbench import arms as arm_registry
-from hqcbench.arms import HYBRID
 from hqcbench import names
+from hqcbench.arms import HYBRID
 from hqcbench.config import DATASETS, DEFAULT_ENCODING_SCALE, PAPER_DATASETS
 from hqcbench.errors import UserInputError
-from hqcbench.report.labels import arm_label, metric_label
 from hqcbench.report.claims import DATASET_LABELS
 from hqcbench.report.epochs import annotate
 from hqcbench.report.formatting import redact_uri
 from hqcbench.report.judge import Pairs
+from hqcbench.report.labels import arm_label, metric_label
 
 # Display orders. Arms: as registered in hqcbench.arms (cnn, hybrid, control, ...). Protocols: config declares
 # ("fair", "paper", "tuned"); the report shows the published protocol first, then fair, then tuned.

@@ -47,8 +47,16 @@ import pandas as pd
 
 from hqcbench import names
 from hqcbench.report.claims import CLAMP_ONLY_METRIC, PUBLISHED_EPS, Claim
-from hqcbench.report.judge import (ARM_LABELS, COMPARED, ClaimResult, Comparison, Pairs, compare,
-                                   evaluate_claim, join_verdicts)
+from hqcbench.report.judge import (
+    ARM_LABELS,
+    COMPARED,
+    ClaimResult,
+    Comparison,
+    Pairs,
+    compare,
+    evaluate_claim,
+    join_verdicts,
+)
 from hqcbench.report.labels import arm_label, check_label, metric_label
 from hqcbench.report.load import frame_pairs
 from hqcbench.report.stats import DOES_NOT_HOLD, HOLDS, MIN_SEEDS, NO_DATA, Interval, Verdict, t_interval

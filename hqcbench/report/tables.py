@@ -24,12 +24,12 @@ import pandas as pd
 
 from hqcbench import names
 from hqcbench.config import ATTACKS, PAPER_BATCH_SIZE
+from hqcbench.report import labels
 from hqcbench.report.claims import DATASET_LABELS, PUBLISHED_EPS, TIME_METRIC
 from hqcbench.report.document import Inline
 from hqcbench.report.epochs import EPOCHS_COLUMN, SHORT_COLUMN, budget_text, contended_cell
 from hqcbench.report.formatting import DIFF_UNITS, NO_DATA_CELL, fmt_interval, fmt_seed_values, range_flag
 from hqcbench.report.judge import paired_interval
-from hqcbench.report import labels
 from hqcbench.report.labels import arm_label
 from hqcbench.report.load import CURVE_PREFIX, EPOCH_MEAN_METRICS, EPOCH_METRICS, RunSet, col
 from hqcbench.report.sources import Sources

@@ -21,11 +21,11 @@ from typing import Callable, Iterator, Sequence
 import mlflow
 import torch
 
-from hqcbench.models.memory import check_memory
 from hqcbench import arms as arm_registry
 from hqcbench import names
 from hqcbench.config import RunConfig
 from hqcbench.jobs.run import train_arms
+from hqcbench.models.memory import check_memory
 from hqcbench.tracking import runs as tracking
 
 ARMS = (arm_registry.HYBRID, arm_registry.CONTROL)

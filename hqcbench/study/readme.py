@@ -24,8 +24,17 @@ from hqcbench.data.datasets import REGISTRY
 from hqcbench.hardware import cpu_model
 from hqcbench.study.gradients import BATCH, TWO_DESIGN_SLOPE
 from hqcbench.study.settings import DEFAULTS, ScalingSettings, parse_ints
-from hqcbench.study.summary import (ACCURACY_COLUMNS, ACCURACY_CSV, ACCURACY_PNG, GRADIENT_COLUMNS, GRADIENT_CSV,
-                                    GRADIENT_PNG, accuracy_summary, read_table, slope_table)
+from hqcbench.study.summary import (
+    ACCURACY_COLUMNS,
+    ACCURACY_CSV,
+    ACCURACY_PNG,
+    GRADIENT_COLUMNS,
+    GRADIENT_CSV,
+    GRADIENT_PNG,
+    accuracy_summary,
+    read_table,
+    slope_table,
+)
 from hqcbench.threads import available_cpus
 
 RECORD = "study.json"

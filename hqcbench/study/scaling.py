@@ -22,13 +22,24 @@ import mlflow
 from tqdm.auto import tqdm
 
 from hqcbench.jobs.run import machine_tags, resolve_device
-from hqcbench.threads import apply_threads
 from hqcbench.study import accuracy, gradients
 from hqcbench.study.readme import RECORD, record_part, write_readme
 from hqcbench.study.settings import DEFAULTS, EXPERIMENT_SUFFIX, HELP, ScalingSettings
-from hqcbench.study.summary import (ACCURACY_COLUMNS, ACCURACY_CSV, ACCURACY_KEYS, ACCURACY_PNG, GRADIENT_COLUMNS,
-                                    GRADIENT_CSV, GRADIENT_KEYS, GRADIENT_PNG, accuracy_figure, gradient_figure,
-                                    merge_rows, read_table)
+from hqcbench.study.summary import (
+    ACCURACY_COLUMNS,
+    ACCURACY_CSV,
+    ACCURACY_KEYS,
+    ACCURACY_PNG,
+    GRADIENT_COLUMNS,
+    GRADIENT_CSV,
+    GRADIENT_KEYS,
+    GRADIENT_PNG,
+    accuracy_figure,
+    gradient_figure,
+    merge_rows,
+    read_table,
+)
+from hqcbench.threads import apply_threads
 from hqcbench.tracking import runs as tracking
 from hqcbench.tracking.experiments import use_experiment
 

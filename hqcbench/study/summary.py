@@ -13,9 +13,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from hqcbench.study.gradients import TWO_DESIGN_SLOPE, ZERO_VARIANCE, fit_slope  # noqa: E402
 from hqcbench.tracking.figures import save_png  # noqa: E402
