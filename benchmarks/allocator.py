@@ -74,15 +74,18 @@ def main(argv: list[str] | None = None) -> int:
                   f"sys {r['sys_s']:.3f} s, {r['faults']:.0f} faults/call, peak {r['peak_mib']:.0f} MiB", flush=True)
     lines = [f"# Quantum layer: glibc's default heap against freed memory kept ({dt.date.today().isoformat()})", "",
              f"- machine: {cpu_model()}, {os.cpu_count()} logical CPUs; torch {torch.__version__}, "
-             f"{args.threads} threads; {args.calls} timed calls per cell after one warm-up, each setting in a fresh process",
-             f"- command: python benchmarks/allocator.py {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip(),
+             f"{args.threads} threads; {args.calls} timed calls per cell after one warm-up, "
+             "each setting in a fresh process",
+             ("- command: python benchmarks/allocator.py "
+              + " ".join(argv if argv is not None else sys.argv[1:])).rstrip(),
              f"- load average (1 min) at end: {os.getloadavg()[0]:.2f}", "",
              "| qubits | depth | batch | plain s/call | kept s/call | speed-up | plain sys s | kept sys s | "
              "plain faults/call | kept faults/call | plain peak MiB | kept peak MiB |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for i in range(0, len(rows), 2):
         p, k = rows[i], rows[i + 1]
-        lines.append(f"| {p['n']} | {p['depth']} | {p['batch']} | {p['s']:.3f} | {k['s']:.3f} | {p['s'] / k['s']:.2f}x | "
+        lines.append(f"| {p['n']} | {p['depth']} | {p['batch']} | {p['s']:.3f} | {k['s']:.3f} | "
+                     f"{p['s'] / k['s']:.2f}x | "
                      f"{p['sys_s']:.3f} | {k['sys_s']:.3f} | {p['faults']:.0f} | {k['faults']:.0f} | "
                      f"{p['peak_mib']:.0f} | {k['peak_mib']:.0f} |")
     text = "\n".join(lines) + "\n"

@@ -63,7 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--pgd-steps", type=int, default=40)
     ap.add_argument("--train-limit", type=int, default=2000, help="training images of the one training epoch")
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
-    ap.add_argument("--from-report", default="", help="a report folder (with campaign.toml, runs.csv): its measured times")
+    ap.add_argument("--from-report", default="",
+                    help="a report folder (with campaign.toml, runs.csv): its measured times")
     ap.add_argument("--no-save", action="store_true", help="with --from-report: print only")
     return ap.parse_args(argv)
 
@@ -152,7 +153,8 @@ def from_report(folder: Path, save: bool) -> str:
               "core-hours (the convergence runs would not grow: they use 200 images)."]
     text = "\n".join(lines) + "\n"
     if save:
-        out = Path(__file__).resolve().parent / "results" / f"attack_time-{spec.name}-campaign-{machine_slug(torch.device('cpu'))}.md"
+        name = f"attack_time-{spec.name}-campaign-{machine_slug(torch.device('cpu'))}.md"
+        out = Path(__file__).resolve().parent / "results" / name
         out.write_text(text)
         print(f"saved {out.name}")
     return text

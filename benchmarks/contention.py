@@ -188,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     load_start = os.getloadavg()[0]
     print(f"contention: {args.protocol} {args.arm}, MNIST train_limit {args.train_limit}, {args.epochs} epochs "
-          f"per scenario and round, {args.repeats} rounds, {cpus} CPUs available, load average {load_start:.2f}", flush=True)
+          f"per scenario and round, {args.repeats} rounds, {cpus} CPUs available, load average {load_start:.2f}",
+          flush=True)
     rounds = [[run_scenario(name, threads, busy, env, args) for name, threads, busy, env in scenarios(cpus)]
               for _ in range(args.repeats)]
     rows = [merge(same) for same in zip(*rounds)]
@@ -196,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(target_lines))
     header = {"date": dt.date.today().isoformat(), "machine": f"{cpu_model()}, {cpus} CPUs available, no GPU",
               "versions": f"python {platform.python_version()}, torch {torch.__version__}",
-              "model": f"{args.protocol}-protocol {args.arm}, {rows[0]['train_images']} MNIST training images per epoch",
+              "model": f"{args.protocol}-protocol {args.arm}, "
+                       f"{rows[0]['train_images']} MNIST training images per epoch",
               "commit": git_commit(), "command": command_line(argv if argv is not None else sys.argv[1:]),
               "load average (1 min) at start / end": f"{load_start:.2f} / {os.getloadavg()[0]:.2f}"}
     text = render(rows, target_lines, header)

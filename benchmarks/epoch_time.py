@@ -103,7 +103,8 @@ def ratios(rows: list[dict]) -> list[dict]:
         by_arm = {r["arm"]: r["epoch_s_median"] for r in rows if r["protocol"] == protocol}
         for other in ("cnn", "control"):
             if "hybrid" in by_arm and other in by_arm:
-                out.append({"protocol": protocol, "ratio": f"hybrid/{other}", "value": by_arm["hybrid"] / by_arm[other]})
+                out.append({"protocol": protocol, "ratio": f"hybrid/{other}",
+                            "value": by_arm["hybrid"] / by_arm[other]})
     return out
 
 
@@ -121,8 +122,9 @@ def render(rows: list[dict], ratio_rows: list[dict], header: dict) -> str:
     lines += ["", "| protocol | arm | params | median s/epoch | min s | epochs (s) | images/s | CPU cores busy | "
               "CPU s/epoch | peak RSS MB |", "|---|---|---:|---:|---:|---|---:|---:|---:|---:|"]
     for r in rows:
+        epochs = ", ".join(f"{t:.1f}" + ("*" if c else "") for t, c in zip(r["epoch_s_all"], r["epoch_contended"]))
         lines.append(f"| {r['protocol']} | {r['arm']} | {r['params_total']:,} | {r['epoch_s_median']:.2f} | "
-                     f"{r['epoch_s_min']:.2f} | {', '.join(f'{t:.1f}' + ('*' if c else '') for t, c in zip(r['epoch_s_all'], r['epoch_contended']))} | "
+                     f"{r['epoch_s_min']:.2f} | {epochs} | "
                      f"{r['samples_per_s_median']:.0f} | {r['cpu_util_cores_mean']:.2f} | {r['cpu_s_median']:.1f} | "
                      f"{r['rss_peak_mb_max']:.0f} |")
     if any(any(r["epoch_contended"]) for r in rows):

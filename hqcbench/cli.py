@@ -107,7 +107,8 @@ def _data_dir(value: str) -> None:
 def _campaign(args: argparse.Namespace) -> int:
     args.spec = args.spec or args.spec_file
     if not args.spec:
-        raise UserInputError("spec", "a campaign spec is required", "a campaign TOML file, e.g. reports/mnist/campaign.toml")
+        raise UserInputError("spec", "a campaign spec is required",
+                             "a campaign TOML file, e.g. reports/mnist/campaign.toml")
     _data_dir(args.data_dir)
     if args.report not in ("true", "false", "only"):
         raise UserInputError("report", f"got {args.report!r}", "true|false|only")

@@ -24,8 +24,8 @@ TAG_STOPPED = "hqcbench.stopped"  # why a run ended KILLED (SIGTERM, Ctrl-C, or 
 # ----------------------------------------------------------------------------- campaigns
 TAG_FINGERPRINT = "hqcbench.fingerprint"  # hash of what changes training (see jobs/fingerprint.py)
 TAG_TRAINING_FIELDS = "hqcbench.training_fields"  # the fields behind the fingerprint, as JSON
-TAG_TRAINING_VERSION = "hqcbench.training_version"
-TAG_HARDWARE_COST = "hqcbench.hardware_cost"  # set when a model's hardware bill is unknown, and why  # jobs/fingerprint.TRAINING_VERSION of the code that trained
+TAG_TRAINING_VERSION = "hqcbench.training_version"  # jobs/fingerprint.TRAINING_VERSION of the code that trained
+TAG_HARDWARE_COST = "hqcbench.hardware_cost"  # set when a model's hardware bill is unknown, and why
 TAG_CAMPAIGN = "hqcbench.campaign"  # the campaign spec's name
 TAG_BLOCK = "hqcbench.block"  # the spec block that asked for the run
 TAG_HOST = "hqcbench.host"  # host name of the process that trains the run

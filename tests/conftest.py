@@ -78,7 +78,8 @@ def digits():
 
 @pytest.fixture(scope="module")
 def small_cnn(digits):
-    """Shared by the robustness and worst-case tests. The fair cnn arm (width 8) trained for a few epochs on digits: ~97 % test accuracy, undefended."""
+    """Shared by the robustness and worst-case tests. The fair cnn arm (width 8) trained for a few epochs on
+    digits: ~97 % test accuracy, undefended."""
     import torch
     from torch import nn
 

@@ -17,9 +17,10 @@ ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 
 # unit (top-level module or subpackage of hqcbench) -> the units it may import. Imports inside one
 # unit are free (but may not form a cycle). Read it bottom-up: errors, names, hardware, allocator, threads and
-# arms (the arm registry, which reads only names) depend on nothing else; config on those but threads; data, models, tracking and resources on config; training adds data, models and
-# resources; evaluation adds training and tracking; report reads MLflow through tracking and never
-# touches training code; jobs compose everything; a study composes jobs; cli sits on top and nothing but __main__ imports it.
+# arms (the arm registry, which reads only names) depend on nothing else; config on those but threads; data,
+# models, tracking and resources on config; training adds data, models and resources; evaluation adds
+# training and tracking; report reads MLflow through tracking and never touches training code; jobs compose
+# everything; a study composes jobs; cli sits on top and nothing but __main__ imports it.
 _BASE = frozenset({"errors", "names", "hardware", "allocator"})
 _LOW = _BASE | {"arms", "config"}
 LAYERS: dict[str, frozenset[str]] = {

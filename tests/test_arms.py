@@ -33,7 +33,8 @@ def test_each_builtin_arm_has_its_middle_circuit_and_role():
     assert hybrid.role is Role.HYBRID
     assert noent.circuit == Circuit(entangle=False, trained=True) and noent.role is Role.ABLATION
     assert frozen.circuit == Circuit(entangle=True, trained=False) and frozen.role is Role.ABLATION
-    assert [a.paper_recipe for a in (cnn, hybrid, control, noent, frozen)] == [PaperRecipe.CNN] + [PaperRecipe.HYBRID] * 4
+    recipes = [a.paper_recipe for a in (cnn, hybrid, control, noent, frozen)]
+    assert recipes == [PaperRecipe.CNN] + [PaperRecipe.HYBRID] * 4
     assert all(not a.builder for a in (cnn, hybrid, control, noent, frozen))
 
 

@@ -50,7 +50,8 @@ def children(folder: Path) -> pd.DataFrame:
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}")
     exp = client.get_experiment_by_name("tiny")
     rows = [{"run_id": r.info.run_id, "status": r.info.status,
-             **{f"tags.{k}": v for k, v in r.data.tags.items()}, **{f"metrics.{k}": v for k, v in r.data.metrics.items()}}
+             **{f"tags.{k}": v for k, v in r.data.tags.items()},
+             **{f"metrics.{k}": v for k, v in r.data.metrics.items()}}
             for r in client.search_runs([exp.experiment_id], max_results=1000)]
     frame = pd.DataFrame(rows)
     return frame[frame[f"tags.{names.TAG_KIND}"] == "child"]
@@ -58,7 +59,8 @@ def children(folder: Path) -> pd.DataFrame:
 
 def results(frame: pd.DataFrame) -> dict[tuple[str, str], float]:
     done = frame[frame.status == "FINISHED"]
-    return {(r[f"tags.{names.TAG_ARM}"], r[f"tags.{names.TAG_SEED}"]): r["metrics.test_acc"] for _, r in done.iterrows()}
+    return {(r[f"tags.{names.TAG_ARM}"], r[f"tags.{names.TAG_SEED}"]): r["metrics.test_acc"]
+            for _, r in done.iterrows()}
 
 
 @pytest.fixture(scope="module")

@@ -49,7 +49,8 @@ def test_spec_expands_the_cross_product_with_block_and_default_fields(tmp_path):
     cells = [(t.arm, t.seed) for t in spec.trainings]
     assert cells == [("cnn", 0), ("hybrid", 0), ("cnn", 1), ("hybrid", 1)]
     cfg = spec.trainings[0].cfg
-    assert (cfg.epochs, cfg.patience, cfg.attack_samples, cfg.threads, cfg.arms, cfg.seeds) == (3, 2, "50", 1, "cnn", "0")
+    assert (cfg.epochs, cfg.patience, cfg.attack_samples, cfg.threads, cfg.arms, cfg.seeds) == (
+        3, 2, "50", 1, "cnn", "0")
     assert len({t.fingerprint for t in spec.trainings}) == 4
     assert [t.label() for t in select(spec.trainings, "arm=hybrid seed=1")] == ["fair/digits/fair/hybrid/seed1"]
 

@@ -35,7 +35,8 @@ def test_png_is_a_palette_image_close_to_matplotlibs_at_a_fraction_of_the_bytes(
 
 def test_save_png_writes_the_file(tmp_path):
     path = tmp_path / "curves.png"
-    history = [dict(train_loss=1 / (i + 1), val_loss=1.2 / (i + 1), train_acc=i / 10, val_acc=i / 11) for i in range(10)]
+    history = [dict(train_loss=1 / (i + 1), val_loss=1.2 / (i + 1), train_acc=i / 10, val_acc=i / 11)
+               for i in range(10)]
     figures.save_png(figures.learning_curves(history, "curves"), path, dpi=80)
     with Image.open(path) as image:
         assert image.mode == "P" and image.size[0] > 100

@@ -33,7 +33,8 @@ def test_main_run_logs_parent_and_children(mlflow_store):
         assert kids[column].notna().all(), column
     hybrid = kids[kids["tags.hqcbench.arm"] == "hybrid"].iloc[0]
     cnn = kids[kids["tags.hqcbench.arm"] == "cnn"].iloc[0]
-    assert hybrid["metrics.params_quantum"] == 16 and cnn["metrics.params_quantum"] == 0  # 4 qubits x 2 layers x (RY, RZ)
+    # 4 qubits x 2 layers x (RY, RZ)
+    assert hybrid["metrics.params_quantum"] == 16 and cnn["metrics.params_quantum"] == 0
     client = mlflow.MlflowClient()
     history = client.get_metric_history(hybrid["run_id"], "val_acc")
     assert [m.step for m in history] == [1, 2]

@@ -82,7 +82,8 @@ def _arm(arm: str, seed: int, acc: float) -> TrainedArm:
 
 def test_headline_pairs_and_paired_differences():
     assert headline.pairs(["cnn", "hybrid", "control", "hybrid_noent"]) == [
-        ("hybrid", "cnn"), ("control", "cnn"), ("hybrid_noent", "cnn"), ("hybrid", "control"), ("hybrid", "hybrid_noent")]
+        ("hybrid", "cnn"), ("control", "cnn"), ("hybrid_noent", "cnn"), ("hybrid", "control"),
+        ("hybrid", "hybrid_noent")]
     assert headline.pairs(["hybrid", "control"]) == [("hybrid", "control")]
     trained = [_arm("cnn", 0, 0.90), _arm("cnn", 1, 0.92), _arm("cnn", 2, 0.91),
                _arm("hybrid", 0, 0.93), _arm("hybrid", 1, 0.93), _arm("hybrid", 2, 0.95)]

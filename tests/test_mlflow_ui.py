@@ -120,7 +120,8 @@ ROW_TEXT = """(() => {
   return [...document.querySelectorAll('[role=row]')].filter(r => r.getAttribute('aria-rowindex') === index)
     .map(r => r.innerText).join('\\n');
 })()"""
-RUNS_SHOWN = """$names.every(n => [...document.querySelectorAll('[role=row] a')].some(a => a.textContent.trim() === n))"""
+RUNS_SHOWN = """$names.every(n => [...document.querySelectorAll('[role=row] a')]
+  .some(a => a.textContent.trim() === n))"""
 # the parent's expander: the one button in the parent's Run Name cell (MLflow gives it no label)
 EXPAND = """(() => {
   const link = [...document.querySelectorAll('[role=row] a')].find(a => a.textContent.trim() === $name);
@@ -152,7 +153,8 @@ CLICK_IN_DIALOG = """(() => {
 })()"""
 HEADER_SHOWN = """[...document.querySelectorAll('[role=columnheader]')].some(h => h.innerText.trim() === $text)"""
 CLOSE_ASSISTANT = """[...document.querySelectorAll('button[aria-label=Close]')].map(b => (b.click(), 1)).length"""
-TABLE_BOTTOM = """Math.max(...[...document.querySelectorAll('[role=row]')].map(r => r.getBoundingClientRect().bottom))"""
+TABLE_BOTTOM = """Math.max(...[...document.querySelectorAll('[role=row]')]
+  .map(r => r.getBoundingClientRect().bottom))"""
 
 
 def _numbers(text: str) -> list[float]:

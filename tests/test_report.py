@@ -491,7 +491,8 @@ def test_tables_show_per_seed_values(built_report):
     assert per_seed[results[0].index("best val acc (%)")] == "99.0 / 99.2 / 99.1 / 99.3 / 98.9"
     claims = next(t for t in tables if t[0][:3] == ["claim", "published", "known flaw of the published number"])
     acc = next(r for r in claims if r[0] == "hybrid more accurate than classical on MNIST")
-    assert acc[claims[0].index("paper: hybrid - CNN")].endswith("per seed (0, 1, 2, 3, 4): +1.0 / +0.9 / +1.2 / +1.1 / +0.8")
+    assert acc[claims[0].index("paper: hybrid - CNN")].endswith(
+        "per seed (0, 1, 2, 3, 4): +1.0 / +0.9 / +1.2 / +1.1 / +0.8")
 
 
 def test_runs_csv_alone_recomputes_the_report(built_report):
@@ -511,7 +512,8 @@ def test_runs_csv_alone_recomputes_the_report(built_report):
     assert _claim(report, "accuracy_mnist")["paper_cnn_mean"] == pytest.approx(100 * (wide.hybrid - wide.cnn).mean())
     assert set(runs.epochs_run.dropna()) == {2}
     history = pd.read_csv(out / "history.csv")
-    assert len(history) == 2 * (15 + 6) and {"run_id", "epoch", "val_acc", "train_loss", "contended"} <= set(history.columns)
+    assert len(history) == 2 * (15 + 6)
+    assert {"run_id", "epoch", "val_acc", "train_loss", "contended"} <= set(history.columns)
     # the published memory measure is the epoch mean, recomputable from history.csv
     run_id = hybrid.run_id.iloc[0]
     assert history[history.run_id == run_id].paper_memory_gb.mean() == pytest.approx(4.2)
@@ -657,4 +659,5 @@ def test_growth_proxy_reads_related_report_folders(timing_reports):
     assert proxy["fair_cnn_rank_test"] == "rank-sum" and proxy["fair_cnn_wilcoxon_p"] == pytest.approx(1.0)
     assert proxy["fair_cnn_hl_shift"] == pytest.approx(-7.0)
     # the related runs feed only the proxy: the digits accuracy claim is this experiment's alone
-    assert _claim(related, "accuracy_digits")["fair_cnn_run_ids"] == _claim(alone, "accuracy_digits")["fair_cnn_run_ids"]
+    assert (_claim(related, "accuracy_digits")["fair_cnn_run_ids"]
+            == _claim(alone, "accuracy_digits")["fair_cnn_run_ids"])

@@ -27,7 +27,8 @@ def _iv(mean: float, low: float, high: float) -> Interval:
 
 def _record(status: str, cnn: Interval, control: Interval, claim: str = "more accurate, MNIST",
             protocol: str = "paper") -> VerdictRecord:
-    return VerdictRecord(claim, protocol, status, Side("cnn", status, cnn, "pp"), Side("control", status, control, "pp"))
+    return VerdictRecord(claim, protocol, status, Side("cnn", status, cnn, "pp"),
+                         Side("control", status, control, "pp"))
 
 
 # ----------------------------------------------------------------------------------------- the bottom line
@@ -42,7 +43,8 @@ def test_the_bottom_line_is_computed_from_the_records():
     # change a record: its sentence changes with it
     moved = replace(holds, status=HOLDS, cnn=replace(holds.cnn, interval=_iv(2.5, 2.0, 3.0)))
     changed = bottom_line([moved, refuted])
-    assert changed[0].startswith("Holds against both the CNN and the control") and "+2.50 pp [+2.00, +3.00]" in changed[0]
+    assert changed[0].startswith("Holds against both the CNN and the control")
+    assert "+2.50 pp [+2.00, +3.00]" in changed[0]
     assert "Holds against the CNN only" not in " ".join(changed)
 
 

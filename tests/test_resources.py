@@ -118,7 +118,7 @@ def test_nvml_peaks_and_means_equal_the_sampled_values(fake_nvml):
 
 def test_nvml_windows_are_independent(fake_nvml):
     """A peak in one window must not leak into the next."""
-    fake = fake_nvml(dev_mem_mb=[8000, 100], util=[100, 5], proc_mem_mb=[900, 50])
+    fake_nvml(dev_mem_mb=[8000, 100], util=[100, 5], proc_mem_mb=[900, 50])
     monitor = ResourceMonitor("cuda:0", interval_s=60)  # no thread samples: start and end only
     with monitor.window("train") as first:
         pass

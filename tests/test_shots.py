@@ -56,7 +56,8 @@ def test_exact_model_outputs_unchanged_by_configure():
 
 
 # ----------------------------------------------------------------------------- statistics
-def exact_and_samples(layer: QuantumLayer, x: torch.Tensor, shots: int, repeats: int) -> tuple[torch.Tensor, torch.Tensor]:
+def exact_and_samples(layer: QuantumLayer, x: torch.Tensor, shots: int,
+                      repeats: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact <Z> and ``repeats`` sampled readouts through the layer's forward, one seed each."""
     layer.eval()
     with torch.no_grad():

@@ -101,7 +101,8 @@ def test_ctrl_c_to_mlflow_run_ends_the_project_run_killed(mlflow_store):
     client = mlflow.MlflowClient()
     client.search_experiments()
     params = [arg for flag, value in zip(JOB[::2], JOB[1::2]) for arg in ("-P", f"{flag[2:]}={value}")]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     proc = subprocess.Popen([sys.executable, "-m", "mlflow", "run", str(ROOT), "--env-manager", "local", *params],
                             env=env, cwd=os.getcwd(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             process_group=0)  # its own process group, like a job started from a shell

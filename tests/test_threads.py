@@ -162,4 +162,5 @@ def test_contention_benchmark_judges_its_targets_and_hides_the_data_path():
           "beside a busy process, 1 thread": 2.0, "beside a busy process, fixed 2 threads": 6.0}
     lines = bench.targets([{"scenario": k, "median_s": v} for k, v in by.items()], 2)
     assert "1.25x (target <= 1.1x): NOT met" in lines[0] and lines[1].endswith("met") and "3.00x" in lines[2]
-    assert bench.command_line(["--data-dir", "somewhere", "--epochs", "2"]) == "python benchmarks/contention.py --epochs 2"
+    assert (bench.command_line(["--data-dir", "somewhere", "--epochs", "2"])
+            == "python benchmarks/contention.py --epochs 2")

@@ -52,7 +52,8 @@ def fake_mlflow(tmp_path) -> dict[str, str]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake = bin_dir / "mlflow"
-    fake.write_text('#!/bin/sh\necho "exec: MLFLOW_SERVER_ENABLE_JOB_EXECUTION=$MLFLOW_SERVER_ENABLE_JOB_EXECUTION $*"\n')
+    fake.write_text('#!/bin/sh\n'
+                    'echo "exec: MLFLOW_SERVER_ENABLE_JOB_EXECUTION=$MLFLOW_SERVER_ENABLE_JOB_EXECUTION $*"\n')
     fake.chmod(0o755)
     return {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
 
@@ -94,7 +95,8 @@ def test_script_starts_a_proxying_postgresql_server_on_loopback(fake_mlflow, tmp
 
 
 def test_script_listens_beyond_loopback_only_behind_authentication(fake_mlflow, tmp_path):
-    basic = script("--host", "0.0.0.0", "--port", "5001", "--auth", "basic", "--", "--allowed-hosts", "mlflow.example.org",
+    basic = script("--host", "0.0.0.0", "--port", "5001", "--auth", "basic", "--",
+                   "--allowed-hosts", "mlflow.example.org",
                    cwd=tmp_path, HQCBENCH_MLFLOW_DB_URL="postgresql://u:pw@db/mlflow",
                    MLFLOW_FLASK_SERVER_SECRET_KEY="k", **fake_mlflow)
     assert basic.returncode == 0, basic.stderr

@@ -104,7 +104,8 @@ def test_worst_case_is_at_most_every_attack_on_the_same_images(evaluated):
 def test_autoattack_members_account_for_every_image_it_broke(evaluated):
     """Each AutoAttack member's first breaks are disjoint shares; together they are what AutoAttack took
     from the clean accuracy. On the masked model every APGD variant fails (zero gradient), so Square
-    breaks nearly all it breaks alone (APGD's random starts land on a few), and the square check reads that as masking."""
+    breaks nearly all it breaks alone (APGD's random starts land on a few), and the square check reads that
+    as masking."""
     for arm, found in evaluated.items():
         shares = {m: found.metrics[names.autoattack_first_metric(m, 0.2)] for m in attacks.autoattack_members(10)}
         taken = found.metrics["clean_acc_attack_subset"] - found.metrics["robust_acc_autoattack_eps_0.2"]
@@ -133,8 +134,8 @@ def test_converged_check_fails_while_accuracy_still_falls():
     falling = rb.ModelResult("hybrid", 200, 10, convergence=masking.Convergence(
         0.1, 200, steps={10: 0.6, 40: 0.5, 100: 0.45, 200: 0.40}, restarts={1: 0.5, 5: 0.45, 10: 0.449}))
     check = next(c for c in masking.run_checks(falling) if c.name == "converged")
-    assert check.failed and check.masking and "steps 100 -> 200" in check.detail and "restarts" not in check.detail.split(
-        "still falling")[1]
+    assert check.failed and check.masking and "steps 100 -> 200" in check.detail
+    assert "restarts" not in check.detail.split("still falling")[1]
     flat = rb.ModelResult("hybrid", 200, 10, convergence=masking.Convergence(
         0.1, 200, steps={100: 0.45, 200: 0.445}, restarts={5: 0.45, 10: 0.445}))
     assert not next(c for c in masking.run_checks(flat) if c.name == "converged").failed

@@ -109,7 +109,8 @@ def _load_npz(name: str, path: Path, image_size: int):
     ys = [np.asarray(arrays[f"y_{s}"]).reshape(-1) for s in ("train", "test")]
     for x, y, s in zip(xs, ys, ("train", "test")):
         if len(x) != len(y) or not np.issubdtype(y.dtype, np.integer):
-            raise _error(name, f"y_{s} has {len(y)} {y.dtype} labels for {len(x)} images", "one integer label per image")
+            raise _error(name, f"y_{s} has {len(y)} {y.dtype} labels for {len(x)} images",
+                         "one integer label per image")
     classes = np.unique(ys[0])
     if len(classes) < 2:
         raise _error(name, f"{len(classes)} class in y_train", "at least two classes")
@@ -117,7 +118,8 @@ def _load_npz(name: str, path: Path, image_size: int):
         raise _error(name, "y_test has labels y_train lacks", "test labels among the training labels")
     if image_size and xs[0].shape[-1] != image_size:
         xs = [_resize(x, image_size) for x in xs]
-    return xs[0], np.searchsorted(classes, ys[0]).astype(np.int64), xs[1], np.searchsorted(classes, ys[1]).astype(np.int64)
+    y_train, y_test = (np.searchsorted(classes, y).astype(np.int64) for y in ys)
+    return xs[0], y_train, xs[1], y_test
 
 
 def _images(name: str, x: np.ndarray, split: str) -> np.ndarray:

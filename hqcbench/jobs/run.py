@@ -147,7 +147,8 @@ def run_main(cfg: RunConfig, progress: bool = True) -> list[TrainedArm]:
     """Validate, then train every arm for every seed under one parent run (``progress``: tqdm bars)."""
     cfg.validate()
     check_memory(cfg)  # before any run opens: a circuit that cannot fit is one line, not a crash mid-training
-    apply_threads(cfg.threads)  # 0: the CPUs available to this process (affinity, cgroup quota), fewer while others load them
+    # 0: the CPUs available to this process (affinity, cgroup quota), fewer while others load them
+    apply_threads(cfg.threads)
     device = resolve_device(cfg.device)
     t_start = time.perf_counter()
     params = cfg.to_dict()

@@ -209,7 +209,8 @@ def scrub_model_files(folder: Path) -> int:
     return changed
 
 
-def absolute_paths_in_artifacts(folder: Path, roots: tuple[str, ...] = ("/home/", "/root/", "/tmp/", "/work/")) -> list[str]:
+def absolute_paths_in_artifacts(folder: Path,
+                                roots: tuple[str, ...] = ("/home/", "/root/", "/tmp/", "/work/")) -> list[str]:
     """Text artifacts (MLmodel, yaml, json, txt, csv) of the store that name a machine path."""
     found = []
     for path in (folder / ARTIFACTS).rglob("*"):

@@ -64,7 +64,8 @@ def check_output(body: nn.Module, probe: torch.Tensor, classes: int, arm: str) -
             out = body(probe)
     except Exception as exc:
         raise UserInputError("arms", f"arm {arm!r}: its model failed on a batch of shape {tuple(probe.shape)} "
-                             f"({type(exc).__name__}: {exc})", "a model taking (batch, channels, height, width)") from None
+                             f"({type(exc).__name__}: {exc})",
+                             "a model taking (batch, channels, height, width)") from None
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (len(probe), classes):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise UserInputError("arms", f"arm {arm!r}: its model returned {shape} for a batch of {len(probe)}",
