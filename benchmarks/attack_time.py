@@ -36,12 +36,12 @@ from torch import nn
 from hqcbench.config import RunConfig
 from hqcbench.data.datasets import load_splits, to_float
 from hqcbench.evaluation import worst_case
+from hqcbench.evaluation.attack_table import build_attack
 from hqcbench.evaluation.attacks import (
     art_classifier,
     attack_batch_size,
     attack_subset,
     inputs_only,
-    make_attack,
     predict_labels,
     seeded_numpy,
 )
@@ -101,7 +101,7 @@ def time_attack(name: str, model: nn.Module, data, cfg: RunConfig, shape: tuple[
         acc = conv.restarts[max(conv.restarts)]
     else:
         with seeded_numpy(0):
-            x_adv = make_attack(name, clf, cfg.eps_list[0], cfg, batch).generate(data.x, data.y)
+            x_adv = build_attack(name, clf, cfg.eps_list[0], cfg, batch).generate(data.x, data.y)
         acc = 1.0 - float(((predict_labels(clf, x_adv, batch) != data.y) | clean_wrong).mean())
     return time.perf_counter() - t0, acc
 

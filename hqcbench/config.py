@@ -37,6 +37,8 @@ ENCODINGS = ("angle", "amplitude")
 ANSATZES = ("strong", "basic")
 ENGINES = ("fused", "torchquantum")
 DEVICES = ("auto", "cpu", "cuda")
+# The attacks parameter's allowed values, in the reports' display order; each is a row of
+# evaluation/attack_table.py (what it needs, how it is built, its stages), and a test keeps the two equal.
 ATTACKS = ("fgsm", "pgd", "square", "pgd_paper", "autoattack", "bpda", "pgd_convergence")
 DEFAULT_ENCODING_SCALE = math.pi  # angle encoding RY(pi * tanh x): the circuit as it always was
 # A dense state vector needs 2**n complex amplitudes per sample (8 MiB at 20 qubits in complex64); the

@@ -75,6 +75,7 @@ RETRAIN_CLAIM_ATTR = "hqcbench.retrain:"  # + sorted arm names: Optuna user attr
 TAG_CHECK_PREFIX = "hqcbench.check."  # + check name: pass | fail | skipped: why
 TAG_ATTACK_NOTE = "hqcbench.attack_note"
 TAG_ATTACK_SETTINGS = "hqcbench.attack_settings"
+TAG_GRADIENT_FREE = "hqcbench.gradient_free"  # a model without input gradients: why, and the attacks it got
 TAG_MASKING = "possible_gradient_masking"  # also logged as a 0/1 metric of the same name
 TAG_MASKING_REASON = "possible_gradient_masking.reason"
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from hqcbench import names
 from hqcbench.config import RunConfig
-from hqcbench.evaluation import attacks, masking, paper_attack
+from hqcbench.evaluation import attack_table, attacks, masking, paper_attack
 from hqcbench.evaluation import robustness as rb
 from hqcbench.models.blocks import Classifier
 from hqcbench.tracking import figures as plots
@@ -60,7 +60,7 @@ def test_fgsm_matches_closed_form_on_linear_model():
     y = rng.integers(0, 2, 64)
     eps = 0.1
     clf = attacks.art_classifier(model, (1, 4, 4), 2, CPU)
-    x_adv = attacks.make_attack("fgsm", clf, eps, RunConfig()).generate(x, y)
+    x_adv = attack_table.build_attack("fgsm", clf, eps, RunConfig()).generate(x, y)
 
     wn, bn, xf = w.numpy().astype(np.float64), b.numpy().astype(np.float64), x.reshape(64, -1).astype(np.float64)
     d = wn[y] - wn[1 - y]  # (64, 16): w_y - w_other per example
@@ -77,7 +77,7 @@ def test_fgsm_matches_closed_form_on_linear_model():
 
     cfg = RunConfig(pgd_steps=20)
     with attacks.seeded_numpy(0):
-        x_pgd = attacks.make_attack("pgd", clf, eps, cfg).generate(x, y)
+        x_pgd = attack_table.build_attack("pgd", clf, eps, cfg).generate(x, y)
     logits = model(torch.from_numpy(x_pgd)).detach().numpy().astype(np.float64)
     pgd_margin = logits[np.arange(64), y] - logits[np.arange(64), 1 - y]
     assert (pgd_margin >= expected_margin - 1e-5).all()  # nothing in the ball beats the closed form
@@ -232,11 +232,68 @@ def test_main_run_logs_robustness_to_each_child_run(mlflow_store, tmp_path):
 def test_stage_bar_passes_through_exactly_the_planned_stages(digits, small_cnn, monkeypatch, attack_list, eps):
     """The bar's total comes from planned_stages(cfg) before anything runs; attack_model must pass
     through those stages, in that order, and no others."""
-    from hqcbench.evaluation.stages import StageBar, planned_stages
+    from hqcbench.evaluation.stages import StageBar
 
     cfg = RunConfig(attacks=attack_list, eps=eps, attack_samples="40", pgd_steps=5)
     data = attacks.attack_subset(digits.test, cfg.attack_sample_count)
-    bar = StageBar(planned_stages(cfg), "attacks cnn", enabled=False)
+    bar = StageBar(attack_table.stage_labels(cfg), "attacks cnn", enabled=False)
     rb.attack_model(small_cnn, "cnn", data, rb._input_shape(digits), digits.spec.classes, cfg, CPU, bar)
-    assert bar.done == planned_stages(cfg)
+    assert bar.done == attack_table.stage_labels(cfg)
     assert ("zero_grad" in bar.done) == (attack_list != "square")
+
+
+def test_the_attack_table_is_the_parameter_s_allowed_values():
+    """config.ATTACKS (what the ``attacks`` parameter accepts) and the table's selectable rows are one list."""
+    from hqcbench.config import ATTACKS
+
+    assert sorted(attack_table.selectable_attacks()) == sorted(ATTACKS)  # config keeps the reports' display order
+
+
+def test_a_row_added_to_the_attack_table_is_planned_and_run(digits, small_cnn, monkeypatch):
+    """One table feeds the plan and the run: a new row (built like FGSM, at every eps) appears in the
+    planned stages and attack_model runs it, logging its robust accuracy, with no other change."""
+    built: list[float] = []
+
+    def build_noise(classifier, eps, cfg, batch_size):
+        built.append(eps)
+        return attack_table.ATTACK_TABLE["fgsm"].build(classifier, eps, cfg, batch_size)
+
+    row = attack_table.AttackEntry("fake_noise", False, attack_table._at_every_eps("fake_noise", curve=False),
+                                   build_noise)
+    monkeypatch.setitem(attack_table.ATTACK_TABLE, "fake_noise", row)
+    cfg = RunConfig(attacks="fake_noise", eps="0.05,0.1", attack_samples="30")
+    assert attack_table.stage_labels(cfg) == ["fake_noise eps=0.05", "fake_noise eps=0.1"]
+    data = attacks.attack_subset(digits.test, cfg.attack_sample_count)
+    result = rb.attack_model(small_cnn, "cnn", data, rb._input_shape(digits), digits.spec.classes, cfg, CPU)
+    assert built == [0.05, 0.1]
+    assert set(result.robust["fake_noise"]) == {0.05, 0.1}
+    assert result.robust["fake_noise"][0.1] < result.clean_acc  # it really attacked
+
+
+class NoGradient(nn.Module):
+    """A model whose forward leaves autograd (a circuit on a non-differentiable simulator, say)."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.inner(x)
+
+
+def test_a_model_without_input_gradients_gets_the_gradient_free_attacks_only(digits, small_cnn):
+    """The gradient attacks would fail (or step on nothing); the plan keeps only the gradient-free rows,
+    with Square in place of requested gradient attacks, and the run says so in one line."""
+    cfg = RunConfig(attacks="fgsm,pgd,autoattack", eps="0.1", attack_samples="30")
+    blind = NoGradient(small_cnn).eval()
+    data = attacks.attack_subset(digits.test, cfg.attack_sample_count)
+    assert attacks.input_gradient_problem(blind, data.x, CPU) is not None
+    assert attacks.input_gradient_problem(small_cnn, data.x, CPU) is None
+    assert attack_table.stage_labels(cfg, gradients=False) == ["square eps=0.1"]
+    assert "zero_grad" in attack_table.stage_labels(cfg)  # with gradients, everything requested
+    found = rb.run_all([SimpleNamespace(arm="blind", model=blind, seed=0)], digits, cfg, CPU)["blind"]
+    note = found.tags[names.TAG_GRADIENT_FREE]
+    assert "no input gradients" in note and "square" in note and "fgsm, pgd, autoattack" in note
+    assert names.robust_metric("square", 0.1) in found.metrics
+    assert not any(names.robust_metric(a, 0.1) in found.metrics for a in ("fgsm", "pgd", "autoattack"))

@@ -190,29 +190,26 @@ def square_queries(cfg: RunConfig) -> int:
     return SQUARE_MAX_ITER_STRONG if "autoattack" in cfg.attack_list else SQUARE_MAX_ITER
 
 
-def make_attack(name: str, classifier, eps: float, cfg: RunConfig, batch_size: int = 256):
-    """An ART evasion attack under the L-inf norm.
+def input_gradient_problem(model: nn.Module, x: np.ndarray, device: torch.device) -> str | None:
+    """Why ``model`` gives no gradient with respect to its input (None when it does).
 
-    PGD defaults (``pgd_steps`` 40, step eps/10, ``pgd_restarts`` 1 random start): 40 steps of eps/10
-    can travel 4 eps, so any point of the ball is reachable twice over and the last ~30 steps refine
-    rather than travel (Madry et al. used 40 steps of 0.01 at eps 0.3 on MNIST, i.e. 1.3 eps); the
-    random start avoids the zero-gradient point a saturated softmax can put at the clean image.
-    ``autoattack``: ART's AutoAttack with the set of ``make_autoattack``.
-    """
-    from art.attacks.evasion import FastGradientMethod, ProjectedGradientDescent, SquareAttack  # ~2.4 s import
-
-    if name == "fgsm":
-        return FastGradientMethod(classifier, norm=np.inf, eps=eps, batch_size=batch_size)
-    if name == "pgd":
-        return ProjectedGradientDescent(classifier, norm=np.inf, eps=eps, eps_step=pgd_step_size(eps, cfg),
-                                        max_iter=cfg.pgd_steps, num_random_init=cfg.pgd_restarts,
-                                        batch_size=batch_size, verbose=False)
-    if name == "square":
-        return SquareAttack(classifier, norm=np.inf, eps=eps, max_iter=square_queries(cfg), p_init=SQUARE_P_INIT,
-                            nb_restarts=1, batch_size=batch_size, verbose=False)
-    if name == "autoattack":
-        return make_autoattack(classifier, eps, batch_size)
-    raise ValueError(f"unknown attack {name!r}")
+    Gradient attacks differentiate the model's loss with respect to the image; a user's circuit on a
+    non-differentiable simulator, or a forward pass that leaves autograd (``.detach()``, numpy), has
+    no such gradient at all, and an ART gradient attack would fail or, worse, step on zeros. A
+    gradient that exists but vanishes is another matter: the gradient diagnostic reports that one
+    (masking). Called under ``inputs_only``, so only the input asks for a gradient here."""
+    probe = torch.as_tensor(x[:2], dtype=torch.float32, device=device).clone().requires_grad_(True)
+    try:
+        with torch.enable_grad():
+            out = model(probe)
+            if not isinstance(out, torch.Tensor) or not out.requires_grad:
+                return "its output does not depend on the input through autograd"
+            out.float().sum().backward()
+    except RuntimeError as exc:
+        return f"backward through it fails ({str(exc).splitlines()[0][:160]})"
+    if probe.grad is None:
+        return "no gradient reaches the input"
+    return None
 
 
 def make_autoattack(classifier, eps: float, batch_size: int):

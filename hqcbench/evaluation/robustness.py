@@ -4,18 +4,15 @@ Every model is attacked in pixel space (``evaluation.attacks``), its numbers are
 fake robustness (``evaluation.masking``), and the published attack runs as the named ``pgd_paper``
 mode (``evaluation.paper_attack``) so its number can be put beside the honest one. Each attack keeps
 its per-example fooled mask, so the worst case over all of them is per example
-(``evaluation.worst_case``, with the gradient diagnostic, BPDA and the PGD convergence runs).
+(``evaluation.worst_case``, with the gradient diagnostic, BPDA and the PGD convergence runs). One model's
+stages run in ``evaluation.model_attacks``; this module attacks every arm of a seed and adds transfer.
 
 Everything returns ``tracking.findings.Findings``; the MLflow calls stay in ``jobs``.
 """
 from __future__ import annotations
 
 import logging
-import time
-from dataclasses import dataclass, field
-from typing import Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -24,43 +21,28 @@ from hqcbench.arms import CNN
 from hqcbench.config import RunConfig
 from hqcbench.data.datasets import Splits
 from hqcbench.evaluation import worst_case
+from hqcbench.evaluation.attack_table import GRADIENT_FREE_STAND_IN, gradient_attacks, stage_labels
 from hqcbench.evaluation.attacks import (
-    ATTACK_RNG_SEED,
     SQUARE_P_INIT,
     AttackSet,
     art_classifier,
     attack_batch_size,
     attack_subset,
     autoattack_settings,
-    eot_samples_for,
-    first_breaks,
+    input_gradient_problem,
     inputs_only,
-    make_attack,
     predict_labels,
-    sampled_shots,
-    seeded_numpy,
     square_queries,
 )
-from hqcbench.evaluation.masking import HIGH_EPS, BoundCheck, Check, Convergence, ZeroGrad, masking_reasons, run_checks
-from hqcbench.evaluation.paper_attack import (
-    PAPER_EPS,
-    PAPER_STEP,
-    PAPER_STEPS,
-    PaperResult,
-    paper_attack,
-    paper_findings,
-)
-from hqcbench.evaluation.stages import GRADIENT, STANDALONE, WHITE_BOX, StageBar, planned_stages
+from hqcbench.evaluation.masking import HIGH_EPS, Check, masking_reasons, run_checks
+from hqcbench.evaluation.model_attacks import ModelResult, attack_model, robustness_sweep  # noqa: F401 (public)
+from hqcbench.evaluation.paper_attack import PAPER_EPS, PAPER_STEP, PAPER_STEPS, paper_attack, paper_findings
+from hqcbench.evaluation.stages import StageBar
 from hqcbench.tracking.figures import plt
 from hqcbench.tracking.findings import Findings
 
 log = logging.getLogger(__name__)
 
-# The robustness curve over eps 0..0.3 (plus the user's eps and the eps-0.5 check). FGSM costs one
-# gradient per point, so it gets a fine grid. PGD's cost is dominated by points below the user's eps
-# (almost every image is still unbroken there; above it, only the few survivors are attacked, see
-# robustness_sweep), so PGD gets a coarse grid: on digits a 0.05 point alone doubled the attack time.
-CURVE_GRID = {"fgsm": (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3), "pgd": (0.0, 0.1, 0.2, 0.3)}
 SUMMARY_FILE = "robustness_summary.txt"
 CURVE_FILE = "robustness_curve.png"
 
@@ -80,161 +62,6 @@ def attack_settings(cfg: RunConfig) -> str:
                  f"{','.join(map(str, worst_case.CONVERGENCE_STEPS))}, restarts "
                  f"{','.join(map(str, worst_case.CONVERGENCE_RESTARTS))}")
     return text
-
-
-@dataclass
-class ModelResult:
-    """Everything measured on one model; turned into Findings once transfer results are in."""
-
-    arm: str
-    n: int
-    classes: int
-    clean_acc: float = float("nan")
-    robust: dict[str, dict[float, float]] = field(default_factory=dict)  # attack -> eps -> acc (standalone)
-    curves: dict[str, dict[float, float]] = field(default_factory=dict)  # attack -> eps -> acc (cumulative)
-    times: dict[str, float] = field(default_factory=dict)  # attack -> seconds at the user's eps
-    curve_times: dict[str, float] = field(default_factory=dict)  # attack -> seconds of the extra curve points
-    adversarial: dict[float, np.ndarray] = field(default_factory=dict)  # eps -> PGD examples (for transfer)
-    transfer: dict[tuple[str, float], float] = field(default_factory=dict)  # (source arm, eps) -> acc
-    bounds: BoundCheck = field(default_factory=BoundCheck)
-    paper: PaperResult | None = None
-    seconds: float = 0.0
-    # per example (True = fooled) for the worst case: attack (or "transfer_from_{arm}", "{attack}_curve",
-    # "pgd_convergence") -> eps -> mask over the subset
-    fooled: dict[str, dict[float, np.ndarray]] = field(default_factory=dict)
-    clean_wrong: np.ndarray | None = None
-    zero_grad: ZeroGrad | None = None
-    bpda_surrogates: list[str] | None = None  # None: bpda not requested
-    convergence: Convergence | None = None
-    # eps -> AutoAttack member -> images it broke first (each member attacks only what the earlier left)
-    autoattack_first: dict[float, dict[str, np.ndarray]] = field(default_factory=dict)
-    eot: int = 1  # readout samples averaged per gradient
-    shots: int | None = None
-    eps: tuple[float, ...] = ()  # the run's eps
-
-    @property
-    def worst(self) -> dict[float, float]:
-        """eps -> accuracy on the images that survive every attack run at that eps or a smaller one."""
-        if self.clean_wrong is None:
-            return {}
-        return {e: 1.0 - float(worst_case.worst_mask(self.fooled, self.clean_wrong, e).mean()) for e in self.eps}
-
-
-def _standalone(classifier, attack: str, data: AttackSet, eps: float, cfg: RunConfig, batch: int,
-                bounds: BoundCheck) -> tuple[np.ndarray, np.ndarray, float, dict[str, np.ndarray]]:
-    """Attack every image of the subset at one eps: (adversarial examples, fooled mask, seconds, and for
-    ``autoattack`` the images each member broke first; else empty)."""
-    t0 = time.perf_counter()
-    with seeded_numpy(ATTACK_RNG_SEED):
-        made = make_attack(attack, classifier, eps, cfg, batch)
-        x_adv = made.generate(data.x, data.y)
-    seconds = time.perf_counter() - t0
-    bounds.update(data.x, x_adv, eps)
-    fooled = predict_labels(classifier, x_adv, batch) != data.y
-    members = first_breaks(made, classifier.nb_classes) if attack == "autoattack" else {}
-    return x_adv, fooled, seconds, members
-
-
-def robustness_sweep(classifier, attack: str, data: AttackSet, points: Sequence[float], done: dict[float, np.ndarray],
-                     clean_wrong: np.ndarray, cfg: RunConfig, batch: int, bounds: BoundCheck,
-                     masks: dict[float, np.ndarray] | None = None) -> dict[float, float]:
-    """Robust accuracy at increasing eps, attacking only images not yet broken.
-
-    An adversarial example found within a smaller ball is inside every larger one, so an image broken
-    at eps stays broken at every larger eps; each point is the worst case over the attack run at that
-    eps and every smaller one (the curve never rises). This makes the curve cost about two attacks of
-    the whole subset instead of one per point. ``done``: eps -> fooled mask of runs already made on
-    the whole subset (the user's eps), reused instead of re-run. ``masks`` (if given) receives each
-    point's broken mask.
-    """
-    broken = clean_wrong.copy()
-    curve = {0.0: 1.0 - float(broken.mean())}
-    for eps in sorted(p for p in set(points) if p > 0):
-        if eps in done:
-            broken |= done[eps]
-        else:
-            todo = np.flatnonzero(~broken)
-            if todo.size:
-                with seeded_numpy(ATTACK_RNG_SEED):
-                    x_adv = make_attack(attack, classifier, eps, cfg, batch).generate(data.x[todo], data.y[todo])
-                bounds.update(data.x[todo], x_adv, eps)
-                broken[todo] |= predict_labels(classifier, x_adv, batch) != data.y[todo]
-        curve[eps] = 1.0 - float(broken.mean())
-        if masks is not None:
-            masks[eps] = broken.copy()
-    return curve
-
-
-def attack_model(model: nn.Module, arm: str, data: AttackSet, input_shape: tuple[int, ...], classes: int,
-                 cfg: RunConfig, device: torch.device, bar: StageBar | None = None) -> ModelResult:
-    """Clean accuracy, every requested attack at every requested eps, and the curves (with the
-    eps-0.5 check point) on one model; with them the per-example masks, the gradient diagnostic,
-    BPDA and the PGD convergence runs when requested. A finite-shot model is attacked with EOT.
-    ``bar`` hears of each stage of ``stages.planned_stages(cfg)`` as it starts and ends."""
-    t_start = time.perf_counter()
-    bar = bar or StageBar(planned_stages(cfg), arm, enabled=False)
-    classifier = art_classifier(model, input_shape, classes, device)
-    batch = attack_batch_size(data.x)
-    result = ModelResult(arm, len(data), classes, eot=eot_samples_for(model), shots=sampled_shots(model),
-                         eps=tuple(cfg.eps_list))
-    clean_wrong = predict_labels(classifier, data.x, batch) != data.y
-    result.clean_acc = 1.0 - float(clean_wrong.mean())
-    result.clean_wrong = clean_wrong
-    attacks = cfg.attack_list
-    for attack in (a for a in STANDALONE if a in attacks):
-        fooled_at: dict[float, np.ndarray] = {}
-        result.times[attack] = 0.0
-        for eps in cfg.eps_list:
-            with bar.stage(f"{attack} eps={eps:g}", len(data)):
-                x_adv, fooled, seconds, members = _standalone(classifier, attack, data, eps, cfg, batch, result.bounds)
-            fooled_at[eps] = fooled
-            if members:
-                result.autoattack_first[eps] = members
-            result.times[attack] += seconds
-            # an image the model already gets wrong stays wrong: robust accuracy counts it as broken
-            result.robust.setdefault(attack, {})[eps] = 1.0 - float((fooled | clean_wrong).mean())
-            if attack == "pgd":
-                result.adversarial[eps] = x_adv
-        result.fooled[attack] = fooled_at
-        if attack in WHITE_BOX:
-            t0 = time.perf_counter()
-            points = [*CURVE_GRID[attack], *cfg.eps_list, HIGH_EPS]
-            masks: dict[float, np.ndarray] = {}
-            with bar.stage(f"{attack} curve"):
-                result.curves[attack] = robustness_sweep(classifier, attack, data, points, fooled_at, clean_wrong,
-                                                         cfg, batch, result.bounds, masks)
-            result.fooled[f"{attack}_curve"] = masks
-            result.curve_times[attack] = time.perf_counter() - t0
-    _diagnostics(model, classifier, result, data, input_shape, cfg, device, batch, bar)
-    result.seconds = time.perf_counter() - t_start
-    return result
-
-
-def _diagnostics(model: nn.Module, classifier, result: ModelResult, data: AttackSet, input_shape: tuple[int, ...],
-                 cfg: RunConfig, device: torch.device, batch: int, bar: StageBar) -> None:
-    """BPDA (``bpda`` or ``autoattack``), the PGD convergence runs (``pgd_convergence``) and the
-    gradient diagnostic (any gradient attack) on one model, into ``result``."""
-    attacks = cfg.attack_list
-    if "bpda" in attacks or "autoattack" in attacks:
-        with bar.stage("bpda", len(data)):
-            replaced, fooled_at, seconds = worst_case.run_bpda(model, classifier, data, input_shape, result.classes,
-                                                               device, cfg, batch, result.bounds)
-        result.bpda_surrogates = replaced
-        if fooled_at:
-            result.fooled["bpda"] = fooled_at
-            result.robust["bpda"] = {e: 1.0 - float((f | result.clean_wrong).mean()) for e, f in fooled_at.items()}
-            result.times["bpda"] = seconds
-    if "pgd_convergence" in attacks:
-        eps = cfg.eps_list[0]
-        with bar.stage("pgd_convergence"):
-            result.convergence, any_fooled = worst_case.pgd_convergence(classifier, data, eps, cfg, batch, result.bounds)
-        result.fooled["pgd_convergence"] = {eps: any_fooled}
-    if any(a in attacks for a in GRADIENT):
-        t0 = time.perf_counter()
-        with bar.stage("zero_grad", len(data)):
-            result.zero_grad = worst_case.gradient_diagnostic(model, data, input_shape, result.classes, device,
-                                                              cfg.eps_list[0], batch, result.clean_wrong)
-        result.times["zero_grad"] = time.perf_counter() - t0
 
 
 def run_transfer(results: dict[str, ModelResult], models: dict[str, nn.Module], data: AttackSet,
@@ -309,7 +136,8 @@ def to_findings(result: ModelResult, checks: list[Check], cfg: RunConfig, data: 
         m["check_linf_excess_max"] = result.bounds.linf_excess
         m["check_range_excess_max"] = result.bounds.range_excess
     for check in checks:
-        found.tags[names.check_tag(check.name)] = check.status if check.status != "skipped" else f"skipped: {check.detail}"
+        status = check.status if check.status != "skipped" else f"skipped: {check.detail}"
+        found.tags[names.check_tag(check.name)] = status
         if check.status != "skipped":
             m[f"check_{check.name}_pass"] = 0.0 if check.failed else 1.0
     reasons = masking_reasons(checks)
@@ -378,6 +206,16 @@ def run_all(trained, splits: Splits, cfg: RunConfig, device: torch.device, progr
         return _run_all(trained, models, splits, cfg, device, progress)
 
 
+def gradient_free_note(cfg: RunConfig, why: str) -> str:
+    """The one line a model without input gradients gets: why, and which attacks it got instead."""
+    skipped = gradient_attacks(cfg) + (["pgd_paper"] if "pgd_paper" in cfg.attack_list else [])
+    kept = [a for a in cfg.attack_list if a not in skipped]
+    if skipped and not kept:
+        kept = [GRADIENT_FREE_STAND_IN]
+    return (f"no input gradients ({why}): gradient-free attacks only ({', '.join(kept) or 'none'}); "
+            f"not run: {', '.join(skipped) or 'nothing'}")
+
+
 def _run_all(trained, models: dict[str, nn.Module], splits: Splits, cfg: RunConfig, device: torch.device,
              progress: bool) -> dict[str, Findings]:
     attacks = cfg.attack_list
@@ -387,10 +225,17 @@ def _run_all(trained, models: dict[str, nn.Module], splits: Splits, cfg: RunConf
     data = attack_subset(splits.test, cfg.attack_sample_count)
     if data.note and pixel_attacks:
         log.warning("robustness: %s", data.note)
+    no_gradient = {arm: why for arm, model in models.items()
+                   if (why := input_gradient_problem(model, data.x, device)) is not None}
     for arm, model in models.items():
         if pixel_attacks:
-            with StageBar(planned_stages(cfg), f"attacks {arm}", enabled=progress) as bar:
-                results[arm] = attack_model(model, arm, data, shape, splits.spec.classes, cfg, device, bar)
+            gradients = arm not in no_gradient
+            if not gradients:
+                no_gradient[arm] = gradient_free_note(cfg, no_gradient[arm])
+                log.warning("robustness %s: %s", arm, no_gradient[arm])
+            with StageBar(stage_labels(cfg, gradients), f"attacks {arm}", enabled=progress) as bar:
+                results[arm] = attack_model(model, arm, data, shape, splits.spec.classes, cfg, device, bar,
+                                            gradients=gradients)
         else:
             results[arm] = ModelResult(arm, len(data), splits.spec.classes)
     if pixel_attacks:
@@ -398,7 +243,8 @@ def _run_all(trained, models: dict[str, nn.Module], splits: Splits, cfg: RunConf
     if "pgd_paper" in attacks and cfg.protocol != "paper":  # under protocol=paper the epoch hook runs it
         val = attack_subset(splits.val, cfg.attack_sample_count, split="validation")
         for arm, model in models.items():
-            results[arm].paper = paper_attack(model, val, device)
+            if arm not in no_gradient:  # a gradient attack: nothing to run on a model without input gradients
+                results[arm].paper = paper_attack(model, val, device)
     out: dict[str, Findings] = {}
     for arm, result in results.items():
         if pixel_attacks:
@@ -410,9 +256,13 @@ def _run_all(trained, models: dict[str, nn.Module], splits: Splits, cfg: RunConf
             out[arm].texts[SUMMARY_FILE] = "\n".join(out[arm].summary) + "\n"
         else:
             continue
+        if arm in no_gradient:
+            out[arm].tags[names.TAG_GRADIENT_FREE] = no_gradient[arm][:5000]
+            out[arm].summary.insert(1, no_gradient[arm])
         for line in out[arm].summary:
             log.info("robustness %s: %s", arm, line)
     for arm, found in out.items():
         if found.tags.get(names.TAG_MASKING) == "true":
-            log.warning("robustness: %s flagged possible_gradient_masking: %s", arm, found.tags[names.TAG_MASKING_REASON])
+            log.warning("robustness: %s flagged possible_gradient_masking: %s", arm,
+                        found.tags[names.TAG_MASKING_REASON])
     return out

@@ -4,7 +4,7 @@ Why: at 16 qubits PGD-40 on 1000 images takes minutes per eps, and the whole rob
 of one model (FGSM and PGD at the user's eps, their curves, the gradient diagnostic) ran for over ten
 minutes without a line of output. The bar names the stage running now (e.g. ``pgd eps=0.1 (1000
 images)``) and counts the stages done out of the planned ones, which ``planned_stages`` lists from the
-config alone, so the total is known before the first attack starts.
+config alone (``attack_table.planned_stages``), so the total is known before the first attack starts.
 """
 from __future__ import annotations
 
@@ -12,29 +12,6 @@ import contextlib
 from typing import Iterator
 
 from tqdm.auto import tqdm
-
-from hqcbench.config import RunConfig
-
-WHITE_BOX = ("fgsm", "pgd")  # attacks with a robustness curve (eps sweep) after their run at the user's eps
-STANDALONE = ("fgsm", "pgd", "square", "autoattack")  # run on every subset image at every eps
-GRADIENT = ("fgsm", "pgd", "autoattack", "bpda", "pgd_convergence")  # any of them: the gradient diagnostic runs
-
-
-def planned_stages(cfg: RunConfig) -> list[str]:
-    """The stage names ``robustness.attack_model`` passes through for ``cfg``, in order."""
-    attacks = cfg.attack_list
-    stages = []
-    for attack in (a for a in STANDALONE if a in attacks):
-        stages += [f"{attack} eps={eps:g}" for eps in cfg.eps_list]
-        if attack in WHITE_BOX:
-            stages.append(f"{attack} curve")
-    if "bpda" in attacks or "autoattack" in attacks:
-        stages.append("bpda")
-    if "pgd_convergence" in attacks:
-        stages.append("pgd_convergence")
-    if any(a in attacks for a in GRADIENT):
-        stages.append("zero_grad")
-    return stages
 
 
 class StageBar:

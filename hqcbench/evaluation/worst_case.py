@@ -27,12 +27,12 @@ from torch import nn
 
 from hqcbench import names
 from hqcbench.config import RunConfig
+from hqcbench.evaluation.attack_table import build_attack
 from hqcbench.evaluation.attacks import (
     ATTACK_RNG_SEED,
     AttackSet,
     MarginLoss,
     art_classifier,
-    make_attack,
     predict_labels,
     seeded_numpy,
 )
@@ -92,7 +92,7 @@ def run_bpda(model: nn.Module, classifier, data: AttackSet, input_shape: tuple[i
     fooled: dict[float, np.ndarray] = {}
     for eps in cfg.eps_list:
         with seeded_numpy(ATTACK_RNG_SEED):
-            x_adv = make_attack("pgd", crafting, eps, cfg, batch).generate(data.x, data.y)
+            x_adv = build_attack("pgd", crafting, eps, cfg, batch).generate(data.x, data.y)
         bounds.update(data.x, x_adv, eps)
         fooled[eps] = predict_labels(classifier, x_adv, batch) != data.y
     return replaced, fooled, time.perf_counter() - t0
@@ -114,7 +114,7 @@ def pgd_convergence(classifier, data: AttackSet, eps: float, cfg: RunConfig, bat
         fooled = clean_wrong.copy()
         if todo.size:
             with seeded_numpy(seed):
-                x_adv = make_attack("pgd", classifier, eps, cfg.replace(pgd_steps=steps, pgd_restarts=1),
+                x_adv = build_attack("pgd", classifier, eps, cfg.replace(pgd_steps=steps, pgd_restarts=1),
                                     batch).generate(x[todo], y[todo])
             bounds.update(x[todo], x_adv, eps)
             fooled[todo] |= predict_labels(classifier, x_adv, batch) != y[todo]
