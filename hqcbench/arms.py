@@ -29,7 +29,7 @@ import importlib.metadata
 import inspect
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from hqcbench import names as names_contract  # names() below is the registry's own
 
@@ -206,6 +206,7 @@ def resolve(name: str) -> ArmSpec:
                        f"[twin:|frozen:]module:callable, or an arm registered under the entry-point group "
                        f"{ENTRY_POINT_GROUP!r}")
     factory = _load_callable(name, factory_path)
+    params: Mapping[str, inspect.Parameter]
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):

@@ -15,7 +15,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -90,7 +90,7 @@ def _torchvision_root(data_dir: str | None) -> tuple[str, bool]:
     return os.path.abspath(DEFAULT_DATA_DIR), True
 
 
-def _open_torchvision(name: str, factory: Callable[..., object], data_dir: str | None, **kwargs) -> object:
+def _open_torchvision(name: str, factory: Callable[..., Any], data_dir: str | None, **kwargs) -> Any:
     root, download = _torchvision_root(data_dir)
     try:
         return factory(root=root, download=download, **kwargs)

@@ -82,7 +82,7 @@ def _load_folder(name: str, root: Path, image_size: int):
     def to_array(img) -> np.ndarray:
         img = img.convert("L" if grey else "RGB")
         if img.size != (image_size, image_size):
-            img = img.resize((image_size, image_size), Image.BILINEAR)
+            img = img.resize((image_size, image_size), Image.Resampling.BILINEAR)
         arr = np.asarray(img, dtype=np.uint8)
         return arr[None] if grey else arr.transpose(2, 0, 1)
 

@@ -20,6 +20,9 @@ from hqcbench.models.quantum import QuantumLayer
 class Normalize(nn.Module):
     """(x - mean) / std per channel; part of the model so attacks stay in pixel space."""
 
+    mean: torch.Tensor  # buffers, registered below
+    std: torch.Tensor
+
     def __init__(self, mean: Sequence[float], std: Sequence[float]):
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
@@ -31,6 +34,8 @@ class Normalize(nn.Module):
 
 class Classifier(nn.Module):
     """normalize -> body. ``arm`` and ``protocol`` travel with the model for logging."""
+
+    swaps: list  # set on user arms' models only (models.user): the twin's models.twin.Swap list
 
     def __init__(self, normalize: Normalize, body: nn.Module, arm: str, protocol: str):
         super().__init__()

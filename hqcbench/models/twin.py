@@ -115,7 +115,7 @@ def evaluating(model: nn.Module) -> Iterator[None]:
 def _probe(model: nn.Module, modules: list[tuple[str, nn.Module]], probe: torch.Tensor, arm: str) -> dict:
     """Input and output of each quantum submodule on one forward pass (eval mode, no gradient, no state
     changed); a module whose forward is not one tensor in and one tensor out is refused, naming it."""
-    seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    seen: dict[str, tuple[torch.Tensor | None, torch.Tensor | None]] = {}
     hooks = []
     for path, module in modules:
         def hook(mod, inputs, output, path=path):

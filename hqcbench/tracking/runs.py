@@ -117,7 +117,7 @@ def open_run(**start_run_kwargs: Any) -> Iterator[mlflow.ActiveRun]:
     """
     kwargs = dict(start_run_kwargs)
     resume_id = kwargs.get("run_id") or os.environ.get("MLFLOW_RUN_ID")  # start_run's own order
-    keep_finished = bool(resume_id) and _status(resume_id) == "FINISHED"
+    keep_finished = _status(resume_id) == "FINISHED" if resume_id else False
     if not keep_finished:
         kwargs["tags"] = {**process_tags(), **(kwargs.get("tags") or {})}
     run: mlflow.ActiveRun | None = None

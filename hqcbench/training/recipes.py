@@ -75,6 +75,8 @@ def paper_augmentation(dataset: str, mean: tuple[float, ...]) -> Augmentation:
 def make_recipe(protocol: str, arm: str, model: nn.Module, lr: float, epochs: int, steps_per_epoch: int,
                 dataset: str, mean: tuple[float, ...]) -> Recipe:
     params = model.parameters()
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
     if protocol in FAIR_RECIPE_PROTOCOLS:
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
