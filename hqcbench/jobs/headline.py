@@ -64,10 +64,11 @@ def headline_metrics(diffs: Sequence[Difference], metric: str = HEADLINE_METRIC)
     """The parent-run metrics: the mean difference, and the interval ends when there is an interval."""
     out: dict[str, float] = {}
     for d in diffs:
+        low, high = d.interval.low, d.interval.high
         out[names.headline_metric(metric, d.arm, d.baseline)] = d.interval.mean
-        if d.interval.has_interval:
-            out[names.headline_metric(metric, d.arm, d.baseline, "ci_low")] = d.interval.low
-            out[names.headline_metric(metric, d.arm, d.baseline, "ci_high")] = d.interval.high
+        if low is not None and high is not None:  # Interval.has_interval
+            out[names.headline_metric(metric, d.arm, d.baseline, "ci_low")] = low
+            out[names.headline_metric(metric, d.arm, d.baseline, "ci_high")] = high
     return out
 
 

@@ -7,13 +7,13 @@ logits (N, classes).
 """
 from __future__ import annotations
 
-import mlflow.pyfunc
 import numpy as np
 import torch
 from mlflow.models import set_model
+from mlflow.pyfunc import PythonModel
 
 
-class HqcbenchClassifier(mlflow.pyfunc.PythonModel):
+class HqcbenchClassifier(PythonModel):
     """Images in [0, 1], shape (N, C, H, W) -> logits (N, classes)."""
 
     def load_context(self, context):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Callable, cast
 
 import mlflow
 import pandas as pd
@@ -70,7 +70,7 @@ def train_arm(arm: str, seed: int, splits: Splits, cfg: RunConfig, device: torch
     model = build_model(arm, splits.spec, cfg).to(device)
     configure_readout(model, cfg.eval_shots, cfg.train_shot_count, seed)  # None, None: exact <Z>
     counts = count_parameters(model)
-    mlflow.log_metrics(counts)
+    mlflow.log_metrics({key: float(value) for key, value in counts.items()})
     swaps = getattr(model, "swaps", [])
     if swaps:  # a user arm's classical twin: what was swapped, with widths and parameter counts
         mlflow.log_text("\n".join(swap.text() for swap in swaps) + "\n", TWIN_SWAPS_FILE)
@@ -110,7 +110,9 @@ def train_arm(arm: str, seed: int, splits: Splits, cfg: RunConfig, device: torch
     plots.log_png(fig, "confusion_matrix.png")
     plots.close(fig)
     metrics = {**counts, **final}
-    return TrainedArm(arm, seed, mlflow.active_run().info.run_id, model, metrics)
+    active = mlflow.active_run()
+    assert active is not None  # the arm's run, opened by the caller
+    return TrainedArm(arm, seed, active.info.run_id, model, metrics)
 
 
 def log_split_inputs(splits: Splits, cfg: RunConfig, seed: int):
@@ -130,7 +132,8 @@ def comparison_table(trained: list[TrainedArm]) -> pd.DataFrame:
     keys = [c for c in frame.columns if c not in ("arm", "seed")]
     by_arm = frame.groupby("arm", sort=False)
     summary = by_arm[keys].agg(["mean", "std"])
-    summary.columns = [f"{k}_{stat}" for k, stat in summary.columns]
+    # agg with a list of functions gives (column, function) pairs; pandas-stubs types columns as Index[str]
+    summary.columns = [f"{k}_{stat}" for k, stat in cast(pd.MultiIndex, summary.columns)]
     summary.insert(0, "seeds", by_arm["seed"].count())
     return summary.reset_index()
 

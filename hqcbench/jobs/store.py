@@ -88,8 +88,9 @@ class Store:
         """
         saved = {key: os.environ.get(key) for key in (DATA_DIR_ENV, *_RUN_ENV)}
         previous_uri, previous_cwd = mlflow.get_tracking_uri(), Path.cwd()
-        if saved[DATA_DIR_ENV]:  # relative to where the user stood, not to the store
-            os.environ[DATA_DIR_ENV] = str(Path(saved[DATA_DIR_ENV]).resolve())
+        data_dir = saved[DATA_DIR_ENV]
+        if data_dir:  # relative to where the user stood, not to the store
+            os.environ[DATA_DIR_ENV] = str(Path(data_dir).resolve())
         for key in _RUN_ENV:
             os.environ.pop(key, None)
         if self.experiment_id:

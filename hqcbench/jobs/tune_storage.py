@@ -85,13 +85,14 @@ class StorageLock:
     """
 
     def __init__(self, url: sqlalchemy.engine.URL):
-        self._pg_engine = None
-        self._conn = None
-        self._file_lock = None
+        self._pg_engine: sqlalchemy.engine.Engine | None = None
+        self._conn: sqlalchemy.engine.Connection | None = None
+        self._file_lock: filelock.FileLock | None = None
         if url.get_backend_name() == "postgresql":
             self._pg_engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool,
                                                        connect_args={"connect_timeout": 10})
         else:
+            assert url.database is not None, f"{url!r} names no database file"
             self._file_lock = filelock.FileLock(str(Path(url.database).resolve()) + ".lock")
         self.held = False
 
@@ -101,8 +102,9 @@ class StorageLock:
         if self._file_lock is not None:
             self._file_lock.acquire()
         else:
-            self._conn = self._pg_engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-            self._conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": LOCK_KEY})
+            assert self._pg_engine is not None  # set in __init__ whenever there is no file lock
+            self._conn = conn = self._pg_engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": LOCK_KEY})
         self.held = True
 
     def release(self) -> None:
@@ -112,10 +114,12 @@ class StorageLock:
         if self._file_lock is not None:
             self._file_lock.release()
         else:
+            conn = self._conn
+            assert conn is not None  # acquire() connected before it set held
             try:
-                self._conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": LOCK_KEY})
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": LOCK_KEY})
             finally:
-                self._conn.close()
+                conn.close()
                 self._conn = None
 
     @contextlib.contextmanager
