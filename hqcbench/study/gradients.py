@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -101,7 +101,7 @@ def local_cost(layer: QuantumLayer, x: torch.Tensor) -> torch.Tensor:
 
 
 def init_gradients(n: int, depth: int, inits: int, dtype: torch.dtype = torch.float32,
-                   on_init: Callable[[], None] | None = None) -> np.ndarray:
+                   on_init: Callable[[], object] | None = None) -> np.ndarray:
     """(inits, weights) float64 array: dL/dtheta for initialisations 0 .. inits-1, weights flattened
     in the layer's (layer, wire, gate) order. ``dtype``: float32 as the hybrid trains, float64 for checks."""
     x = input_batch(n, dtype)
@@ -122,7 +122,7 @@ def variances(grads: np.ndarray) -> tuple[float, float]:
     return float(per_weight[0]), float(per_weight.mean())
 
 
-def gradient_cell(n: int, depth: int, inits: int, on_init: Callable[[], None] | None = None) -> GradientCell:
+def gradient_cell(n: int, depth: int, inits: int, on_init: Callable[[], object] | None = None) -> GradientCell:
     """Measure one cell (wall and process CPU seconds: the machine may be shared)."""
     wall, cpu = time.perf_counter(), time.process_time()
     grads = init_gradients(n, depth, inits, on_init=on_init)
@@ -130,7 +130,7 @@ def gradient_cell(n: int, depth: int, inits: int, on_init: Callable[[], None] | 
     return GradientCell(n, depth, var_first, var_mean, inits, time.perf_counter() - wall, time.process_time() - cpu)
 
 
-def fit_slope(widths: Sequence[int], values: Sequence[float]) -> SlopeFit:
+def fit_slope(widths: Iterable[int], values: Iterable[float]) -> SlopeFit:
     """Least-squares line through (n, log10 variance), numerically zero variances left out.
 
     NaN slope when fewer than two distinct widths remain (nothing to fit)."""

@@ -163,7 +163,7 @@ def accuracy_sentences(acc: pd.DataFrame) -> list[str]:
             text += (f" The control goes from {ctl.iloc[0]['mean']:.1%} to {ctl.iloc[-1]['mean']:.1%}; the hybrid "
                      f"is ahead at {int((diff > 0).sum())} of {len(both)} widths (hybrid - control from "
                      f"{diff.min():+.1f} to {diff.max():+.1f} points, mean {diff.mean():+.1f}).")
-        out.append(text + stuck_sentence(acc[acc["dataset"] == dataset], dataset))
+        out.append(text + stuck_sentence(acc[acc["dataset"] == dataset], str(dataset)))
     return out
 
 
@@ -175,7 +175,7 @@ def stuck_sentence(runs: pd.DataFrame, dataset: str) -> str:
     for arm, rows in runs.groupby("arm", sort=False):
         stuck = rows[rows["test_acc"] < limit].sort_values(["n", "seed"])
         if not stuck.empty:
-            which = ", ".join(f"n={int(r.n)} seed {int(r.seed)}" for r in stuck.itertuples())
+            which = ", ".join(f"n={int(n)} seed {int(seed)}" for n, seed in zip(stuck["n"], stuck["seed"]))
             parts.append(f"{len(stuck)} of {len(rows)} {arm} trainings ({which})")
     if not parts:
         return ""
@@ -193,10 +193,10 @@ def _gradient_section(grad: pd.DataFrame) -> list[str]:
              f"![gradient variance]({GRADIENT_PNG})", "",
              "| depth | slope b (mean over weights) | falls per qubit | widths fitted | slope b (first weight) "
              "| falls per qubit | widths fitted |", "|---|---|---|---|---|---|---|"]
-    for r in slopes.itertuples():
-        lines.append(f"| {r.depth} | {_num(r.slope_mean, '.3f')} | {_num(r.factor_mean, '.2f', 'x')} | "
-                     f"{r.widths_mean} | {_num(r.slope_first, '.3f')} | {_num(r.factor_first, '.2f', 'x')} | "
-                     f"{r.widths_first} |")
+    for r in slopes.to_dict("records"):
+        lines.append(f"| {r['depth']} | {_num(r['slope_mean'], '.3f')} | {_num(r['factor_mean'], '.2f', 'x')} | "
+                     f"{r['widths_mean']} | {_num(r['slope_first'], '.3f')} | {_num(r['factor_first'], '.2f', 'x')} | "
+                     f"{r['widths_first']} |")
     lines += ["", vanishing_sentence(slopes), ""]
     return lines
 
@@ -215,7 +215,7 @@ def _accuracy_section(acc: pd.DataFrame) -> list[str]:
              "replaces the circuit by Linear + tanh of the same width.", "",
              f"![accuracy]({ACCURACY_PNG})", "",
              "| dataset | n | hybrid | control | hybrid - control (points) | seeds |", "|---|---|---|---|---|---|"]
-    for (dataset, n), r in wide.iterrows():
+    for (dataset, n), (_, r) in zip(wide.index, wide.iterrows()):
         cells = [_mean_sd(r, arm) for arm in ("hybrid", "control")]
         diff = (r.get(("mean", "hybrid"), math.nan) - r.get(("mean", "control"), math.nan)) * 100
         seeds = int(np.nanmax([r.get(("seeds", arm), 0) for arm in ("hybrid", "control")]))

@@ -7,7 +7,7 @@ rebuilt from everything the folder holds.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Sequence, SupportsInt, cast
 
 import matplotlib
 
@@ -56,7 +56,8 @@ def slope_table(grad: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for depth, part in grad.groupby("depth"):
         mean_fit, first_fit = fit_slope(part["n"], part["var_mean"]), fit_slope(part["n"], part["var_first"])
-        rows.append({"depth": int(depth), "slope_mean": mean_fit.slope, "factor_mean": mean_fit.factor_per_qubit,
+        depth_int = int(cast(SupportsInt, depth))  # an integer column's key (pandas-stubs: any scalar)
+        rows.append({"depth": depth_int, "slope_mean": mean_fit.slope, "factor_mean": mean_fit.factor_per_qubit,
                      "slope_first": first_fit.slope, "factor_first": first_fit.factor_per_qubit,
                      "widths_mean": _widths(mean_fit.widths), "widths_first": _widths(first_fit.widths)})
     return pd.DataFrame(rows, columns=["depth", "slope_mean", "factor_mean", "slope_first", "factor_first",
@@ -77,7 +78,7 @@ def gradient_figure(grad: pd.DataFrame, path: Path) -> None:
         for colour, (depth, part) in zip(colours, grad.groupby("depth")):
             # numerically zero variances (left out of the fit too) would stretch the log axis by decades of noise
             values = part[column].where(part[column] > ZERO_VARIANCE)
-            slope = slopes.loc[depth, slope_key]
+            slope = slopes[slope_key].loc[depth]
             fitted = f"slope {slope:.3f}" if np.isfinite(slope) else "no fit"
             ax.plot(part["n"], values, "o-", color=colour, ms=3, label=f"depth {depth}: {fitted}")
         n = np.array(sorted(grad["n"].unique()), dtype=float)
