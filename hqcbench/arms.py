@@ -110,6 +110,9 @@ class ArmSpec:
     transform: str = ""
     hparams: tuple[str, ...] = ()
     source_digest: str = ""
+    # a user factory's own search space (its attribute ``search_space``): (name, (low, high[, "log"]) or
+    # [choices]) in the order tuning draws them, after the learning rate and the run settings it names
+    search_space: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         if (self.middle is Middle.CIRCUIT) != (self.circuit is not None):
@@ -214,12 +217,44 @@ def resolve(name: str) -> ArmSpec:
     hparams = tuple(p for p in params if p not in FACTORY_POSITIONAL
                     and params[p].kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD))
     role = {"twin": Role.TWIN, "frozen": Role.ABLATION}.get(transform, Role.USER)
+    declared = _declared_search(name, factory, hparams)
+    run_settings = ("lr",) + tuple(k for k in CIRCUIT_SEARCH if k in hparams and k != "lr")
     spec = ArmSpec(name, Middle.USER, role, f"user model {factory_path}" + (f" ({transform})" if transform else ""),
-                   search=("lr",) + tuple(k for k in CIRCUIT_SEARCH if k in hparams and k != "lr"),
+                   search=run_settings + tuple(k for k, _ in declared if k not in run_settings),
+                   search_space=tuple((k, v) for k, v in declared if k not in run_settings),
                    unused_fields=tuple(f for f in CIRCUIT_FIELDS + MIDDLE_FIELDS + ("width",) if f not in hparams),
                    factory=factory_path, transform=transform, hparams=hparams,
                    source_digest=_source_digest(factory))
     return register(spec)
+
+
+SEARCH_SPACE_FORM = ("factory.search_space = {name: (low, high) | (low, high, 'log') | [choice, ...]}, "
+                     "each name a keyword argument of the factory")
+
+
+def _declared_search(name: str, factory: Callable[..., Any], hparams: tuple[str, ...]) -> list[tuple[str, Any]]:
+    """The factory's own search space (its ``search_space`` attribute), checked: a range of two numbers
+    (ints: integers; floats: reals; a third element "log" for a log scale) or a list of choices, for
+    keyword arguments the factory names. Tuning draws it with the same budget as every other arm."""
+    declared = getattr(factory, "search_space", None)
+    if declared is None:
+        return []
+    if not isinstance(declared, dict):
+        raise ArmError(f"arm {name!r}: search_space is a {type(declared).__name__}; expected {SEARCH_SPACE_FORM}")
+    out = []
+    for key, space in declared.items():
+        if key not in hparams:
+            raise ArmError(f"arm {name!r}: search_space names {key!r}, which the factory does not take; "
+                           f"expected {SEARCH_SPACE_FORM}")
+        is_range = (isinstance(space, tuple) and len(space) in (2, 3)
+                    and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in space[:2])
+                    and space[0] < space[1] and (len(space) == 2 or space[2] == "log")
+                    and (len(space) == 2 or space[0] > 0))
+        is_choice = isinstance(space, list) and len(space) > 0
+        if not (is_range or is_choice):
+            raise ArmError(f"arm {name!r}: search_space[{key!r}] = {space!r}; expected {SEARCH_SPACE_FORM}")
+        out.append((key, space))
+    return out
 
 
 def _entry_points() -> dict[str, str]:

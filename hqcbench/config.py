@@ -92,6 +92,16 @@ def _items(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
+def arm_params_for(text: str, arm: str) -> str:
+    """``arm_params`` cut down to what ``arm`` receives (its entry, and for a twin or frozen variant its
+    base model's): one cell of a campaign trains one arm, and its fingerprint must not change when
+    another arm's hyperparameters do."""
+    spec = arm_registry.get(arm)
+    keep = {arm, spec.factory} if spec.transform else {arm}
+    table = {name: values for name, values in _arm_params(text).items() if name in keep}
+    return json.dumps(table, sort_keys=True) if table else ""
+
+
 def _arm_params(text: str) -> dict[str, dict[str, Any]]:
     """``arm_params`` parsed: arm name (as given, or as registered) -> {hyperparameter: value}."""
     if not text.strip():
@@ -177,7 +187,9 @@ class RunConfig:
         """What a user arm's factory receives: its entry of ``arm_params``, then the RunConfig fields its
         signature names (so a factory declaring ``n_qubits`` is tuned like the hybrid); nothing else."""
         spec = arm_registry.get(arm)
-        given = dict(_arm_params(self.arm_params).get(arm, {}))
+        table = _arm_params(self.arm_params)
+        # a twin or frozen variant is the same model transformed: it gets its base model's entry too
+        given = {**table.get(spec.factory, {}), **table.get(arm, {})} if spec.transform else dict(table.get(arm, {}))
         for name in spec.hparams:
             if name not in given and name in RunConfig.__dataclass_fields__:
                 given[name] = getattr(self, name)
@@ -247,15 +259,16 @@ class RunConfig:
             table = _arm_params(self.arm_params)
         except ValueError as exc:
             raise UserInputError("arm_params", str(exc), allowed("arm_params")) from None
+        bases = {arm_registry.get(a).factory: a for a in arms if arm_registry.get(a).transform}
         for name, values in table.items():
-            if name not in arms:
+            if name not in arms and name not in bases:
                 raise UserInputError("arm_params", f"arm {name!r} is not among the arms {self.arms!r}",
                                      allowed("arm_params"))
-            unknown = sorted(set(values) - set(arm_registry.get(name).hparams))
+            takes = arm_registry.get(bases.get(name, name)).hparams
+            unknown = sorted(set(values) - set(takes))
             if unknown:
                 raise UserInputError("arm_params", f"arm {name!r}: its factory names no {', '.join(unknown)} "
-                                     f"(it takes: {', '.join(arm_registry.get(name).hparams) or 'nothing'})",
-                                     allowed("arm_params"))
+                                     f"(it takes: {', '.join(takes) or 'nothing'})", allowed("arm_params"))
         require(isinstance(self.epochs, int) and self.epochs >= 1, "epochs", f"got {self.epochs}")
         require(isinstance(self.patience, int) and self.patience >= 0, "patience", f"got {self.patience}")
         require(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size", f"got {self.batch_size}")

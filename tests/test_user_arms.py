@@ -2,6 +2,7 @@
 resolved through the arm registry, built, checked, fingerprinted and trained through the main job."""
 from __future__ import annotations
 
+import json
 import sys
 import textwrap
 
@@ -97,6 +98,22 @@ SOURCE = textwrap.dedent('''
 
     def raises(in_shape, classes):
         raise RuntimeError("no GPU here")
+
+
+    def searched(in_shape, classes, hidden=8, act="relu"):
+        c, h, w = in_shape
+        return nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, hidden), nn.ReLU() if act == "relu" else nn.Tanh(),
+                             nn.Linear(hidden, classes))
+
+
+    searched.search_space = {"hidden": (4, 16), "act": ["relu", "tanh"]}
+
+
+    def bad_space(in_shape, classes, hidden=8):
+        return searched(in_shape, classes, hidden)
+
+
+    bad_space.search_space = {"width_of_nothing": (1, 2)}
 ''')
 
 
@@ -280,3 +297,92 @@ def test_the_hardware_bill_of_several_layers_is_unknown_not_made_up():
     two = nn.Sequential(nn.Linear(4, 2), QuantumLayer(2, 1), QuantumLayer(2, 1))
     assert unknown_reason(two).startswith("unknown: 2 quantum layers")
     assert unknown_reason(nn.Sequential(nn.Linear(4, 2), QuantumLayer(2, 1))) == ""
+
+
+def test_a_factory_declares_its_own_search_space(user_module):
+    """Tuning draws the learning rate and what the factory declares; the point reaches the factory
+    through arm_params (and so the training fingerprint)."""
+    import optuna
+
+    from hqcbench.config import TuneConfig
+    from hqcbench.jobs import tune_space
+
+    arm = f"{MODULE}:searched"
+    spec = arm_registry.resolve(arm)
+    assert spec.search == ("lr", "hidden", "act")
+    tcfg = TuneConfig(arms=arm).validate()
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    drawn = [tune_space.suggest(study.ask(), arm, tcfg) for _ in range(20)]
+    assert all(4 <= p["hidden"] <= 16 and p["act"] in ("relu", "tanh") for p in drawn)
+    assert {p["act"] for p in drawn} == {"relu", "tanh"}
+    fields = tune_space.config_fields(arm, {"lr": 0.01, "hidden": 5, "act": "tanh"})
+    cfg = _cfg(arm).replace(**fields)
+    cfg.validate()
+    assert cfg.lr == 0.01 and cfg.hparams_for(arm) == {"hidden": 5, "act": "tanh"}
+    model = build_model(arm, REGISTRY["digits"], cfg)
+    assert any(isinstance(m, torch.nn.Linear) and m.out_features == 5 for m in model.modules())
+    assert any(isinstance(m, torch.nn.Tanh) for m in model.modules())
+    other = tune_space.config_fields(arm, {"lr": 0.01, "hidden": 6, "act": "tanh"})
+    assert training_fingerprint(cfg, arm, 0)[0] != training_fingerprint(_cfg(arm).replace(**other), arm, 0)[0]
+
+
+def test_a_search_space_naming_what_the_factory_does_not_take_is_refused(user_module):
+    with pytest.raises(UserInputError, match=r"search_space names 'width_of_nothing'.*does not take"):
+        _cfg(f"{MODULE}:bad_space")
+
+
+def test_campaign_specs_take_user_arms_their_params_table_and_only(user_module):
+    """A block with user arms and a table of their hyperparameters: each cell gets only its arm's entry
+    (a twin its base model's), and --only selects by the arm string."""
+    from hqcbench.jobs.campaign_spec import check_only, parse_spec, select
+
+    arm, twin = f"{MODULE}:tiny_qnn", f"twin:{MODULE}:tiny_qnn"
+    spec_file = user_module / "campaign.toml"
+    spec_file.write_text(textwrap.dedent(f"""
+        name = "mine"
+        [[blocks]]
+        name = "fair"
+        datasets = ["digits"]
+        protocols = ["fair"]
+        arms = ["cnn", "{arm}", "{twin}"]
+        seeds = [0, 1]
+        epochs = 1
+        [blocks.arm_params."{arm}"]
+        n_qubits = 2
+    """))
+    spec = parse_spec(spec_file)
+    cells = {(t.arm, t.seed): t for t in spec.trainings}
+    assert len(cells) == 6
+    assert cells[("cnn", 0)].cfg.arm_params == ""
+    assert cells[(arm, 0)].cfg.hparams_for(arm) == {"n_qubits": 2}
+    assert cells[(twin, 0)].cfg.hparams_for(twin) == {"n_qubits": 2}  # the twin of the same model
+    assert cells[(twin, 0)].fields["arm_params"] == {"n_qubits": 2}
+    chosen = select(spec.trainings, f"arm={twin} seed=1")
+    assert [(t.arm, t.seed) for t in chosen] == [(twin, 1)]
+    with pytest.raises(UserInputError, match=r"arm 'twin:nope:f' is not in the spec"):
+        check_only(spec, "arm=twin:nope:f")
+    unchanged = {t.fingerprint for t in spec.trainings if t.arm == "cnn"}
+    spec_file.write_text(spec_file.read_text().replace("n_qubits = 2", "n_qubits = 3"))
+    again = parse_spec(spec_file)
+    assert {t.fingerprint for t in again.trainings if t.arm == "cnn"} == unchanged  # another arm's params
+    assert {t.fingerprint for t in again.trainings if t.arm == arm}.isdisjoint(
+        {t.fingerprint for t in spec.trainings if t.arm == arm})
+
+
+@pytest.mark.slow
+def test_a_user_arm_is_tuned_with_the_same_budget(user_module, mlflow_store):
+    """tune with a user arm beside the CNN: both studies get n_trials, the user arm's trials draw its
+    declared hyperparameters, and the retrained model is built with the study's best."""
+    import optuna
+
+    arm = f"{MODULE}:searched"
+    storage = f"sqlite:///{user_module / 'optuna.db'}"
+    code = main(["tune", "--arms", f"cnn,{arm}", "--n_trials", "2", "--epochs", "1", "--train_limit", "150",
+                 "--seeds", "0", "--attacks", "none", "--storage", storage, "--study_name", "byo"])
+    assert code == 0
+    study = optuna.load_study(study_name=f"byo-{arm}", storage=storage)
+    assert len(study.trials) == 2 and all({"lr", "hidden", "act"} == set(t.params) for t in study.trials)
+    children = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`hqcbench.kind` = 'child'")
+    mine = children[children["tags.hqcbench.arm"] == arm].iloc[0]
+    best = study.best_params
+    assert json.loads(mine["params.arm_params"])[arm] == {"hidden": best["hidden"], "act": best["act"]}

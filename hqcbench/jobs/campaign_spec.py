@@ -32,16 +32,29 @@ the search ranges of ``python -m hqcbench tune``); its cells exist once its stud
     [blocks.tune]
     n_trials = 30
 
+User arms (``module:callable``, ``twin:module:callable``; docs/byo.md) are arms like any other; their
+modules are imported when the spec is read, before the campaign changes into the spec's folder, and their
+factories' hyperparameters are a table per arm::
+
+    [[blocks]]
+    name = "mine"
+    arms = ["cnn", "my_models:tiny_qnn", "twin:my_models:tiny_qnn"]
+    ...
+    [blocks.arm_params."my_models:tiny_qnn"]
+    layers = 2
+
 Every cell is validated as a RunConfig when the spec is read, so a typo fails before any compute.
 """
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hqcbench.arms import ArmError
 from hqcbench.config import (
     FIELD_DEFAULTS,
     FIELD_META,
@@ -51,6 +64,7 @@ from hqcbench.config import (
     TUNE_TYPES,
     RunConfig,
     TuneConfig,
+    arm_params_for,
     convert,
 )
 from hqcbench.errors import UserInputError
@@ -157,13 +171,21 @@ def _fields(table: dict[str, Any], where: str) -> dict[str, Any]:
         if key in MACHINE_FIELDS:
             raise _fail(f"{where}.{key}", "belongs to the machine, not the spec: pass --data_dir or set "
                                           "HQCBENCH_DATA_DIR (and --device) when running the campaign")
+        if key == "arm_params" and isinstance(raw, dict):  # a TOML table per user arm: [blocks.arm_params."m:f"]
+            raw = json.dumps(raw, sort_keys=True)
         value = ",".join(map(str, raw)) if isinstance(raw, list) else raw
         out[key] = convert(key, value, FIELD_TYPES[key], FIELD_META[key]["allowed"])
     return out
 
 
 def make_training(block: str, settings: dict[str, Any], dataset: str, protocol: str, arm: str, seed: int) -> Training:
-    """One validated cell and its fingerprint."""
+    """One validated cell and its fingerprint (``arm_params`` cut to the cell's arm)."""
+    settings = dict(settings)
+    if settings.get("arm_params"):
+        try:
+            settings["arm_params"] = arm_params_for(settings["arm_params"], str(arm))
+        except (ValueError, ArmError) as exc:
+            raise UserInputError("arm_params", f"{block}: {exc}", FIELD_META["arm_params"]["allowed"]) from None
     cfg = RunConfig(**{**settings, "dataset": str(dataset), "protocol": str(protocol), "arms": str(arm),
                        "seeds": str(seed)}).validate()
     check_memory(cfg)  # a spec whose circuit cannot fit here is refused up front, cell by cell

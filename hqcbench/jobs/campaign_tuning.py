@@ -33,7 +33,7 @@ from hqcbench.data.datasets import load_splits
 from hqcbench.jobs import store as campaign_store
 from hqcbench.jobs.campaign_spec import CampaignSpec, Training, Tuning, make_training
 from hqcbench.jobs.tune import Objective, run_trials, wait_for_running
-from hqcbench.jobs.tune_space import make_pruner
+from hqcbench.jobs.tune_space import config_fields, make_pruner
 from hqcbench.jobs.tune_storage import StorageLock, check_storage, count_trials, open_storage, open_studies
 from hqcbench.resources import ResourceMonitor
 
@@ -114,7 +114,8 @@ def resolve(spec: CampaignSpec) -> tuple[CampaignSpec, list[Tuning], list[str]]:
             continue
         for seed in tuning.seeds:
             for arm in tuning.arms:
-                added.append(make_training(tuning.block, {**tuning.settings, **best[arm]}, tuning.dataset, "tuned",
+                fields = config_fields(arm, best[arm], tuning.settings.get("arm_params", ""))
+                added.append(make_training(tuning.block, {**tuning.settings, **fields}, tuning.dataset, "tuned",
                                            arm, seed))
     return dataclasses.replace(spec, trainings=spec.trainings + tuple(added)), missing, waiting
 

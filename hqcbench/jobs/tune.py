@@ -45,7 +45,7 @@ from hqcbench.data.datasets import Splits, load_splits
 from hqcbench.jobs import run as runner
 from hqcbench.jobs.evaluate import TrainedArm
 from hqcbench.jobs.fingerprint import TRAINING_VERSION
-from hqcbench.jobs.tune_space import make_pruner, make_sampler, suggest
+from hqcbench.jobs.tune_space import config_fields, make_pruner, make_sampler, suggest
 from hqcbench.jobs.tune_storage import (
     StorageLock,
     check_storage,
@@ -86,7 +86,8 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         self.lock.release()  # the trial exists: other workers may count and create theirs now
         self.ran.append(trial.number)
-        cfg = self.base.replace(**suggest(trial, self.arm, self.tcfg))
+        point = suggest(trial, self.arm, self.tcfg)
+        cfg = self.base.replace(**config_fields(self.arm, point, self.base.arm_params))
         seed = self.tcfg.trial_seed
         tags = {**names.child_tags(self.arm, cfg.protocol, cfg.dataset_name, seed), names.TAG_KIND: "trial",
                 names.TAG_STUDY: self.study_name, names.TAG_TRIAL: str(trial.number),
@@ -306,8 +307,9 @@ def run_tune(tcfg: TuneConfig, pruner: optuna.pruners.BasePruner | None = None) 
             mlflow.set_tag(names.TAG_RETRAIN, note)
             retrained: list[TrainedArm] = []
             if do_retrain:
-                # Optuna's param names are RunConfig's field names (see tune_space.suggest)
-                arm_configs = {arm: base.replace(**b["params"]) for arm, b in best.items()}
+                # Optuna's param names are RunConfig's field names or a user factory's own (tune_space)
+                arm_configs = {arm: base.replace(**config_fields(arm, b["params"], base.arm_params))
+                               for arm, b in best.items()}
                 retrained = runner.train_arms(base, device, arm_configs)
                 table = runner.comparison_table(retrained)
                 mlflow.log_text(table.to_csv(index=False), "comparison.csv")

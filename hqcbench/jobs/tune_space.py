@@ -5,12 +5,13 @@ its MLflow params read the same as a main run's.
 """
 from __future__ import annotations
 
+import json
 from typing import Any, Callable
 
 import optuna
 
 from hqcbench import arms as arm_registry
-from hqcbench.config import MAX_QUBITS, TuneConfig
+from hqcbench.config import MAX_QUBITS, RunConfig, TuneConfig
 from hqcbench.training import seeding
 
 PRUNER_STARTUP_TRIALS = 5  # median pruner: never prune before this many trials have finished
@@ -36,9 +37,35 @@ def suggest(trial: optuna.Trial, arm: str, tcfg: TuneConfig) -> dict[str, Any]:
         "encoding": lambda: trial.suggest_categorical("encoding", tcfg.encoding_list),
         "ansatz": lambda: trial.suggest_categorical("ansatz", tcfg.ansatz_list),
     }
+    spec = arm_registry.get(arm)
+    declared = dict(spec.search_space)
     # drawn in the arm's order (hqcbench.arms): the order fixes what a seeded sampler draws
-    params: dict[str, Any] = {key: draw[key]() for key in arm_registry.get(arm).search}
+    params: dict[str, Any] = {key: draw[key]() if key in draw else _draw_declared(trial, key, declared[key])
+                              for key in spec.search}
     return params
+
+
+def _draw_declared(trial: optuna.Trial, key: str, space: Any) -> Any:
+    """One hyperparameter of a user factory's own ``search_space`` (forms checked by ``arms.resolve``)."""
+    if isinstance(space, list):
+        return trial.suggest_categorical(key, space)
+    low, high, *scale = space
+    if isinstance(low, int) and isinstance(high, int):
+        return trial.suggest_int(key, low, high, log=bool(scale))
+    return trial.suggest_float(key, float(low), float(high), log=bool(scale))
+
+
+def config_fields(arm: str, params: dict[str, Any], arm_params: str = "") -> dict[str, Any]:
+    """A trial's point (or a study's best) as RunConfig fields: run settings as themselves, a user
+    factory's own hyperparameters merged into ``arm_params`` under the arm's name (its factory receives
+    them like any other; the training fingerprint sees them there)."""
+    fields = {k: v for k, v in params.items() if k in RunConfig.__dataclass_fields__}
+    own = {k: v for k, v in params.items() if k not in fields}
+    if own:
+        table = json.loads(arm_params) if arm_params.strip() else {}
+        table[arm] = {**table.get(arm, {}), **own}
+        fields["arm_params"] = json.dumps(table, sort_keys=True)
+    return fields
 
 
 def make_sampler(sampler_seed: int, trial_index: int) -> optuna.samplers.BaseSampler:

@@ -51,7 +51,7 @@ from hqcbench.report.provenance import provenance, run_commands
 from hqcbench.report.sources import Sources
 from hqcbench.report.stats import BOOTSTRAP_RESAMPLES, CONFIDENCE, MIN_SEEDS
 from hqcbench.report.tables import further_metrics, hardware_table, paired_table, results_table, run_rows, table_metrics
-from hqcbench.report.user_models import user_models_section
+from hqcbench.report.user_models import user_model_sentences, user_models_section
 from hqcbench.tracking import runs as tracking
 
 
@@ -138,19 +138,25 @@ def build_report(runset: RunSet, out_dir: Path, ui_url: str = "", report_command
 
     doc = Document(f"hqcbench report: {runset.experiment_name}")
     doc.h2("Bottom line")
-    doc.summary(bottom_line(claims.verdicts) or ["No claim has data here."], forest_name if has_forest else "",
+    doc.summary(_bottom_line(claims.verdicts, user_model_sentences(runset)), forest_name if has_forest else "",
                 FOREST_CAPTION)
     doc.h2("Verdicts by claim")
-    doc.p("One row per claim of the published abstract (arXiv 2509.13353) with data here; one column per protocol. "
-          "Each cell: the verdict, then hybrid - CNN and hybrid - control with their 95 % intervals over seeds. A "
-          "claim holds only when it holds against both; 'negligible' marks a difference below the claim's "
-          "threshold of practical relevance. Details, per-seed values and rank tests: Claims in detail.")
     top = banner(runset.runs, DATASET_LABELS)
-    if top:
-        doc.p(top)
-    doc.table(claims.verdict_header, claims.verdict_rows, "verdicts")
-    if claims.without_data:
-        doc.p(no_data_line(claims.without_data))
+    if claims.verdict_rows:
+        doc.p("One row per claim of the published abstract (arXiv 2509.13353) with data here; one column per "
+              "protocol. Each cell: the verdict, then hybrid - CNN and hybrid - control with their 95 % intervals "
+              "over seeds. A claim holds only when it holds against both; 'negligible' marks a difference below the "
+              "claim's threshold of practical relevance. Details, per-seed values and rank tests: Claims in detail.")
+        if top:
+            doc.p(top)
+        doc.table(claims.verdict_header, claims.verdict_rows, "verdicts")
+        if claims.without_data:
+            doc.p(no_data_line(claims.without_data))
+    else:
+        doc.p("No claim of the published abstract (arXiv 2509.13353) has data here: they compare the published "
+              "hybrid with the CNN and the control, and these runs hold no such trio.")
+        if top:
+            doc.p(top)
     doc.h2("Figures")
     for section, title in (("learning", "Learning curves"), ("robustness", "Robustness vs eps"),
                            ("time", "Time per epoch")):
@@ -205,6 +211,21 @@ def build_report(runset: RunSet, out_dir: Path, ui_url: str = "", report_command
     return Report(doc, claims.records,
                   [md_path, html_path, claims_path, contribution.path, *([user_models] if user_models else []),
                    *exports, *files, *tuning_files])
+
+
+MAX_BOTTOM_LINE = 6  # sentences: the answer in thirty seconds
+
+
+def _bottom_line(verdicts, user_sentences: list[str]) -> list[str]:
+    """The published claims' sentences, then the user models' (bottom_line.py, user_models.py), at most
+    MAX_BOTTOM_LINE; models past that are counted and pointed to their section."""
+    lines = bottom_line(verdicts)
+    room = MAX_BOTTOM_LINE - len(lines)
+    if len(user_sentences) > room:
+        kept = user_sentences[:max(room - 1, 0)]
+        user_sentences = kept + [f"{len(user_sentences) - len(kept)} more of your models: see Your models against "
+                                 "their classical twins."]
+    return (lines + user_sentences)[:MAX_BOTTOM_LINE] or ["No claim has data here."]
 
 
 APPENDIX = "Appendix"  # every h2 from the first one starting with this is reference material, not the body

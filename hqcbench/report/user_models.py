@@ -20,9 +20,11 @@ from hqcbench import arms as arm_registry
 from hqcbench.report.claims import DATASET_LABELS
 from hqcbench.report.contribution import QUANTITIES, accuracy_metric, difference, difference_cell
 from hqcbench.report.document import Document, Inline
+from hqcbench.report.formatting import fmt_claim_interval
 from hqcbench.report.labels import arm_label, metric_label
 from hqcbench.report.load import RunSet
 from hqcbench.report.sources import Sources
+from hqcbench.report.stats import seeds_of
 
 USER_MODELS_CSV = "user_models.csv"
 
@@ -89,3 +91,33 @@ def user_models_section(doc: Document, runset: RunSet, sources: Sources, out_dir
     path = out_dir / USER_MODELS_CSV
     pd.DataFrame(records).to_csv(path, index=False)
     return path
+
+
+def _said(diff) -> str:
+    """'no difference shown (-0.41 pp [-1.20, +0.38])': the answer, then its interval."""
+    if diff.interval is None:
+        return diff.verdict
+    return f"{diff.verdict} ({fmt_claim_interval(diff.interval, 'pp', with_n=False)})"
+
+
+def user_model_sentences(runset: RunSet) -> list[str]:
+    """The bottom line's sentences on the user's models: per circuit model and group, what its circuit adds
+    over its twin (the comparison that answers "does the circuit add anything?"), then how it fares against
+    the run's classical arms, in accuracy and in worst-case robustness. Computed from the same differences
+    as the section, so the bottom line and the table cannot disagree."""
+    sentences = []
+    for dataset, protocol in runset.groups():
+        for arm in user_circuit_arms(runset, dataset, protocol):
+            others = compared_with(runset, dataset, protocol, arm)
+            others.sort(key=lambda item: not item[0].startswith("twin:"))  # the twin first: the question asked
+            parts, seeds = [], set()
+            for other, _why in others:
+                acc, rob = (difference(runset, dataset, protocol, other, q, base=arm) for q in QUANTITIES)
+                seeds.update(seeds_of(d.interval) for d in (acc, rob) if d.interval is not None)
+                name = "its classical twin" if other.startswith("twin:") else (
+                    "its frozen circuit" if other.startswith("frozen:") else arm_label(other))
+                parts.append(f"against {name}, accuracy: {_said(acc)}; robustness: {_said(rob)}")
+            n = "-".join(map(str, sorted(seeds)[:: max(len(seeds) - 1, 1)])) if seeds else "0"
+            sentences.append(f"Your model {arm_label(arm)} ({DATASET_LABELS.get(dataset, dataset)}, {protocol} "
+                             f"protocol, {n} seeds), {'; '.join(parts)}.")
+    return sentences
