@@ -2,7 +2,7 @@
 
 fair: one recipe for every arm -- AdamW(lr, wd 1e-4), cosine decay over the run stepped per epoch,
       plain cross-entropy, no augmentation; the checkpoint with the best validation accuracy is tested.
-paper: the published recipes of arXiv 2509.13353 (see ../shared/DESIGN.md):
+paper: the published recipes of arXiv 2509.13353 (docs/published_study.md, "Recipes"):
       hybrid (and the paper control): AdamW(1e-3, wd 0.01) + OneCycleLR(max_lr 2e-3, pct_start 0.3)
       stepped per batch, grad-norm clip 1.0; cnn: Adam(3e-3, wd 5e-3) +
       CosineAnnealingWarmRestarts(T_0=5, eta_min=1e-5) stepped per *batch* (as published);
