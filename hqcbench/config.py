@@ -40,6 +40,12 @@ DEVICES = ("auto", "cpu", "cuda")
 # The attacks parameter's allowed values, in the reports' display order; each is a row of
 # evaluation/attack_table.py (what it needs, how it is built, its stages), and a test keeps the two equal.
 ATTACKS = ("fgsm", "pgd", "square", "pgd_paper", "autoattack", "bpda", "pgd_convergence")
+# noise=...: evaluation under a noise model (parsed by models.noise_spec, which owns the syntax; docs/noise.md)
+NOISE_ALLOWED = ("none | depolarizing:P | readout:P | depolarizing:P+readout:P | device:NAME "
+                 "(P a probability in [0, 1]; NAME a qiskit-ibm-runtime fake backend, e.g. FakeManilaV2)")
+NOISE_SWEEP_ALLOWED = "empty or comma-separated depolarizing probabilities in [0, 1], e.g. 0,0.001,0.01"
+NOISE_METHODS = ("auto", "density", "trajectories")
+DEFAULT_NOISE_TRAJECTORIES = 200
 DEFAULT_ENCODING_SCALE = math.pi  # angle encoding RY(pi * tanh x): the circuit as it always was
 # A dense state vector needs 2**n complex amplitudes per sample (8 MiB at 20 qubits in complex64); the
 # adjoint method keeps its backward pass at a few of them per sample, and the memory check the jobs call
@@ -165,6 +171,14 @@ class RunConfig:
     train_shots: str = _param("none", "shots during training (none: exact, parameter-shift when set)", "none or integer >= 1")
     shots_sweep: str = _param("", "evaluate the trained hybrid at these shot counts", "empty or comma-separated integers >= 1")
     shot_rate_hz: float = _param(0.0, "hardware shots per second for the cost estimate (0: documented default)", ">= 0")
+    noise: str = _param("none", "also evaluate circuit arms under this noise model (test_acc_noisy; training and "
+                        "selection stay noiseless)", NOISE_ALLOWED)
+    noise_method: str = _param("auto", "how noise is simulated: the exact density matrix, Monte-Carlo trajectories, "
+                               "or auto (the density matrix where it fits)", "|".join(NOISE_METHODS))
+    noise_trajectories: int = _param(DEFAULT_NOISE_TRAJECTORIES, "trajectories per image when noise is simulated by "
+                                     "trajectories", ">= 1")
+    noise_sweep: str = _param("", "evaluate circuit arms under depolarizing:P at each of these P "
+                              "(test_acc_depolarizing_<P>)", NOISE_SWEEP_ALLOWED)
 
     # ------------------------------------------------------------------ parsing helpers
     @property
@@ -320,6 +334,10 @@ class RunConfig:
             values = value if isinstance(value, list) else [value]
             require(all(v is None or v >= 1 for v in values), name, f"got {getattr(self, name)!r}")
         require(self.shot_rate_hz >= 0, "shot_rate_hz", f"got {self.shot_rate_hz}")
+        require(self.noise_method in NOISE_METHODS, "noise_method", f"unknown method {self.noise_method!r}")
+        require(isinstance(self.noise_trajectories, int) and self.noise_trajectories >= 1, "noise_trajectories",
+                f"got {self.noise_trajectories}")
+        # the noise and noise_sweep syntax: models.noise.check_settings, called by the jobs before any work
         return self  # whether it fits in memory: models.memory.check_memory, called by the jobs that build models
 
     # ------------------------------------------------------------------ export

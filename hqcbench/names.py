@@ -83,6 +83,18 @@ TAG_MASKING_REASON = "possible_gradient_masking.reason"
 TAG_READOUT = "hqcbench.readout"
 TAG_TRAIN_READOUT = "hqcbench.train_readout"
 
+# ----------------------------------------------------------------------------- noise (docs/noise.md)
+TAG_NOISE = "hqcbench.noise"  # the noise model evaluated (canonical spelling), or "not modelled: why"
+TAG_NOISE_METHOD = "hqcbench.noise_method"  # density | trajectories (K) | noiseless: how it was simulated
+METRIC_TEST_ACC_NOISY = "test_acc_noisy"  # test accuracy under `noise` (test_acc stays noiseless)
+NOISE_SWEEP_CURVE = "test_acc_vs_depolarizing"  # step = P in parts per million
+
+
+def noise_sweep_metric(p: float) -> str:
+    """e.g. test_acc_depolarizing_0.01: test accuracy under depolarizing:P."""
+    return f"test_acc_depolarizing_{p:g}"
+
+
 # ----------------------------------------------------------------------------- report
 TAG_REPORT_OF = "hqcbench.report_of"
 

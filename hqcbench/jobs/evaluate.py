@@ -24,9 +24,11 @@ from hqcbench.config import RunConfig
 from hqcbench.data.datasets import Splits, load_splits
 from hqcbench.errors import UserInputError
 from hqcbench.evaluation import hardware_cost, robustness, shots_sweep
+from hqcbench.evaluation import noise as noise_evaluation
 from hqcbench.jobs.checkpoints import load_weights
-from hqcbench.jobs.fingerprint import EVALUATION_FIELDS, evaluation_fingerprint
+from hqcbench.jobs.fingerprint import EVALUATION_FIELDS, evaluation_fingerprint, evaluation_kinds
 from hqcbench.models.blocks import Classifier
+from hqcbench.models.noise_spec import parse_noise, parse_sweep
 from hqcbench.tracking import runs as tracking
 from hqcbench.tracking.findings import Findings
 from hqcbench.training.recipes import effective_val_fraction
@@ -44,21 +46,33 @@ class TrainedArm:
 
 
 def evaluation_tags(cfg: RunConfig) -> dict[str, str]:
-    """``hqcbench.evaluation.<kind>`` -> fingerprint, for every evaluation kind ``evaluate_group`` runs."""
-    return {names.evaluation_tag(kind): evaluation_fingerprint(kind, cfg) for kind in EVALUATION_FIELDS}
+    """``hqcbench.evaluation.<kind>`` -> fingerprint, for every evaluation kind ``evaluate_group`` runs (an
+    optional kind such as noise only when asked for: runs evaluated before it existed stay complete)."""
+    return {names.evaluation_tag(kind): evaluation_fingerprint(kind, cfg) for kind in evaluation_kinds(cfg)}
 
 
 def evaluate_group(items: list[TrainedArm], splits: Splits, cfg: RunConfig, device: torch.device,
-                   progress: bool = False) -> None:
-    """Attacks (with transfer between the arms of one seed), finite-shot readout and hardware cost of
+                   progress: bool = False, kinds: Iterable[str] | None = None) -> None:
+    """Attacks (with transfer between the arms of one seed), finite-shot readout, noise and hardware cost of
     ``items`` (the arms of one seed), logged back into each arm's child run with the evaluation tags.
-    ``progress``: a bar per model over its attack stages."""
-    with hardware_cost.count_queries(item.model for item in items):  # attack circuit queries
-        findings: dict[str, Findings] = robustness.run_all(items, splits, cfg, device, progress)
-    for extra in (shots_sweep.run_all(items, splits, cfg, device), hardware_cost.run_all(items, splits, cfg, device)):
+    ``progress``: a bar per model over its attack stages. ``kinds``: only these evaluation kinds (default:
+    every kind ``cfg`` asks for); robustness and readout run together, since the hardware bill counts the
+    attacks' circuit queries, so only noise can run alone (noise added to finished work)."""
+    wanted = evaluation_tags(cfg)
+    chosen = set(evaluation_kinds(cfg) if kinds is None else kinds) & set(evaluation_kinds(cfg))
+    findings: dict[str, Findings] = {}
+    extras = []
+    if chosen & {"robustness", "readout"}:
+        chosen |= {"robustness", "readout"}
+        with hardware_cost.count_queries(item.model for item in items):  # attack circuit queries
+            findings = robustness.run_all(items, splits, cfg, device, progress)
+        extras += [shots_sweep.run_all(items, splits, cfg, device), hardware_cost.run_all(items, splits, cfg, device)]
+    if "noise" in chosen:
+        extras.append(noise_evaluation.run_all(items, splits, cfg, device))
+    for extra in extras:
         for arm, result in extra.items():
             findings[arm] = findings[arm].merge(result) if arm in findings else result
-    done = evaluation_tags(cfg)
+    done = {names.evaluation_tag(kind): wanted[names.evaluation_tag(kind)] for kind in chosen}
     for item in items:
         with tracking.open_run(run_id=item.run_id, nested=True):  # FINISHED already: it stays FINISHED
             result = findings.get(item.arm)
@@ -84,9 +98,11 @@ def reload(run_ids: Iterable[str], device: torch.device) -> list[tuple[TrainedAr
     return out
 
 
-def evaluate_runs(run_ids: list[str], settings: RunConfig, device: torch.device, cache: dict | None = None) -> None:
+def evaluate_runs(run_ids: list[str], settings: RunConfig, device: torch.device, cache: dict | None = None,
+                  kinds: Iterable[str] | None = None) -> None:
     """Evaluate finished child runs of one (dataset, protocol, seed) with ``settings``' evaluation
-    fields (attacks, eps, shots sweep, ...); training fields come from each run's own weights."""
+    fields (attacks, eps, shots sweep, noise, ...); training fields come from each run's own weights.
+    ``kinds``: only these evaluation kinds (see ``evaluate_group``)."""
     loaded = reload(run_ids, device)
     if not loaded:
         return
@@ -99,7 +115,7 @@ def evaluate_runs(run_ids: list[str], settings: RunConfig, device: torch.device,
     cfg = base.replace(**fields, arms=",".join(item.arm for item, _ in loaded))
     if settings.data_dir:
         cfg = cfg.replace(data_dir=settings.data_dir)
-    evaluate_group([item for item, _ in loaded], splits_for(cfg, seeds.pop(), cache), cfg, device)
+    evaluate_group([item for item, _ in loaded], splits_for(cfg, seeds.pop(), cache), cfg, device, kinds=kinds)
 
 
 def evaluate_experiment(experiment: str, settings: RunConfig, missing_only: bool = True) -> int:
@@ -109,6 +125,7 @@ def evaluate_experiment(experiment: str, settings: RunConfig, missing_only: bool
     Runs are grouped as they were trained together: same dataset, protocol and seed, and the same
     campaign block (or the same parent run), so transfer attacks pair the arms of one seed.
     """
+    parse_noise(settings.noise), parse_sweep(settings.noise_sweep)  # bad syntax: one line before any work
     exp = mlflow.get_experiment_by_name(experiment)
     if exp is None:
         raise UserInputError("experiment", f"no MLflow experiment named {experiment!r}", "an existing experiment")
@@ -124,15 +141,23 @@ def evaluate_experiment(experiment: str, settings: RunConfig, missing_only: bool
     done = 0
     keys = [f"tags.{names.TAG_DATASET}", f"tags.{names.TAG_PROTOCOL}", f"tags.{names.TAG_SEED}", "_group"]
     for _, group in runs.groupby(keys, dropna=False):
-        if missing_only and _evaluated(group, settings):
+        missing = _missing_kinds(group, settings)
+        if missing_only and not missing:
             continue
-        evaluate_runs(list(group.run_id), settings, device, cache)
+        evaluate_runs(list(group.run_id), settings, device, cache, kinds=missing if missing_only else None)
         done += 1
     return done
 
 
-def _evaluated(group: pd.DataFrame, settings: RunConfig) -> bool:
-    """Every run of ``group`` carries the robustness fingerprint ``settings`` would give it."""
-    wanted = evaluation_fingerprint("robustness", settings)
-    column = f"tags.{names.evaluation_tag('robustness')}"
+def _evaluated(group: pd.DataFrame, settings: RunConfig, kind: str = "robustness") -> bool:
+    """Every run of ``group`` carries the ``kind`` fingerprint ``settings`` would give it."""
+    wanted = evaluation_fingerprint(kind, settings)
+    column = f"tags.{names.evaluation_tag(kind)}"
     return column in group and bool((group[column] == wanted).all())
+
+
+def _missing_kinds(group: pd.DataFrame, settings: RunConfig) -> list[str]:
+    """The evaluation kinds ``group`` lacks under ``settings``: robustness (which brings readout along, whose
+    shots stay each run's own), and noise when ``settings`` asks for it."""
+    return [kind for kind in ("robustness", "noise") if kind in evaluation_kinds(settings)
+            and not _evaluated(group, settings, kind)]

@@ -43,7 +43,11 @@ PAPER_FIXED = ("batch_size", "val_fraction", "lr", "width", "n_qubits", "depth",
 EVALUATION_FIELDS: dict[str, tuple[str, ...]] = {
     "robustness": ("attacks", "eps", "attack_samples", "pgd_steps", "pgd_step_size", "pgd_restarts"),
     "readout": ("shots", "shots_sweep", "shot_rate_hz"),
+    "noise": ("noise", "noise_method", "noise_trajectories", "noise_sweep"),
 }
+# kind -> its fields' values when the kind is not asked for: a run whose config has them all is not
+# evaluated for that kind and carries no tag of it (runs from before the kind existed stay complete)
+OPTIONAL_EVALUATIONS: dict[str, dict[str, Any]] = {"noise": {"noise": "none", "noise_sweep": ""}}
 
 
 def _digest(payload: dict[str, Any]) -> str:
@@ -95,6 +99,13 @@ def training_fingerprint(cfg: RunConfig, arm: str, seed: int) -> tuple[str, dict
     """(16 hex digits, the fields hashed) for one (arm, seed) training."""
     fields = training_fields(cfg, arm, seed)
     return _digest({"training_version": TRAINING_VERSION, **fields}), fields
+
+
+def evaluation_kinds(cfg: RunConfig) -> list[str]:
+    """The evaluation kinds ``cfg`` asks for: every kind, less the optional ones it leaves at their off values."""
+    return [kind for kind in EVALUATION_FIELDS
+            if kind not in OPTIONAL_EVALUATIONS or any(_normalise(getattr(cfg, name)) != _normalise(off)
+                                                       for name, off in OPTIONAL_EVALUATIONS[kind].items())]
 
 
 def evaluation_fingerprint(kind: str, cfg: RunConfig) -> str:

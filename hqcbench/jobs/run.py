@@ -21,6 +21,7 @@ from hqcbench.jobs.evaluate import TrainedArm, evaluate_group, splits_for
 from hqcbench.jobs.fingerprint import TRAINING_VERSION
 from hqcbench.models.arms import build_model, count_parameters
 from hqcbench.models.memory import check_memory, run_device
+from hqcbench.models.noise import check_settings as check_noise
 from hqcbench.models.quantum import configure_readout
 from hqcbench.resources import ResourceMonitor, hardware_tags, run_summary
 from hqcbench.threads import apply_threads
@@ -150,6 +151,9 @@ def run_main(cfg: RunConfig, progress: bool = True) -> list[TrainedArm]:
     """Validate, then train every arm for every seed under one parent run (``progress``: tqdm bars)."""
     cfg.validate()
     check_memory(cfg)  # before any run opens: a circuit that cannot fit is one line, not a crash mid-training
+    note = check_noise(cfg)  # a bad noise model or device is one line too; noise without a circuit: a note
+    if note:
+        print(f"hqcbench run: {note}")
     # 0: the CPUs available to this process (affinity, cgroup quota), fewer while others load them
     apply_threads(cfg.threads)
     device = resolve_device(cfg.device)

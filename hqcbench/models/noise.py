@@ -36,14 +36,16 @@ import psutil
 import torch
 from torch import nn
 
+from hqcbench import arms as arm_registry
+from hqcbench.config import DEFAULT_NOISE_TRAJECTORIES, RunConfig
 from hqcbench.errors import UserInputError
 from hqcbench.models import noise_device
 from hqcbench.models.circuit import complex_dtype, real_dtype, z_sign_table
 from hqcbench.models.noise_circuit import layer_ops, op_matrix, parameter_values
-from hqcbench.models.noise_spec import NOISE_METHODS, NoiseSpec
+from hqcbench.models.noise_spec import NOISE_METHODS, NoiseSpec, parse_noise, parse_sweep
 from hqcbench.models.quantum import QuantumLayer
 
-DEFAULT_TRAJECTORIES = 200
+DEFAULT_TRAJECTORIES = DEFAULT_NOISE_TRAJECTORIES
 DENSITY_WORK_FACTOR = 4  # the state, its moved copy, the product and the next step's input
 CHUNK_BYTES = 256 * 2 ** 20  # working memory of one chunk of images (both methods)
 MEMORY_FRACTION = 0.5  # of the available memory: one image's density matrix beyond it is refused
@@ -136,6 +138,26 @@ def chunk_images(n_qubits: int, method: str, trajectories: int = DEFAULT_TRAJECT
     """Images per chunk so that one chunk's working set stays near ``CHUNK_BYTES`` (at least one image)."""
     per_image = density_bytes(n_qubits) if method == "density" else trajectory_bytes(n_qubits, trajectories)
     return max(1, CHUNK_BYTES // (DENSITY_WORK_FACTOR * per_image))
+
+
+def check_settings(cfg: RunConfig) -> str:
+    """The noise fields checked before any work (a bad one raises UserInputError, exit code 2): the syntax of
+    ``noise`` and ``noise_sweep``, a device's name and width, the memory of the chosen method at the run's
+    width. Returns a line to print when noise is asked for but no arm has a circuit ('' otherwise)."""
+    spec, sweep = parse_noise(cfg.noise), parse_sweep(cfg.noise_sweep)
+    if spec.is_none and not sweep:
+        return ""
+    if not any(arm_registry.get(arm).has_circuit for arm in cfg.arm_list):
+        return (f"noise={cfg.noise}, noise_sweep={cfg.noise_sweep or '(empty)'}: no arm of this run has a circuit, "
+                "so noise has no effect")
+    if spec.device is not None:
+        width = noise_device.load_backend(spec.device).num_qubits
+        if cfg.protocol != "paper" and cfg.n_qubits > width:  # the paper protocol fixes its own width
+            raise UserInputError("noise", f"the circuit has {cfg.n_qubits} qubits, {spec.device} only {width}",
+                                 f"a device with at least {cfg.n_qubits} qubits")
+    else:
+        check_memory(cfg.n_qubits, choose_method(cfg.n_qubits, cfg.noise_method), cfg.noise_trajectories)
+    return ""
 
 
 # ----------------------------------------------------------------------------------------- channels

@@ -1,9 +1,10 @@
 """The ``noise`` parameter: its syntax, parsed once into a ``NoiseSpec``.
 
 Why a module of its own: the syntax is a public contract (the CLI flag, campaign specs and the
-``hqcbench.noise`` tag all spell noise models this way), and both the config check and the noise
-engine read it. It imports nothing heavy: parsing never needs Qiskit; whether a named device exists
-is checked by ``hqcbench.models.noise_device`` when the job starts.
+``hqcbench.noise`` tag all spell noise models this way), and the jobs' up-front check, the evaluation
+and the noise engine all read it. The allowed forms' text lives in ``hqcbench.config`` (as every
+parameter's choices do); the grammar lives here. It imports nothing heavy: parsing never needs Qiskit;
+whether a named device exists is checked by ``hqcbench.models.noise_device`` when the job starts.
 
 Forms (docs/noise.md):
 
@@ -21,12 +22,11 @@ import math
 import re
 from dataclasses import dataclass
 
+from hqcbench.config import NOISE_ALLOWED, NOISE_METHODS, NOISE_SWEEP_ALLOWED
 from hqcbench.errors import UserInputError
 
-NOISE_ALLOWED = ("none | depolarizing:P | readout:P | depolarizing:P+readout:P | device:NAME "
-                 "(P a probability in [0, 1]; NAME a qiskit-ibm-runtime fake backend, e.g. FakeManilaV2)")
-SWEEP_ALLOWED = "empty or comma-separated depolarizing probabilities in [0, 1], e.g. 0,0.001,0.01"
-NOISE_METHODS = ("auto", "density", "trajectories")
+__all__ = ["NOISE_ALLOWED", "NOISE_METHODS", "NOISE_SWEEP_ALLOWED", "NoiseSpec", "parse_noise", "parse_sweep"]
+
 _DEVICE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
@@ -108,7 +108,7 @@ def parse_sweep(text: str, parameter: str = "noise_sweep") -> list[float]:
     for item in (text or "").split(","):
         item = item.strip()
         if item:
-            values.append(_probability(item, item, parameter, SWEEP_ALLOWED))
+            values.append(_probability(item, item, parameter, NOISE_SWEEP_ALLOWED))
     if len(set(values)) != len(values):
-        raise UserInputError(parameter, f"repeated value in {text!r}", SWEEP_ALLOWED)
+        raise UserInputError(parameter, f"repeated value in {text!r}", NOISE_SWEEP_ALLOWED)
     return values

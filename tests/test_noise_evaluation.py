@@ -1,0 +1,123 @@
+"""Evaluation under noise: config fields, the up-front check, test_acc_noisy and the depolarizing sweep,
+logged beside the noiseless numbers (which noise never changes), and evaluate on finished runs."""
+from __future__ import annotations
+
+import mlflow
+import pytest
+import torch
+
+from hqcbench import names
+from hqcbench.config import RunConfig
+from hqcbench.data.datasets import REGISTRY, ImageSet
+from hqcbench.errors import UserInputError
+from hqcbench.evaluation import noise as noise_evaluation
+from hqcbench.jobs.fingerprint import evaluation_kinds
+from hqcbench.models.arms import build_model
+from hqcbench.models.noise import check_settings
+from hqcbench.models.noise_spec import parse_noise
+from hqcbench.training.loop import evaluate
+
+torch.set_num_threads(1)
+CPU = torch.device("cpu")
+
+
+def _test_set(rows: int = 40) -> ImageSet:
+    gen = torch.Generator().manual_seed(0)
+    return ImageSet(torch.rand(rows, 1, 8, 8, generator=gen), torch.randint(0, 10, (rows,), generator=gen))
+
+
+def test_config_fields_and_their_checks():
+    cfg = RunConfig(noise="depolarizing:0.01+readout:0.02", noise_sweep="0,0.01").validate()
+    assert cfg.noise_method == "auto" and cfg.noise_trajectories == 200
+    for bad in (dict(noise_method="exact"), dict(noise_trajectories=0)):
+        with pytest.raises(UserInputError) as info:
+            RunConfig(**bad).validate()
+        assert info.value.parameter == next(iter(bad))
+    with pytest.raises(UserInputError) as info:
+        check_settings(RunConfig(noise="depolarizing:2"))
+    assert info.value.parameter == "noise" and "device:NAME" in str(info.value)
+    with pytest.raises(UserInputError) as info:
+        check_settings(RunConfig(noise_sweep="0.1,x"))
+    assert info.value.parameter == "noise_sweep"
+    assert "no effect" in check_settings(RunConfig(arms="cnn,control", noise="depolarizing:0.1"))
+    assert check_settings(RunConfig(noise="depolarizing:0.1")) == ""
+    assert check_settings(RunConfig()) == ""
+
+
+def test_device_checked_before_any_work():
+    pytest.importorskip("qiskit_ibm_runtime")
+    with pytest.raises(UserInputError) as info:
+        check_settings(RunConfig(noise="device:FakeNowhereV2"))
+    assert "FakeManilaV2" in str(info.value)
+    with pytest.raises(UserInputError) as info:
+        check_settings(RunConfig(noise="device:FakeManilaV2", n_qubits=6))
+    assert "only 5" in str(info.value)
+    assert check_settings(RunConfig(noise="device:FakeManilaV2")) == ""
+
+
+def test_noise_is_an_optional_evaluation_kind():
+    assert "noise" not in evaluation_kinds(RunConfig())  # old runs stay complete
+    assert "noise" not in evaluation_kinds(RunConfig(noise_method="density"))
+    assert "noise" in evaluation_kinds(RunConfig(noise="readout:0.1"))
+    assert "noise" in evaluation_kinds(RunConfig(noise_sweep="0.01"))
+
+
+def test_noisy_accuracy_sweep_and_tags_leave_the_model_noiseless():
+    torch.manual_seed(0)
+    model = build_model("hybrid", REGISTRY["digits"], RunConfig(width=4)).eval()
+    test = _test_set()
+    clean = evaluate(model, test, 32, CPU).acc
+    found = noise_evaluation.evaluate_noise(model, test, parse_noise("depolarizing:0"), [0.0, 0.5, 1.0], 32, CPU,
+                                            "auto", 50, seed=0)
+    assert found.metrics["test_acc_noisy"] == clean  # depolarizing:0 is the noiseless path
+    assert found.metrics["test_acc_depolarizing_0"] == clean
+    assert {"test_acc_depolarizing_0.5", "test_acc_depolarizing_1"} <= set(found.metrics)
+    assert [step for name, _, step in found.stepped if name == names.NOISE_SWEEP_CURVE] == [0, 500_000, 1_000_000]
+    assert found.tags[names.TAG_NOISE] == "depolarizing:0" and "density" in found.tags[names.TAG_NOISE_METHOD]
+    assert "noise_sweep.png" in found.figures and found.texts["noise_sweep.csv"].startswith("depolarizing_p,")
+    assert evaluate(model, test, 32, CPU).acc == clean  # nothing of the noise stays in the model
+    # at P = 1 every <Z> is 0: the classifier sees one constant input, so every image gets the same class
+    with noise_evaluation.noisy_layers(model, parse_noise("depolarizing:1")):
+        preds = evaluate(model, test, 32, CPU).predictions
+    assert len(set(preds.tolist())) == 1
+
+
+def test_foreign_circuits_get_a_tag_and_no_number():
+    class Marked(torch.nn.Module):
+        hqcbench_quantum = True
+
+        def forward(self, x):
+            return torch.tanh(x)
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10), Marked())
+    assert noise_evaluation.not_modelled(model).startswith("not modelled")
+    item = type("Item", (), {"arm": "mine", "seed": 0, "model": model})()
+    splits = type("Splits", (), {"test": _test_set()})()
+    found = noise_evaluation.run_all([item], splits, RunConfig(noise="depolarizing:0.1"), CPU)
+    assert found["mine"].tags[names.TAG_NOISE].startswith("not modelled") and not found["mine"].metrics
+
+
+def test_main_run_and_evaluate_log_noise(mlflow_store):
+    from hqcbench.jobs.evaluate import evaluate_experiment
+    from hqcbench.jobs.run import run_main
+
+    cfg = RunConfig(arms="hybrid,control", epochs=1, train_limit=60, width=4, attacks="none",
+                    noise="depolarizing:0.02+readout:0.01", noise_sweep="0,0.05")
+    run_main(cfg, progress=False)
+    runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`hqcbench.kind` = 'child'")
+    hybrid = runs[runs["tags.hqcbench.arm"] == "hybrid"].iloc[0]
+    control = runs[runs["tags.hqcbench.arm"] == "control"].iloc[0]
+    for name in ("test_acc_noisy", "test_acc_depolarizing_0", "test_acc_depolarizing_0.05"):
+        assert 0 <= hybrid[f"metrics.{name}"] <= 1, name
+        assert f"metrics.{name}" not in control or control[f"metrics.{name}"] != control[f"metrics.{name}"]
+    assert hybrid["metrics.test_acc_depolarizing_0"] == hybrid["metrics.test_acc"]  # test_acc stays noiseless
+    assert hybrid["tags.hqcbench.noise"] == "depolarizing:0.02+readout:0.01"
+    assert hybrid["tags.hqcbench.noise_method"] == "density, noiseless"  # the sweep's P = 0 is noiseless
+    assert isinstance(hybrid["tags.hqcbench.evaluation.noise"], str)
+    # a noise setting added later runs the noise evaluation alone from the logged weights
+    settings = RunConfig(attacks="none", noise="readout:0.5")
+    assert evaluate_experiment("hqcbench-digits", settings) == 1
+    after = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`hqcbench.kind` = 'child'")
+    hybrid = after[after["tags.hqcbench.arm"] == "hybrid"].iloc[0]
+    assert hybrid["tags.hqcbench.noise"] == "readout:0.5"
+    assert evaluate_experiment("hqcbench-digits", settings) == 0  # nothing missing any more
