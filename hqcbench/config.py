@@ -41,7 +41,7 @@ DEVICES = ("auto", "cpu", "cuda")
 # evaluation/attack_table.py (what it needs, how it is built, its stages), and a test keeps the two equal.
 ATTACKS = ("fgsm", "pgd", "square", "pgd_paper", "autoattack", "bpda", "pgd_convergence")
 # noise=...: evaluation under a noise model (parsed by models.noise_spec, which owns the syntax; docs/noise.md)
-NOISE_ALLOWED = ("none | depolarizing:P | readout:P | depolarizing:P+readout:P | device:NAME "
+NOISE_ALLOWED = ("none|depolarizing:P|readout:P|depolarizing:P+readout:P|device:NAME "
                  "(P a probability in [0, 1]; NAME a qiskit-ibm-runtime fake backend, e.g. FakeManilaV2)")
 NOISE_SWEEP_ALLOWED = "empty or comma-separated depolarizing probabilities in [0, 1], e.g. 0,0.001,0.01"
 NOISE_METHODS = ("auto", "density", "trajectories")

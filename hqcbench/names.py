@@ -90,6 +90,11 @@ METRIC_TEST_ACC_NOISY = "test_acc_noisy"  # test accuracy under `noise` (test_ac
 NOISE_SWEEP_CURVE = "test_acc_vs_depolarizing"  # step = P in parts per million
 
 
+def noisy_metric(metric: str) -> str:
+    """e.g. robust_acc_pgd_eps_0.1_noisy: the same quantity measured with the circuit under ``noise``."""
+    return f"{metric}_noisy"
+
+
 def noise_sweep_metric(p: float) -> str:
     """e.g. test_acc_depolarizing_0.01: test accuracy under depolarizing:P."""
     return f"test_acc_depolarizing_{p:g}"

@@ -82,6 +82,30 @@ def test_noisy_accuracy_sweep_and_tags_leave_the_model_noiseless():
     assert len(set(preds.tolist())) == 1
 
 
+def test_robust_accuracy_under_noise():
+    torch.manual_seed(0)
+    model = build_model("hybrid", REGISTRY["digits"], RunConfig(width=4)).eval()
+    test = _test_set(30)
+    cfg = RunConfig(attacks="fgsm,pgd,square", eps="0.05,0.3", attack_samples="20", pgd_steps=3)
+    args = (model, test)
+    free = noise_evaluation.noisy_robustness(*args, parse_noise("depolarizing:0"), cfg, CPU, 0, (1, 8, 8), 10)
+    noisy = noise_evaluation.noisy_robustness(*args, parse_noise("depolarizing:0.1"), cfg, CPU, 0, (1, 8, 8), 10)
+    expected = {"clean_acc_attack_subset_noisy", "robust_acc_fgsm_eps_0.05_noisy", "robust_acc_fgsm_eps_0.3_noisy",
+                "robust_acc_pgd_eps_0.05_noisy", "robust_acc_pgd_eps_0.3_noisy"}
+    assert set(free.metrics) == expected == set(noisy.metrics)  # square is not run under noise
+    # depolarizing:0 is the noiseless model: its FGSM result is the noiseless attack's, recomputed here
+    from hqcbench.evaluation.attack_table import build_attack
+    from hqcbench.evaluation.attacks import art_classifier, attack_subset, predict_labels
+
+    data = attack_subset(test, 20)
+    clf = art_classifier(model, (1, 8, 8), 10, CPU)
+    x_adv = build_attack("fgsm", clf, 0.3, cfg, 64).generate(data.x, data.y)
+    assert free.metrics["robust_acc_fgsm_eps_0.3_noisy"] == float((predict_labels(clf, x_adv, 64) == data.y).mean())
+    for name in expected - {"clean_acc_attack_subset_noisy"}:
+        assert noisy.metrics[name] <= noisy.metrics["clean_acc_attack_subset_noisy"] + 0.05, name
+    assert not noise_evaluation.noisy_robustness(*args, parse_noise("none"), cfg, CPU, 0, (1, 8, 8), 10).metrics
+
+
 def test_foreign_circuits_get_a_tag_and_no_number():
     class Marked(torch.nn.Module):
         hqcbench_quantum = True
@@ -101,13 +125,14 @@ def test_main_run_and_evaluate_log_noise(mlflow_store):
     from hqcbench.jobs.evaluate import evaluate_experiment
     from hqcbench.jobs.run import run_main
 
-    cfg = RunConfig(arms="hybrid,control", epochs=1, train_limit=60, width=4, attacks="none",
+    cfg = RunConfig(arms="hybrid,control", epochs=1, train_limit=60, width=4, attacks="fgsm", attack_samples="10",
                     noise="depolarizing:0.02+readout:0.01", noise_sweep="0,0.05")
     run_main(cfg, progress=False)
     runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`hqcbench.kind` = 'child'")
     hybrid = runs[runs["tags.hqcbench.arm"] == "hybrid"].iloc[0]
     control = runs[runs["tags.hqcbench.arm"] == "control"].iloc[0]
-    for name in ("test_acc_noisy", "test_acc_depolarizing_0", "test_acc_depolarizing_0.05"):
+    for name in ("test_acc_noisy", "test_acc_depolarizing_0", "test_acc_depolarizing_0.05",
+                 "robust_acc_fgsm_eps_0.1_noisy", "clean_acc_attack_subset_noisy"):
         assert 0 <= hybrid[f"metrics.{name}"] <= 1, name
         assert f"metrics.{name}" not in control or control[f"metrics.{name}"] != control[f"metrics.{name}"]
     assert hybrid["metrics.test_acc_depolarizing_0"] == hybrid["metrics.test_acc"]  # test_acc stays noiseless
@@ -115,7 +140,7 @@ def test_main_run_and_evaluate_log_noise(mlflow_store):
     assert hybrid["tags.hqcbench.noise_method"] == "density, noiseless"  # the sweep's P = 0 is noiseless
     assert isinstance(hybrid["tags.hqcbench.evaluation.noise"], str)
     # a noise setting added later runs the noise evaluation alone from the logged weights
-    settings = RunConfig(attacks="none", noise="readout:0.5")
+    settings = RunConfig(attacks="fgsm", attack_samples="10", noise="readout:0.5")
     assert evaluate_experiment("hqcbench-digits", settings) == 1
     after = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`hqcbench.kind` = 'child'")
     hybrid = after[after["tags.hqcbench.arm"] == "hybrid"].iloc[0]

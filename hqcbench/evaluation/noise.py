@@ -5,6 +5,12 @@ finished model with its quantum layers under noise and hands the numbers, tags a
 Noise never reaches training or model selection: the layers compute under noise only inside
 ``noisy_layers`` here, and ``test_acc`` stays the noiseless number.
 
+Robust accuracy under noise: the gradient attacks of ``attacks`` (FGSM, PGD) are run white-box
+against the model *with* its noise (the attacker knows the device; gradients flow through the density
+matrix), on the usual fixed attacked subset and at every ``eps``, and the adversarial examples are
+classified under the same noise: ``robust_acc_<attack>_eps_<eps>_noisy``. AutoAttack and Square are
+not run under noise here.
+
 Only hqcbench's own ``QuantumLayer`` is modelled: a model with a TorchQuantum, PennyLane or marked
 circuit gets the tag ``hqcbench.noise = not modelled: ...`` and no number, and the run goes on.
 """
@@ -12,11 +18,22 @@ from __future__ import annotations
 
 from typing import Iterable
 
+import numpy as np
 import torch
 from torch import nn
 
 from hqcbench import names
+from hqcbench.config import RunConfig
 from hqcbench.data.datasets import ImageSet
+from hqcbench.evaluation.attack_table import build_attack
+from hqcbench.evaluation.attacks import (
+    ATTACK_RNG_SEED,
+    art_classifier,
+    attack_batch_size,
+    attack_subset,
+    predict_labels,
+    seeded_numpy,
+)
 from hqcbench.models import noise_device
 from hqcbench.models.noise import noisy_layers
 from hqcbench.models.noise_spec import NoiseSpec, parse_noise, parse_sweep
@@ -28,6 +45,7 @@ from hqcbench.training.loop import evaluate
 from hqcbench.training.recipes import effective_batch_size
 
 PPM = 1_000_000  # the sweep curve's step: P in parts per million (MLflow steps are integers)
+NOISY_ATTACKS = ("fgsm", "pgd")  # the attacks run against the noisy model (gradient attacks through the density)
 
 
 def not_modelled(model: nn.Module) -> str:
@@ -87,6 +105,31 @@ def evaluate_noise(model: nn.Module, test: ImageSet, spec: NoiseSpec, sweep: lis
     return findings
 
 
+def noisy_robustness(model: nn.Module, test: ImageSet, spec: NoiseSpec, cfg: RunConfig, device: torch.device,
+                     seed: int, input_shape: tuple[int, ...], classes: int) -> Findings:
+    """``clean_acc_attack_subset_noisy`` and ``robust_acc_<attack>_eps_<eps>_noisy`` for the attacks of
+    ``NOISY_ATTACKS`` that ``cfg`` asks for: crafted against the noisy model, classified under the same noise."""
+    findings = Findings()
+    attacks = [a for a in cfg.attack_list if a in NOISY_ATTACKS]
+    if spec.is_none or not attacks:
+        return findings
+    data = attack_subset(test, cfg.attack_sample_count)
+    batch = attack_batch_size(data.x)
+    with noisy_layers(model, spec, cfg.noise_method, cfg.noise_trajectories, seed):
+        classifier = art_classifier(model, input_shape, classes, device)
+        clean = float(np.mean(predict_labels(classifier, data.x, batch) == data.y))
+        findings.metrics[names.noisy_metric("clean_acc_attack_subset")] = clean
+        for attack in attacks:
+            for eps in cfg.eps_list:
+                with seeded_numpy(ATTACK_RNG_SEED):
+                    x_adv = build_attack(attack, classifier, eps, cfg, batch).generate(data.x, data.y)
+                robust = float(np.mean(predict_labels(classifier, x_adv, batch) == data.y))
+                findings.metrics[names.noisy_metric(names.robust_metric(attack, eps))] = robust
+                findings.summary.append(f"{attack} at eps {eps:g} under {spec.text()}: robust acc {robust:.4f} "
+                                        f"(clean {clean:.4f} on {len(data)} images)")
+    return findings
+
+
 def sweep_figure(curve: Iterable[tuple[float, float]], clean: float, title: str):
     points = sorted(curve)
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
@@ -122,7 +165,10 @@ def run_all(trained, splits, cfg, device: torch.device) -> dict[str, Findings]:
             findings.tags[names.TAG_NOISE] = why
             out[item.arm] = findings
             continue
-        out[item.arm] = evaluate_noise(item.model, splits.test, spec, sweep, effective_batch_size(cfg), device,
-                                       cfg.noise_method, cfg.noise_trajectories, item.seed,
-                                       title=f"{cfg.dataset_name} / {item.arm} / seed {item.seed}")
+        findings = evaluate_noise(item.model, splits.test, spec, sweep, effective_batch_size(cfg), device,
+                                  cfg.noise_method, cfg.noise_trajectories, item.seed,
+                                  title=f"{cfg.dataset_name} / {item.arm} / seed {item.seed}")
+        shape = (splits.spec.channels, splits.spec.size, splits.spec.size)
+        out[item.arm] = findings.merge(noisy_robustness(item.model, splits.test, spec, cfg, device, item.seed, shape,
+                                                        splits.spec.classes))
     return out

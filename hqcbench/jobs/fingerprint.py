@@ -43,7 +43,8 @@ PAPER_FIXED = ("batch_size", "val_fraction", "lr", "width", "n_qubits", "depth",
 EVALUATION_FIELDS: dict[str, tuple[str, ...]] = {
     "robustness": ("attacks", "eps", "attack_samples", "pgd_steps", "pgd_step_size", "pgd_restarts"),
     "readout": ("shots", "shots_sweep", "shot_rate_hz"),
-    "noise": ("noise", "noise_method", "noise_trajectories", "noise_sweep"),
+    "noise": ("noise", "noise_method", "noise_trajectories", "noise_sweep",  # + the attacks run under noise
+              "attacks", "eps", "attack_samples", "pgd_steps", "pgd_step_size", "pgd_restarts"),
 }
 # kind -> its fields' values when the kind is not asked for: a run whose config has them all is not
 # evaluated for that kind and carries no tag of it (runs from before the kind existed stay complete)
