@@ -2,6 +2,6 @@
 
 # the package's public API: its modules (it re-exports no names of its own)
 __all__ = [
-    "art_ext", "attack_table", "attacks", "bpda", "hardware_cost", "masking", "model_attacks", "paper_attack",
-    "robustness", "shots_sweep", "stages", "worst_case",
+    "art_ext", "attack_table", "attacks", "bpda", "hardware_cost", "masking", "model_attacks", "noise",
+    "paper_attack", "robustness", "shots_sweep", "stages", "worst_case",
 ]
