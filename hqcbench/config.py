@@ -179,6 +179,8 @@ class RunConfig:
                                      "trajectories", ">= 1")
     noise_sweep: str = _param("", "evaluate circuit arms under depolarizing:P at each of these P "
                               "(test_acc_depolarizing_<P>)", NOISE_SWEEP_ALLOWED)
+    train_noise: str = _param("none", "train circuit arms under this noise model (noise-aware training: training "
+                              "and validation passes; test_acc stays noiseless)", NOISE_ALLOWED)
 
     # ------------------------------------------------------------------ parsing helpers
     @property

@@ -35,6 +35,7 @@ TRAINING_BASELINE: dict[str, Any] = {
     "ansatz": "strong", "engine": "fused", "val_fraction": 0.2, "train_limit": 0, "shots": "exact",
     "train_shots": "none", "patience": 0,
     "encoding_scale": 3.141592653589793,  # math.pi: the angle encoding's scale before the field existed
+    "train_noise": "none",  # noise-aware training; with it, how the noise is simulated counts too
 }
 PAPER_FIXED = ("batch_size", "val_fraction", "lr", "width", "n_qubits", "depth", "encoding", "ansatz",
                "encoding_scale")
@@ -82,6 +83,8 @@ def training_fields(cfg: RunConfig, arm: str, seed: int) -> dict[str, Any]:
     if cfg.protocol == "paper":
         dropped |= set(PAPER_FIXED)
     dropped |= set(arm_registry.get(arm).unused_fields)  # e.g. a cnn has no circuit and no middle
+    if not arm_registry.get(arm).has_circuit:
+        dropped.add("train_noise")  # noise acts on a circuit: the cnn and the control train the same without
     out = {name: _normalise(values[name]) for name in ALWAYS}
     for name, baseline in TRAINING_BASELINE.items():
         if name in dropped:
@@ -89,6 +92,8 @@ def training_fields(cfg: RunConfig, arm: str, seed: int) -> dict[str, Any]:
         value = _normalise(values[name])
         if value != _normalise(baseline):
             out[name] = value
+    if "train_noise" in out:  # the density matrix and K trajectories train differently
+        out["train_noise_method"] = [_normalise(cfg.noise_method), int(cfg.noise_trajectories)]
     spec = arm_registry.get(arm)
     if spec.is_user:  # the model is the user's code: its source and its factory's arguments identify it
         out["arm_source"] = spec.source_digest

@@ -22,6 +22,7 @@ from hqcbench.jobs.fingerprint import TRAINING_VERSION
 from hqcbench.models.arms import build_model, count_parameters
 from hqcbench.models.memory import check_memory, run_device
 from hqcbench.models.noise import check_settings as check_noise
+from hqcbench.models.noise import training_noise
 from hqcbench.models.quantum import configure_readout
 from hqcbench.resources import ResourceMonitor, hardware_tags, run_summary
 from hqcbench.threads import apply_threads
@@ -86,8 +87,12 @@ def train_arm(arm: str, seed: int, splits: Splits, cfg: RunConfig, device: torch
         if on_epoch is not None:
             on_epoch(epoch)
 
-    result = fit(model, splits.train, splits.val, recipe, cfg.epochs, batch_size, device, seed, monitor,
-                 on_epoch=log_epoch, progress=progress, desc=f"{arm} seed {seed}", patience=cfg.patience)
+    noisy, noise_tag = training_noise(model, cfg, seed)  # train_noise: training and validation under noise
+    if noise_tag:
+        mlflow.set_tag(names.TAG_TRAIN_NOISE, noise_tag)
+    with noisy:
+        result = fit(model, splits.train, splits.val, recipe, cfg.epochs, batch_size, device, seed, monitor,
+                     on_epoch=log_epoch, progress=progress, desc=f"{arm} seed {seed}", patience=cfg.patience)
     with monitor.window("eval") as test_res:
         test = evaluate(model, splits.test, batch_size, device)
     history = result.history

@@ -44,6 +44,7 @@ from hqcbench.models.circuit import complex_dtype, real_dtype, z_sign_table
 from hqcbench.models.noise_circuit import layer_ops, op_matrix, parameter_values
 from hqcbench.models.noise_spec import NOISE_METHODS, NoiseSpec, parse_noise, parse_sweep
 from hqcbench.models.quantum import QuantumLayer
+from hqcbench.models.twin import quantum_submodules
 
 DEFAULT_TRAJECTORIES = DEFAULT_NOISE_TRAJECTORIES
 DENSITY_WORK_FACTOR = 4  # the state, its moved copy, the product and the next step's input
@@ -142,22 +143,44 @@ def chunk_images(n_qubits: int, method: str, trajectories: int = DEFAULT_TRAJECT
 
 def check_settings(cfg: RunConfig) -> str:
     """The noise fields checked before any work (a bad one raises UserInputError, exit code 2): the syntax of
-    ``noise`` and ``noise_sweep``, a device's name and width, the memory of the chosen method at the run's
-    width. Returns a line to print when noise is asked for but no arm has a circuit ('' otherwise)."""
-    spec, sweep = parse_noise(cfg.noise), parse_sweep(cfg.noise_sweep)
-    if spec.is_none and not sweep:
+    ``noise``, ``noise_sweep`` and ``train_noise``, a device's name and width, the memory of the chosen method
+    at the run's width. Returns a line to print when noise is asked for but no arm has a circuit ('' otherwise)."""
+    specs = {"noise": parse_noise(cfg.noise), "train_noise": parse_noise(cfg.train_noise, "train_noise")}
+    sweep = parse_sweep(cfg.noise_sweep)
+    asked = [name for name, spec in specs.items() if not spec.is_none] + (["noise_sweep"] if sweep else [])
+    if not asked:
         return ""
     if not any(arm_registry.get(arm).has_circuit for arm in cfg.arm_list):
-        return (f"noise={cfg.noise}, noise_sweep={cfg.noise_sweep or '(empty)'}: no arm of this run has a circuit, "
-                "so noise has no effect")
-    if spec.device is not None:
-        width = noise_device.load_backend(spec.device).num_qubits
-        if cfg.protocol != "paper" and cfg.n_qubits > width:  # the paper protocol fixes its own width
-            raise UserInputError("noise", f"the circuit has {cfg.n_qubits} qubits, {spec.device} only {width}",
-                                 f"a device with at least {cfg.n_qubits} qubits")
-    else:
-        check_memory(cfg.n_qubits, choose_method(cfg.n_qubits, cfg.noise_method), cfg.noise_trajectories)
+        return ", ".join(f"{name}={getattr(cfg, name)}" for name in asked) + ": no arm of this run has a circuit, " \
+            "so noise has no effect"
+    for name, spec in specs.items():
+        if spec.device is not None:
+            width = noise_device.load_backend(spec.device, name).num_qubits
+            if cfg.protocol != "paper" and cfg.n_qubits > width:  # the paper protocol fixes its own width
+                raise UserInputError(name, f"the circuit has {cfg.n_qubits} qubits, {spec.device} only {width}",
+                                     f"a device with at least {cfg.n_qubits} qubits")
+        elif not spec.is_none:
+            check_memory(cfg.n_qubits, choose_method(cfg.n_qubits, cfg.noise_method), cfg.noise_trajectories)
     return ""
+
+
+def training_noise(model: nn.Module, cfg: RunConfig, seed: int) -> tuple[contextlib.AbstractContextManager, str]:
+    """(the context ``fit`` runs in, the ``hqcbench.train_noise`` tag or ''): under ``train_noise`` every
+    QuantumLayer computes noisy in training and validation passes (noise-aware training, exact through the
+    density matrix where it fits); a circuit the engine does not model trains noiseless, and the tag says so."""
+    spec = parse_noise(cfg.train_noise, "train_noise")
+    layers = [m for m in model.modules() if isinstance(m, QuantumLayer)]
+    if spec.is_none or not layers:
+        return contextlib.nullcontext(), ""
+    foreign = [f"{path} ({type(m).__name__})" for path, m in quantum_submodules(model)
+               if not isinstance(m, QuantumLayer)]
+    if foreign:
+        return contextlib.nullcontext(), "not modelled: " + ", ".join(foreign)
+    width = (layers[0].n_qubits if spec.device is None
+             else noise_device.device_program(layers[0], spec.device).n_active)
+    method = choose_method(width, cfg.noise_method)
+    label = f"trajectories (K={cfg.noise_trajectories})" if method == "trajectories" else method
+    return noisy_layers(model, spec, cfg.noise_method, cfg.noise_trajectories, seed), f"{spec.text()}; {label}"
 
 
 # ----------------------------------------------------------------------------------------- channels

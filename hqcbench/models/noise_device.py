@@ -48,11 +48,12 @@ def available_devices() -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=8)
-def load_backend(name: str) -> Any:
-    """The fake backend called ``name``; an unknown name raises UserInputError listing the available ones."""
+def load_backend(name: str, parameter: str = "noise") -> Any:
+    """The fake backend called ``name``; an unknown name raises UserInputError (naming ``parameter``) listing
+    the available ones."""
     names = available_devices()
     if name not in names:
-        raise UserInputError("noise", f"unknown device {name!r}", "device:NAME with NAME one of " + ", ".join(names))
+        raise UserInputError(parameter, f"unknown device {name!r}", "device:NAME with NAME one of " + ", ".join(names))
     from qiskit_ibm_runtime import fake_provider  # heavy: see available_devices
 
     return getattr(fake_provider, name)()
