@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from hqcbench.errors import UserInputError
-from hqcbench.models import noise
+from hqcbench.models import noise, noise_sim
 from hqcbench.models.noise_circuit import layer_ops, parameter_values
 from hqcbench.models.noise_device import logical_circuit
 from hqcbench.models.noise_spec import NoiseSpec, parse_noise, parse_sweep
@@ -109,7 +109,7 @@ def test_noiseless_gate_list_is_the_layer():
         layer = _layer(3, encoding, seed=5)
         x = _inputs(layer, 4, seed=5)
         steps = noise.logical_steps(layer, x, 0.0, torch.complex128)
-        z = noise.density_expvals(steps, 3, 4, torch.complex128, torch.device("cpu"))
+        z = noise_sim.density_expvals(steps, 3, 4, torch.complex128, torch.device("cpu"))
         assert torch.allclose(z, layer(x), atol=1e-12)
 
 
@@ -129,7 +129,7 @@ def test_full_depolarizing_gives_the_maximally_mixed_state():
     rho[:, 0] = 1
     rho = rho.reshape(2, 2, 2)
     for step in steps:
-        rho = noise._apply(rho, noise.step_superop(step, torch.complex128, torch.device("cpu")), [1, 2])
+        rho = noise_sim._apply(rho, noise_sim.step_superop(step, torch.complex128, torch.device("cpu")), [1, 2])
     assert torch.allclose(rho.reshape(2, 2, 2), torch.eye(2, dtype=torch.complex128).expand(2, 2, 2) / 2, atol=1e-12)
     layer = _layer(3, "amplitude", seed=1)
     z = noise.noisy_expvals(layer, _inputs(layer, 3), parse_noise("depolarizing:1"), method="density").values
@@ -156,10 +156,10 @@ def test_kraus_trajectories_converge():
     gamma = 0.3
     kraus = torch.tensor([[[1, 0], [0, (1 - gamma) ** 0.5]], [[0, gamma ** 0.5], [0, 0]]], dtype=torch.complex128)
     h = torch.tensor([[1, 1], [1, -1]], dtype=torch.complex128) / 2 ** 0.5
-    steps = [noise.Step((0,), h, 0.0, kraus), noise.Step((1,), h, 0.0, kraus)]
-    exact = noise.density_expvals(steps, 2, 1, torch.complex128, torch.device("cpu"))
+    steps = [noise_sim.Step((0,), h, 0.0, kraus), noise_sim.Step((1,), h, 0.0, kraus)]
+    exact = noise_sim.density_expvals(steps, 2, 1, torch.complex128, torch.device("cpu"))
     assert torch.allclose(exact, torch.full((1, 2), gamma, dtype=torch.float64))
-    mean, err = noise.trajectory_expvals(steps, 2, 1, 4000, torch.Generator().manual_seed(0), torch.complex128,
+    mean, err = noise_sim.trajectory_expvals(steps, 2, 1, 4000, torch.Generator().manual_seed(0), torch.complex128,
                                          torch.device("cpu"))
     assert ((mean - exact).abs() <= 4 * err).all()
 
@@ -195,3 +195,33 @@ def test_noisy_layers_swaps_the_forward_and_restores_it():
     assert used == {"density"}
     assert (noisy - clean).abs().max() > 1e-3
     assert torch.equal(model(x), clean) and "forward" not in vars(layer)
+
+
+def test_finite_shots_on_top_of_noise():
+    from hqcbench.models.quantum import configure_readout
+
+    layer = QuantumLayer(3, 2, seed=7)
+    x = torch.randn(5, 3, generator=torch.Generator().manual_seed(7))
+    exact = {text: noise.noisy_expvals(layer, x, parse_noise(text)).values
+             for text in ("depolarizing:0.05+readout:0.02", "readout:0.1")}
+    configure_readout(layer, 200_000, None, seed=3)
+    layer.eval()
+    for text, reference in exact.items():
+        sampled = noise.noisy_expvals(layer, x, parse_noise(text)).values
+        counts = (sampled.detach().double() + 1) / 2 * 200_000  # means of +-1 outcomes: integer counts of +1
+        assert torch.allclose(counts, counts.round(), atol=1e-3)
+        assert (sampled - reference).abs().max() < 0.015  # sd <= 1 / sqrt(200000) ~ 0.0022
+        assert (sampled - reference).abs().max() > 0  # sampled, not exact
+    # depolarizing:0 with shots is the layer's own sampled readout, draw for draw
+    configure_readout(layer, 64, None, seed=5)
+    own = layer(x)
+    configure_readout(layer, 64, None, seed=5)
+    assert torch.equal(noise.noisy_expvals(layer, x, parse_noise("depolarizing:0")).values, own)
+    # the gradient through sampled noisy values is the exact noisy gradient (straight-through)
+    configure_readout(layer, 1000, None, seed=5)
+    xg = x.clone().requires_grad_(True)
+    noise.noisy_expvals(layer, xg, parse_noise("depolarizing:0.05")).values.sum().backward()
+    configure_readout(layer, None, None, seed=5)
+    xe = x.clone().requires_grad_(True)
+    noise.noisy_expvals(layer, xe, parse_noise("depolarizing:0.05")).values.sum().backward()
+    assert torch.allclose(xg.grad, xe.grad)

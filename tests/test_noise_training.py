@@ -8,7 +8,7 @@ import torch
 from hqcbench.config import RunConfig
 from hqcbench.data.datasets import REGISTRY
 from hqcbench.errors import UserInputError
-from hqcbench.jobs.fingerprint import training_fingerprint, training_fields
+from hqcbench.jobs.fingerprint import training_fields, training_fingerprint
 from hqcbench.models.arms import build_model
 from hqcbench.models.noise import check_settings, training_noise
 from hqcbench.models.quantum import QuantumLayer

@@ -1,35 +1,30 @@
 """The noise engine: hqcbench's circuit under gate and readout errors, batched over images.
 
 Why its own engine: the noiseless layer (``hqcbench.models.quantum``) fuses gates and never holds a
-mixed state; Qiskit Aer simulates noise exactly but one bound circuit per image. Here a circuit is a
-list of ``Step`` s (a gate, per image or shared, and the error channel that follows it) and two
-methods run it on every image at once:
+mixed state; Qiskit Aer simulates noise exactly but one bound circuit per image. This module turns a
+layer and a noise model into a list of gates with their errors (the logical circuit of
+``noise_circuit`` with depolarizing errors, or a device's transpiled circuit from ``noise_device``),
+runs it on every image at once by one of the two methods of ``noise_sim`` (``density``: the exact
+density matrix; ``trajectories``: K seeded Monte-Carlo state vectors, with a standard error), and
+reads each logical qubit's <Z> out of the measurement distribution after the readout errors.
 
-* ``density`` -- the exact density matrix (R, 2**n, 2**n). A gate and its error are fused into one
-  superoperator S = S_error @ (U kron conj U) acting on the (row bits, column bits) of its wires: one
-  batched matmul per gate. Memory: 8 x 4**n bytes per image at complex64 (``density_bytes``), checked
-  before the work starts and simulated in chunks of images (``chunk_images``).
-* ``trajectories`` -- K Monte-Carlo state vectors per image (seeded): after each gate a depolarizing
-  error picks one of the 4**k Paulis with probability P (identity included, which is Aer's channel
-  exactly on average); a general channel (a device's) picks Kraus operator i with probability
-  ||K_i psi||**2. The mean of <Z> over trajectories converges to the density matrix's, with a
-  standard error the result carries. Memory grows as 2**n, for widths the density matrix cannot hold.
+* Memory: 8 x 4**n bytes per image for the density matrix at complex64 (``density_bytes``), checked
+  before the work starts (``check_memory``); images are simulated in chunks (``chunk_images``);
+  ``auto`` picks the density matrix while one image's fits ``AUTO_DENSITY_MAX_BYTES``.
+* ``depolarizing:0`` and ``readout:P`` alone have no gate error: they go through the noiseless layer
+  itself, so ``depolarizing:0`` equals the noiseless output bit for bit (the readout errors are then
+  the affine map of <Z> ``ReadoutMap``).
+* Finite shots (the layer's ``shots`` in eval mode, ``train_shots`` in training) apply on top: N
+  outcomes are drawn from the noisy distribution (readout errors included), and the gradient is the
+  exact one of the noisy <Z> (straight-through), not a parameter-shift estimate.
 
-Readout errors are an affine map of each <Z> (a per-qubit confusion matrix), applied last
-(``ReadoutMap``). ``depolarizing:0`` and ``readout:P`` alone have no gate error: they go through the
-noiseless layer itself, so ``depolarizing:0`` equals the noiseless output bit for bit.
-
-``noisy_layers`` swaps every ``QuantumLayer``'s forward for the noisy one while evaluation runs
-(training and model selection never see noise). The logical circuit is ``noise_circuit``'s; a
-device's transpiled circuit and calibrated errors come from ``noise_device`` (Qiskit, imported only
-then).
+``noisy_layers`` swaps every ``QuantumLayer``'s forward for the noisy one inside a block (an evaluation,
+or ``fit`` under ``train_noise``) and restores it after. Qiskit is imported only for a device.
 """
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Callable, Iterator
 
 import psutil
@@ -42,8 +37,10 @@ from hqcbench.errors import UserInputError
 from hqcbench.models import noise_device
 from hqcbench.models.circuit import complex_dtype, real_dtype, z_sign_table
 from hqcbench.models.noise_circuit import layer_ops, op_matrix, parameter_values
+from hqcbench.models.noise_sim import Step, confuse, density_probs, marginal, mean_and_error, trajectory_probs
 from hqcbench.models.noise_spec import NOISE_METHODS, NoiseSpec, parse_noise, parse_sweep
 from hqcbench.models.quantum import QuantumLayer
+from hqcbench.models.readout import layer_rng, sample_expvals
 from hqcbench.models.twin import quantum_submodules
 
 DEFAULT_TRAJECTORIES = DEFAULT_NOISE_TRAJECTORIES
@@ -51,20 +48,6 @@ DENSITY_WORK_FACTOR = 4  # the state, its moved copy, the product and the next s
 CHUNK_BYTES = 256 * 2 ** 20  # working memory of one chunk of images (both methods)
 MEMORY_FRACTION = 0.5  # of the available memory: one image's density matrix beyond it is refused
 AUTO_DENSITY_MAX_BYTES = 64 * 2 ** 20  # auto picks the density matrix while one image's fits this (n <= 11)
-
-
-@dataclass
-class Step:
-    """One gate on ``wires`` (first wire = most significant bit of its matrix) and the error after it.
-
-    unitary: (d, d) shared or (R, d, d) per row. depolarizing: Aer's depolarizing_error(P, k) on the same
-    wires; kraus: (m, d, d) a general channel (a device's calibrated error); both may be absent.
-    """
-
-    wires: tuple[int, ...]
-    unitary: torch.Tensor
-    depolarizing: float = 0.0
-    kraus: torch.Tensor | None = None
 
 
 @dataclass
@@ -183,110 +166,6 @@ def training_noise(model: nn.Module, cfg: RunConfig, seed: int) -> tuple[context
     return noisy_layers(model, spec, cfg.noise_method, cfg.noise_trajectories, seed), f"{spec.text()}; {label}"
 
 
-# ----------------------------------------------------------------------------------------- channels
-def _apply(tensor: torch.Tensor, matrix: torch.Tensor, axes: list[int]) -> torch.Tensor:
-    """Contract ``matrix`` ((D, D) shared or (R, D, D) per row, D = 2**len(axes)) with the given bit axes of
-    ``tensor`` (R, 2, ..., 2); the axes' first is the matrix's most significant bit."""
-    rows, k = tensor.shape[0], len(axes)
-    front = list(range(1, k + 1))
-    moved = tensor.movedim(axes, front)
-    out = torch.matmul(matrix, moved.reshape(rows, 2 ** k, -1))
-    return out.reshape(moved.shape).movedim(front, axes)
-
-
-def _unitary_superop(u: torch.Tensor) -> torch.Tensor:
-    """U rho U^dagger as a matrix on (row bits, column bits): kron(U, conj U), per row where U is."""
-    d = u.shape[-1]
-    return (u[..., :, None, :, None] * u.conj()[..., None, :, None, :]).reshape(*u.shape[:-2], d * d, d * d)
-
-
-def depolarizing_superop(p: float, k: int, dtype: torch.dtype, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Aer's depolarizing_error(p, k): rho -> (1 - p) rho + p Tr(rho) I / 2**k, on (row bits, column bits)."""
-    d = 2 ** k
-    vec_identity = torch.eye(d, dtype=dtype, device=device).reshape(-1)
-    return (1 - p) * torch.eye(d * d, dtype=dtype, device=device) + p / d * torch.outer(vec_identity, vec_identity)
-
-
-def kraus_superop(kraus: torch.Tensor) -> torch.Tensor:
-    """sum_i kron(K_i, conj K_i) of (m, d, d) Kraus operators."""
-    return _unitary_superop(kraus).sum(dim=0)
-
-
-def step_superop(step: Step, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    s = _unitary_superop(step.unitary.to(device, dtype))
-    k = len(step.wires)
-    if step.depolarizing:
-        s = depolarizing_superop(step.depolarizing, k, dtype, device) @ s
-    if step.kraus is not None:
-        s = kraus_superop(step.kraus.to(device, dtype)) @ s
-    return s
-
-
-# ----------------------------------------------------------------------------------------- methods
-def density_expvals(steps: list[Step], n_qubits: int, rows: int, dtype: torch.dtype, device: torch.device
-                    ) -> torch.Tensor:
-    """(rows, n) exact <Z_w> of |0..0> run through ``steps`` as a density matrix."""
-    dim = 2 ** n_qubits
-    rho = torch.zeros(rows, dim * dim, dtype=dtype, device=device)
-    rho[:, 0] = 1
-    rho = rho.reshape(rows, *([2] * (2 * n_qubits)))
-    for step in steps:
-        axes = [1 + w for w in step.wires] + [1 + n_qubits + w for w in step.wires]
-        rho = _apply(rho, step_superop(step, dtype, device), axes)
-    probs = rho.reshape(rows, dim, dim).diagonal(dim1=-2, dim2=-1).real
-    return probs @ z_sign_table(n_qubits, device, probs.dtype)
-
-
-@lru_cache(maxsize=8)
-def pauli_table(k: int) -> torch.Tensor:
-    """(4**k, 2**k, 2**k) complex128: every k-qubit Pauli string, index digit i (base 4) = wire i's I, X, Y, Z."""
-    single = torch.tensor([[[1, 0], [0, 1]], [[0, 1], [1, 0]], [[0, -1j], [1j, 0]], [[1, 0], [0, -1]]],
-                          dtype=torch.complex128)
-    out = single
-    for _ in range(k - 1):
-        out = torch.stack([torch.kron(a, b) for a in out for b in single])
-    return out
-
-
-def _kraus_jump(psi: torch.Tensor, kraus: torch.Tensor, axes: list[int], generator: torch.Generator) -> torch.Tensor:
-    """One trajectory step of a general channel: Kraus operator i with probability ||K_i psi||**2, renormalised."""
-    rows, m, d = psi.shape[0], kraus.shape[0], kraus.shape[-1]
-    front = list(range(1, len(axes) + 1))
-    moved = psi.movedim(axes, front)
-    branches = torch.matmul(kraus.reshape(m * d, d), moved.reshape(rows, d, -1)).reshape(rows, m, d, -1)
-    weights = branches.real.square().sum((2, 3)) + branches.imag.square().sum((2, 3))  # (rows, m)
-    choice = torch.multinomial(weights.detach().cpu().double().clamp_min(0), 1, generator=generator).squeeze(1)
-    picked = torch.arange(rows, device=psi.device)
-    chosen = branches[picked, choice.to(psi.device)] / weights[picked, choice.to(psi.device)].sqrt()[:, None, None]
-    return chosen.reshape(moved.shape).movedim(front, axes)
-
-
-def trajectory_expvals(steps: list[Step], n_qubits: int, rows: int, trajectories: int, generator: torch.Generator,
-                       dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean, standard error), each (rows, n): <Z_w> over ``trajectories`` sampled state vectors per row."""
-    total = rows * trajectories
-    psi = torch.zeros(total, 2 ** n_qubits, dtype=dtype, device=device)
-    psi[:, 0] = 1
-    psi = psi.reshape(total, *([2] * n_qubits))
-    for step in steps:
-        u = step.unitary.to(device, dtype)
-        if u.dim() == 3:  # one matrix per image -> the same for each of its trajectories
-            u = u.repeat_interleave(trajectories, dim=0)
-        axes = [1 + w for w in step.wires]
-        if step.depolarizing:
-            k = len(step.wires)
-            hit = torch.rand(total, generator=generator) < step.depolarizing
-            which = torch.randint(4 ** k, (total,), generator=generator) * hit
-            u = pauli_table(k).to(device, dtype)[which.to(device)] @ u
-        psi = _apply(psi, u, axes)
-        if step.kraus is not None:
-            psi = _kraus_jump(psi, step.kraus.to(device, dtype), axes, generator)
-    probs = (psi.real.square() + psi.imag.square()).reshape(total, -1)
-    z = (probs @ z_sign_table(n_qubits, device, probs.dtype)).reshape(rows, trajectories, n_qubits)
-    std = z.std(dim=1) if trajectories > 1 else torch.zeros_like(z[:, 0])
-    return z.mean(dim=1), std / math.sqrt(trajectories)
-
-
 # ----------------------------------------------------------------------------------------- the layer under noise
 def logical_steps(layer: QuantumLayer, x: torch.Tensor, depolarizing: float, dtype: torch.dtype) -> list[Step]:
     """The layer's own circuit for images ``x``, each gate followed by depolarizing_error(P, k)."""
@@ -305,48 +184,65 @@ def noiseless_expvals(layer: QuantumLayer, x: torch.Tensor) -> torch.Tensor:
     return QuantumLayer.forward(layer, x)
 
 
+def layer_shots(layer: QuantumLayer) -> int | None:
+    """The shots the layer reads out with now (``train_shots`` in training mode, ``shots`` in eval mode)."""
+    return layer.train_shots if layer.training else layer.shots
+
+
 def noisy_expvals(layer: QuantumLayer, x: torch.Tensor, spec: NoiseSpec, method: str = "auto",
                   trajectories: int = DEFAULT_TRAJECTORIES, generator: torch.Generator | None = None
                   ) -> NoisyResult:
     """(B, n) <Z_w> of the layer's circuit on images ``x`` under ``spec``.
 
-    No gate error (``none``, ``readout:P``, ``depolarizing:0``): the noiseless layer, then the readout map.
-    Otherwise the logical circuit (depolarizing) or the device's transpiled circuit, by ``method``
-    (``auto``: density while it fits), over the active qubits, in chunks of images; then each logical
-    qubit's <Z> is read from its physical qubit through the readout map.
+    No gate error (``none``, ``readout:P``, ``depolarizing:0``): the noiseless layer (its own finite-shot
+    readout included), then the readout map; with readout errors and shots, the noiseless distribution is
+    sampled after the bit flips instead. Otherwise the logical circuit (depolarizing) or the device's
+    transpiled circuit, by ``method`` (``auto``: density while it fits), over the active qubits, in chunks
+    of images; each logical qubit is read from its final physical qubit through its readout error, and
+    with shots the <Z> are sampled from that distribution.
     """
-    n = layer.n_qubits
-    if spec.gate_noise_free:
+    n, shots = layer.n_qubits, layer_shots(layer)
+    if spec.gate_noise_free and (not spec.readout or shots is None):
         values = noiseless_expvals(layer, x)
         if spec.readout:
             values = ReadoutMap.symmetric(spec.readout, n)(values)
         return NoisyResult(values, "noiseless")
     dtype = complex_dtype(x.dtype)
+    flip = torch.full((n,), float(spec.readout or 0.0), dtype=torch.float64)
+    flips = (flip, flip)
     build: Callable[[torch.Tensor], list[Step]]
     if spec.device is not None:
         program = noise_device.device_program(layer, spec.device)
         n_sim, wires = program.n_active, list(program.logical_wires)
-        readout = ReadoutMap.from_flips(*program.readout_flips())
+        flips = program.readout_flips()
         build = lambda part: _device_steps(program, layer, part, dtype)  # noqa: E731
     else:
         n_sim, wires = n, list(range(n))
-        readout = ReadoutMap.symmetric(spec.readout or 0.0, n)
         p = float(spec.depolarizing or 0.0)
         build = lambda part: logical_steps(layer, part, p, dtype)  # noqa: E731
-    chosen = choose_method(n_sim, method)
-    check_memory(n_sim, chosen, trajectories)
+    chosen = "noiseless" if spec.gate_noise_free else choose_method(n_sim, method)
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
-    means, errors = [], []
-    for part in x.split(chunk_images(n_sim, chosen, trajectories)):
-        steps = build(part)
-        if chosen == "density":
-            means.append(density_expvals(steps, n_sim, part.shape[0], dtype, x.device))
-        else:
-            mean, err = trajectory_expvals(steps, n_sim, part.shape[0], trajectories, gen, dtype, x.device)
-            means.append(mean)
-            errors.append(err)
-    values = readout(torch.cat(means)[:, wires]).to(real_dtype(x.dtype))
-    stderr = (torch.cat(errors)[:, wires] * readout.scale.abs().to(values)) if errors else None
+    parts, errors = [], []
+    if chosen == "noiseless":  # readout errors with shots: the exact distribution, flipped, then sampled
+        parts.append(QuantumLayer.probabilities(layer, x))
+    else:
+        check_memory(n_sim, chosen, trajectories)
+        for part in x.split(chunk_images(n_sim, chosen, trajectories)):
+            if chosen == "density":
+                parts.append(marginal(density_probs(build(part), n_sim, part.shape[0], dtype, x.device), wires, n_sim))
+                continue
+            per_trajectory = trajectory_probs(build(part), n_sim, part.shape[0], trajectories, gen, dtype, x.device)
+            z = per_trajectory @ z_sign_table(n_sim, x.device, per_trajectory.dtype)[:, wires]
+            errors.append(mean_and_error(z)[1])
+            parts.append(marginal(per_trajectory.mean(dim=1), wires, n_sim))
+    probs = confuse(torch.cat(parts), *flips)
+    zsigns = z_sign_table(n, x.device, probs.dtype)
+    values = (probs @ zsigns).to(real_dtype(x.dtype))
+    if shots is not None:  # sampled from the noisy distribution; the gradient stays the exact noisy one
+        sampled = sample_expvals(probs, zsigns, shots, layer_rng(layer)).to(values)
+        values = values + (sampled - values).detach()
+    scale = ReadoutMap.from_flips(*flips).scale
+    stderr = torch.cat(errors) * scale.abs().to(values) if errors else None
     return NoisyResult(values, chosen, stderr)
 
 
