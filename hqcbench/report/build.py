@@ -46,6 +46,7 @@ from hqcbench.report.judge import ARM_LABELS
 from hqcbench.report.labels import glossary
 from hqcbench.report.load import RunSet, WithRelated, load_runs
 from hqcbench.report.masking_gate import UNRESOLVED_MASKING, UNRESOLVED_NO_WORST, check_names, group_notes
+from hqcbench.report.noise import noise_section
 from hqcbench.report.plots import make_figures
 from hqcbench.report.provenance import provenance, run_commands
 from hqcbench.report.sources import Sources
@@ -168,6 +169,7 @@ def build_report(runset: RunSet, out_dir: Path, ui_url: str = "", report_command
     doc.h2("What the circuit contributes")
     contribution = contribution_section(doc, runset, sources, figures["contribution"], out_dir)
     user_models = user_models_section(doc, runset, sources, out_dir)
+    noise_files = noise_section(doc, runset, sources, out_dir)
     doc.h2("How to read this report")
     doc.ul(_how_to_read())
     doc.h2("Claims in detail")
@@ -203,6 +205,7 @@ def build_report(runset: RunSet, out_dir: Path, ui_url: str = "", report_command
     files = [out_dir / name for items in figures.values() for name, _ in items]
     if has_forest:
         files.append(out_dir / forest_name)
+    files += noise_files
     md_path, html_path, claims_path = out_dir / "report.md", out_dir / "report.html", out_dir / "claims.csv"
     md_path.write_text(doc.to_markdown())
     html_path.write_text(doc.to_html(out_dir))

@@ -72,6 +72,9 @@ class RunSet:
     contended: dict[str, set[int] | None] = field(default_factory=dict)  # run id -> contended epochs (None: unchecked)
     # kept runs at a non-default encoding scale (columns of ``runs`` plus SCALE_COLUMN): the sweep's only
     variants: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # kept runs trained under a noise model (tag hqcbench.train_noise): the device-noise section's only, so a
+    # noise-aware training never supersedes the noiseless one in the claims
+    noise_trained: pd.DataFrame = field(default_factory=pd.DataFrame)
     _correct: dict[str, np.ndarray | None] = field(default_factory=dict)
 
     # -- PairSource (hqcbench.report.judge) --------------------------------------------------------------------
@@ -112,7 +115,9 @@ class RunSet:
         columns = ["dataset", "protocol", "arm", "seed", SCALE_COLUMN, "run_id", metric]
         if self.variants.empty or metric not in self.variants.columns:
             return pd.DataFrame(columns=columns)
-        base = self.runs.assign(**{SCALE_COLUMN: float(DEFAULT_ENCODING_SCALE), metric: col(self.runs, metric)})
+        added: dict[str, float | pd.Series] = {SCALE_COLUMN: float(DEFAULT_ENCODING_SCALE),
+                                               metric: col(self.runs, metric)}
+        base = self.runs.assign(**added)
         both = pd.concat([base[columns], self.variants[columns]], ignore_index=True).dropna(subset=[metric])
         scales = both.groupby(["dataset", "protocol", "arm"])[SCALE_COLUMN].transform("nunique")
         return both[scales >= 2].sort_values(["dataset", "protocol", "arm", SCALE_COLUMN, "seed"],
@@ -231,9 +236,17 @@ def load_runs(experiment: str) -> RunSet:
     default = is_default_scale(scale)
     variants = kept[~default].assign(**{SCALE_COLUMN: scale[~default]})
     kept = kept[default]
+    train_noise = tag_col(kept, names.TAG_TRAIN_NOISE).fillna("").astype(str)
+    under_noise = (train_noise != "") & ~train_noise.str.startswith("not modelled")
+    noise_trained = kept[under_noise].copy()
+    if not noise_trained.empty:  # the tag's column exists only when some run carries it
+        noise_trained = noise_trained[~noise_trained.duplicated(
+            subset=["dataset", "protocol", "arm", "seed", f"tags.{names.TAG_TRAIN_NOISE}"], keep="last")]
+    kept = kept[~under_noise]
     dup = kept.duplicated(subset=["dataset", "protocol", "arm", "seed"], keep="last")
     for _, row in kept[dup].iterrows():
-        excluded.append((row.run_id, f"superseded by a later run of {row.dataset}/{row.protocol}/{row.arm}/seed {row.seed}"))
+        excluded.append((row.run_id,
+                         f"superseded by a later run of {row.dataset}/{row.protocol}/{row.arm}/seed {row.seed}"))
     kept = kept[~dup].copy()
     dup = variants.duplicated(subset=["dataset", "protocol", "arm", "seed", SCALE_COLUMN], keep="last")
     for _, row in variants[dup].iterrows():
@@ -242,9 +255,11 @@ def load_runs(experiment: str) -> RunSet:
     variants = variants[~dup].copy()
     why = dict(excluded)
     why.update({rid: sweep_note(s) for rid, s in zip(variants.run_id, variants[SCALE_COLUMN])})
+    why.update({rid: "trained under noise: in the device-noise section only" for rid in noise_trained.run_id})
     children[LEFT_OUT] = [why.get(rid, "") for rid in children.run_id]
     runset = RunSet(exp.experiment_id, exp.name, kept.reset_index(drop=True), parents, excluded,
-                    children=children.reset_index(drop=True), variants=variants.reset_index(drop=True))
+                    children=children.reset_index(drop=True), variants=variants.reset_index(drop=True),
+                    noise_trained=noise_trained.reset_index(drop=True))
     _load_histories(runset)
     runset.contended = annotate(runset.runs, runset.histories)
     return runset

@@ -1,0 +1,179 @@
+"""The report's section "Beyond the simulator: device noise": what the circuit arms keep of their accuracy
+under a noise model, beside the classical arms that have no circuit to be noisy.
+
+Why a section of its own: every other number of the report is a noiseless statevector's. A reader who
+would run the hybrid on a device asks how much of its accuracy survives gate, decoherence and readout
+errors (docs/noise.md). Per (dataset, protocol):
+
+* a table: per circuit arm and noise model (the tag ``hqcbench.noise``), its noiseless test accuracy, its
+  accuracy under the noise (``test_acc_noisy``) and the per-seed difference with its 95 % t-interval;
+  models trained under noise (``train_noise``, ``RunSet.noise_trained``) get rows of their own, so the
+  reader sees whether noise-aware training recovers what evaluation under noise loses;
+* a figure of the depolarizing sweep (``test_acc_depolarizing_<P>``): mean and 95 % t-interval over seeds
+  per circuit arm against P, the noiseless accuracies of the classical arms (CNN, control, the user's
+  classical models) as dashed reference lines: they have no circuit, so noise cannot touch them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from hqcbench import names  # noqa: E402
+from hqcbench.report.claims import DATASET_LABELS  # noqa: E402
+from hqcbench.report.document import Document, Inline  # noqa: E402
+from hqcbench.report.formatting import fmt_interval  # noqa: E402
+from hqcbench.report.labels import arm_label  # noqa: E402
+from hqcbench.report.load import RunSet, col, group_rank  # noqa: E402
+from hqcbench.report.sources import Sources  # noqa: E402
+from hqcbench.report.stats import t_interval  # noqa: E402
+from hqcbench.tracking.figures import save_png  # noqa: E402
+
+SWEEP_PREFIX = "test_acc_depolarizing_"
+TRAINED_NOISELESS = "noiseless"
+PP = 100.0
+
+
+def sweep_columns(runs: pd.DataFrame) -> dict[float, str]:
+    """P -> the column of ``test_acc_depolarizing_<P>`` present with data."""
+    out = {}
+    for column in runs.columns:
+        if column.startswith(SWEEP_PREFIX) and runs[column].notna().any():
+            try:
+                out[float(column[len(SWEEP_PREFIX):])] = column
+            except ValueError:
+                continue
+    return dict(sorted(out.items()))
+
+
+def _trained_under(runs: pd.DataFrame) -> pd.Series:
+    """Per run: the noise model it was trained under ('noiseless' for the ordinary runs)."""
+    tag = col(runs, f"tags.{names.TAG_TRAIN_NOISE}")
+    return tag.fillna(TRAINED_NOISELESS).astype(str).str.split(";").str[0].str.strip()
+
+
+def _all_runs(runset: RunSet) -> pd.DataFrame:
+    frames = [runset.runs.assign(trained=TRAINED_NOISELESS)]
+    if not runset.noise_trained.empty:
+        frames.append(runset.noise_trained.assign(trained=_trained_under(runset.noise_trained)))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _has_noise(runs: pd.DataFrame) -> bool:
+    return ((names.METRIC_TEST_ACC_NOISY in runs and runs[names.METRIC_TEST_ACC_NOISY].notna().any())
+            or bool(sweep_columns(runs)))
+
+
+def _circuit(runs: pd.DataFrame) -> pd.Series:
+    return col(runs, "params_quantum").fillna(0).astype(float) > 0
+
+
+def _label(arm: str, trained: str) -> str:
+    return arm_label(arm) if trained == TRAINED_NOISELESS else f"{arm_label(arm)}, trained under {trained}"
+
+
+def noise_table(runs: pd.DataFrame, sources: Sources) -> tuple[list[Inline], list[list[Inline]]]:
+    """Rows: circuit arm (and what it was trained under) x noise model: noiseless, noisy, noisy - noiseless."""
+    noisy = names.METRIC_TEST_ACC_NOISY
+    if noisy not in runs:
+        return [], []
+    rows: list[list[Inline]] = []
+    model = col(runs, f"tags.{names.TAG_NOISE}").fillna("")
+    for (arm, trained, noise), group in runs.assign(noise_model=model).groupby(["arm", "trained", "noise_model"]):
+        group = group.dropna(subset=[noisy, "test_acc"]).sort_values("seed")
+        if group.empty:
+            continue
+        clean, under = group.test_acc.astype(float), group[noisy].astype(float)
+        rows.append([_label(str(arm), str(trained)), str(noise),
+                     sources.link(fmt_interval(t_interval(clean.tolist()), "pct"), group.run_id),
+                     sources.link(fmt_interval(t_interval(under.tolist()), "pct"), group.run_id),
+                     sources.link(fmt_interval(t_interval((under - clean).tolist()), "pct", signed=True, unit="pp"),
+                                  group.run_id)])
+    header: list[Inline] = ["circuit arm", "noise model", "test accuracy, noiseless (%)", "under noise (%)",
+                            "noise - noiseless (same seeds)"]
+    return (header, rows) if rows else ([], [])
+
+
+def sweep_figure(circuit: dict[str, dict[float, list[float]]], classical: dict[str, float], title: str):
+    """circuit: label -> {P: per-seed accuracies (fractions)}; classical: label -> mean noiseless accuracy.
+    P = 0 sits at the left edge of a log axis (symlog below the smallest P > 0)."""
+    fig, ax = plt.subplots(figsize=(6.0, 3.8))
+    positive = sorted({p for points in circuit.values() for p in points if p > 0})
+    linthresh = positive[0] if positive else 1e-3
+    for label, points in circuit.items():
+        xs = sorted(points)
+        ivs = [t_interval(points[x]) for x in xs]
+        mean = np.array([iv.mean if iv is not None else np.nan for iv in ivs]) * PP
+        low = np.array([iv.mean - iv.low if iv is not None and iv.has_interval else 0.0 for iv in ivs]) * PP
+        high = np.array([iv.high - iv.mean if iv is not None and iv.has_interval else 0.0 for iv in ivs]) * PP
+        seeds = sorted({len(points[x]) for x in xs})
+        ax.errorbar(xs, mean, yerr=[low, high], fmt="o-", ms=4, capsize=3,
+                    label=f"{label} (n={'/'.join(map(str, seeds))})")
+    for style, (label, value) in zip(("--", ":", "-.", (0, (5, 1))), classical.items()):
+        ax.axhline(value * PP, ls=style, color="grey", lw=1, label=f"{label}, noiseless (no circuit)")
+    ax.set_xscale("symlog", linthresh=linthresh, linscale=0.5)
+    ax.set_xlim(left=0)
+    ax.set_xlabel("depolarizing probability P after every gate")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title + " (mean, 95 % t-interval over seeds)", fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def noise_figure_name(dataset: str, protocol: str) -> str:
+    return f"noise_sweep_{dataset}_{protocol}.png"
+
+
+def _sweep_points(runs: pd.DataFrame) -> dict[str, dict[float, list[float]]]:
+    columns = sweep_columns(runs)
+    out: dict[str, dict[float, list[float]]] = {}
+    for (arm, trained), group in runs.groupby(["arm", "trained"]):
+        points = {p: group[c].dropna().astype(float).tolist() for p, c in columns.items()}
+        points = {p: v for p, v in points.items() if v}
+        if points:
+            out[_label(str(arm), str(trained))] = points
+    return out
+
+
+def noise_section(doc: Document, runset: RunSet, sources: Sources, out_dir: Path) -> list[Path]:
+    """Write the section into ``doc``; return the figures written."""
+    doc.h2("Beyond the simulator: device noise")
+    runs = _all_runs(runset)
+    if not _has_noise(runs):
+        doc.p("Not measured here: no circuit arm was evaluated under noise (python -m hqcbench evaluate "
+              "--noise ... --noise_sweep ... on a finished store; docs/noise.md).")
+        return []
+    doc.p("Test accuracy of the circuit arms with every gate, decoherence and readout error of a noise model "
+          "(docs/noise.md; training and model selection noiseless unless a row says it was trained under noise), "
+          "beside their noiseless accuracy on the same seeds; the figure sweeps the depolarizing probability, "
+          "with the classical arms' noiseless accuracies as reference lines.")
+    files = []
+    groups = sorted({(d, p) for d, p in zip(runs.dataset, runs.protocol)}, key=group_rank)
+    for dataset, protocol in groups:
+        group = runs[(runs.dataset == dataset) & (runs.protocol == protocol)]
+        circuit = group[_circuit(group)]
+        if not _has_noise(circuit):
+            continue
+        label = f"{DATASET_LABELS.get(dataset, dataset)}, {protocol} protocol"
+        doc.h3(label)
+        header, rows = noise_table(circuit, sources)
+        if rows:
+            doc.table(header, rows, f"noise-{dataset}-{protocol}")
+        points = _sweep_points(circuit)
+        if points:
+            classical = group[~_circuit(group) & (group.trained == TRAINED_NOISELESS)]
+            references = {arm_label(str(arm)): float(rows_.test_acc.astype(float).mean())
+                          for arm, rows_ in classical.groupby("arm") if rows_.test_acc.notna().any()}
+            name = noise_figure_name(dataset, protocol)
+            fig = sweep_figure(points, references, label)
+            save_png(fig, out_dir / name, dpi=110)
+            doc.img(name, f"Test accuracy vs depolarizing probability, {label}")
+            files.append(out_dir / name)
+    return files

@@ -1,0 +1,54 @@
+"""The report's device-noise section: noisy accuracy beside the noiseless one, the depolarizing sweep with
+the classical arms as reference lines, and noise-trained models kept apart from the claims."""
+from __future__ import annotations
+
+import mlflow
+import pandas as pd
+import pytest
+
+from hqcbench import names
+from hqcbench.config import RunConfig
+from hqcbench.report.build import write_report
+from hqcbench.report.load import load_runs
+from hqcbench.report.noise import noise_figure_name, sweep_columns
+
+
+@pytest.mark.slow
+def test_the_report_shows_noise_beside_the_noiseless_numbers(mlflow_store, tmp_path):
+    from hqcbench.jobs.run import run_main
+
+    common = dict(arms="cnn,hybrid,control", epochs=1, train_limit=80, width=4, attacks="none", seeds="0,1")
+    run_main(RunConfig(**common, noise="depolarizing:0.02", noise_sweep="0,0.01,0.1"), progress=False)
+    run_main(RunConfig(**{**common, "arms": "hybrid"}, train_noise="depolarizing:0.02", noise="depolarizing:0.02"),
+             progress=False)
+    runset = load_runs("hqcbench-digits")
+    # the noise-trained hybrids never supersede the noiseless ones the claims read
+    assert len(runset.noise_trained) == 2 and set(runset.noise_trained.arm) == {"hybrid"}
+    assert runset.arm_runs("digits", "fair", "hybrid")[f"tags.{names.TAG_TRAIN_NOISE}"].isna().all()
+    assert list(sweep_columns(runset.runs)) == [0.0, 0.01, 0.1]
+
+    write_report("hqcbench-digits", str(tmp_path / "report"), log_run=False)
+    md = (tmp_path / "report" / "report.md").read_text()
+    section = md.split("## Beyond the simulator: device noise", 1)[1].split("\n## ", 1)[0]
+    assert "| hybrid | depolarizing:0.02 |" in section
+    assert "| hybrid, trained under depolarizing:0.02 | depolarizing:0.02 |" in section
+    assert "| control |" not in section and "| CNN |" not in section  # no circuit, nothing noisy
+    assert noise_figure_name("digits", "fair") in section
+    assert (tmp_path / "report" / noise_figure_name("digits", "fair")).stat().st_size > 5_000
+    # the difference column is the per-seed noisy - noiseless, as the runs hold them
+    hybrid = runset.arm_runs("digits", "fair", "hybrid")
+    mean = 100 * float((hybrid[names.METRIC_TEST_ACC_NOISY] - hybrid.test_acc).mean())
+    row = next(line for line in section.splitlines() if line.startswith("| hybrid | depolarizing:0.02 |"))
+    assert f"{mean:+.2f} pp" in row
+    runs_csv = pd.read_csv(tmp_path / "report" / "runs.csv")
+    assert "trained under noise" in " ".join(runs_csv.get("left_out", pd.Series(dtype=str)).fillna("").tolist())
+
+
+def test_a_report_without_noise_says_so(mlflow_store, tmp_path):
+    from hqcbench.jobs.run import run_main
+
+    run_main(RunConfig(arms="cnn", epochs=1, train_limit=60, width=4, attacks="none"), progress=False)
+    write_report("hqcbench-digits", str(tmp_path / "r"), log_run=False)
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "## Beyond the simulator: device noise\n\nNot measured here" in md
+    assert mlflow.search_runs(search_all_experiments=True).shape[0] >= 1
