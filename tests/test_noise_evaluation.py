@@ -53,6 +53,11 @@ def test_device_checked_before_any_work():
         check_settings(RunConfig(noise="device:FakeManilaV2", n_qubits=6))
     assert "only 5" in str(info.value)
     assert check_settings(RunConfig(noise="device:FakeManilaV2")) == ""
+    # the paper protocol's circuit has 4 qubits whatever n_qubits says
+    assert check_settings(RunConfig(protocol="paper", dataset="mnist", n_qubits=9, noise="device:FakeManilaV2")) == ""
+    with pytest.raises(UserInputError) as info:
+        check_settings(RunConfig(protocol="paper", dataset="mnist", train_noise="device:FakeArmonkV2"))
+    assert info.value.parameter == "train_noise" and "4 qubits" in str(info.value)
 
 
 def test_noise_is_an_optional_evaluation_kind():

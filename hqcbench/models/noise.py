@@ -39,6 +39,7 @@ from hqcbench.models.circuit import complex_dtype, real_dtype, z_sign_table
 from hqcbench.models.noise_circuit import layer_ops, op_matrix, parameter_values
 from hqcbench.models.noise_sim import Step, confuse, density_probs, marginal, mean_and_error, trajectory_probs
 from hqcbench.models.noise_spec import NOISE_METHODS, NoiseSpec, parse_noise, parse_sweep
+from hqcbench.models.paper import PAPER_QUBITS
 from hqcbench.models.quantum import QuantumLayer
 from hqcbench.models.readout import layer_rng, sample_expvals
 from hqcbench.models.twin import quantum_submodules
@@ -136,14 +137,15 @@ def check_settings(cfg: RunConfig) -> str:
     if not any(arm_registry.get(arm).has_circuit for arm in cfg.arm_list):
         return ", ".join(f"{name}={getattr(cfg, name)}" for name in asked) + ": no arm of this run has a circuit, " \
             "so noise has no effect"
+    qubits = PAPER_QUBITS if cfg.protocol == "paper" else cfg.n_qubits  # the paper protocol fixes its width
     for name, spec in specs.items():
         if spec.device is not None:
             width = noise_device.load_backend(spec.device, name).num_qubits
-            if cfg.protocol != "paper" and cfg.n_qubits > width:  # the paper protocol fixes its own width
-                raise UserInputError(name, f"the circuit has {cfg.n_qubits} qubits, {spec.device} only {width}",
-                                     f"a device with at least {cfg.n_qubits} qubits")
+            if qubits > width:
+                raise UserInputError(name, f"the circuit has {qubits} qubits, {spec.device} only {width}",
+                                     f"a device with at least {qubits} qubits")
         elif not spec.is_none:
-            check_memory(cfg.n_qubits, choose_method(cfg.n_qubits, cfg.noise_method), cfg.noise_trajectories)
+            check_memory(qubits, choose_method(qubits, cfg.noise_method), cfg.noise_trajectories)
     return ""
 
 

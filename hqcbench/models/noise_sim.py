@@ -5,8 +5,9 @@ the channels as superoperators or Kraus jumps) and knows nothing of layers, nois
 ``hqcbench.models.noise`` builds the steps from a layer and a noise model and reads the result out.
 
 * ``density`` -- the exact density matrix (R, 2**n, 2**n). A gate and its error are fused into one
-  superoperator S = S_error @ (U kron conj U) acting on the (row bits, column bits) of its wires: one
-  batched matmul per gate.
+  superoperator S = S_error @ (U kron conj U) acting on the (row bits, column bits) of its wires; the
+  single-qubit superoperators are folded into the next two-qubit one on their wire
+  (``fused_superops``), so the density matrix is swept about once per two-qubit gate.
 * ``trajectories`` -- K Monte-Carlo state vectors per row (seeded): after each gate a depolarizing
   error picks one of the 4**k Paulis with probability P (identity included, which is Aer's channel
   exactly on average); a general channel (a device's) picks Kraus operator i with probability
@@ -79,6 +80,38 @@ def step_superop(step: Step, dtype: torch.dtype, device: torch.device) -> torch.
     return s
 
 
+def _pair_superop(first: torch.Tensor | None, second: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """Two single-qubit superoperators (4, 4) (or per row) on wires (a, b) as one on the pair, in the pair's
+    (row a, row b, column a, column b) order; None is the identity."""
+    eye = torch.eye(4, dtype=like.dtype, device=like.device)
+    sa = (first if first is not None else eye).reshape(*(first.shape[:-2] if first is not None else ()), 2, 2, 2, 2)
+    sb = (second if second is not None else eye).reshape(*(second.shape[:-2] if second is not None else ()), 2, 2, 2, 2)
+    # sa[r_a', c_a', r_a, c_a] sb[r_b', c_b', r_b, c_b] -> [r_a', r_b', c_a', c_b', r_a, r_b, c_a, c_b]
+    pair = torch.einsum("...wyac,...xzbd->...wxyzabcd", sa, sb)
+    return pair.reshape(*pair.shape[:-8], 16, 16)
+
+
+def fused_superops(steps: list[Step], dtype: torch.dtype, device: torch.device
+                   ) -> list[tuple[tuple[int, ...], torch.Tensor]]:
+    """The steps as few superoperators as possible: the single-qubit steps on a wire since its last
+    two-qubit gate are multiplied into one and folded into the next two-qubit gate on that wire (they
+    commute with everything on other wires), so the density matrix is swept about once per two-qubit gate
+    (a transpiled circuit's rz, sx, x chains cost nothing extra)."""
+    pending: dict[int, torch.Tensor] = {}
+    out: list[tuple[tuple[int, ...], torch.Tensor]] = []
+    for step in steps:
+        s = step_superop(step, dtype, device)
+        if len(step.wires) == 1:
+            (w,) = step.wires
+            pending[w] = s @ pending[w] if w in pending else s
+            continue
+        if len(step.wires) == 2 and (step.wires[0] in pending or step.wires[1] in pending):
+            s = s @ _pair_superop(pending.pop(step.wires[0], None), pending.pop(step.wires[1], None), s)
+        out.append((step.wires, s))
+    out += [((w,), s) for w, s in pending.items()]
+    return out
+
+
 # ----------------------------------------------------------------------------------------- methods
 def density_probs(steps: list[Step], n_qubits: int, rows: int, dtype: torch.dtype, device: torch.device
                   ) -> torch.Tensor:
@@ -87,9 +120,9 @@ def density_probs(steps: list[Step], n_qubits: int, rows: int, dtype: torch.dtyp
     rho = torch.zeros(rows, dim * dim, dtype=dtype, device=device)
     rho[:, 0] = 1
     rho = rho.reshape(rows, *([2] * (2 * n_qubits)))
-    for step in steps:
-        axes = [1 + w for w in step.wires] + [1 + n_qubits + w for w in step.wires]
-        rho = _apply(rho, step_superop(step, dtype, device), axes)
+    for wires, superop in fused_superops(steps, dtype, device):
+        axes = [1 + w for w in wires] + [1 + n_qubits + w for w in wires]
+        rho = _apply(rho, superop, axes)
     return rho.reshape(rows, dim, dim).diagonal(dim1=-2, dim2=-1).real
 
 
