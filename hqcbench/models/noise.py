@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, cast
 
 import psutil
 import torch
@@ -41,7 +41,7 @@ from hqcbench.models.noise_sim import Step, confuse, density_probs, marginal, me
 from hqcbench.models.noise_spec import NOISE_METHODS, NoiseSpec, parse_noise, parse_sweep
 from hqcbench.models.paper import PAPER_QUBITS
 from hqcbench.models.quantum import QuantumLayer
-from hqcbench.models.readout import layer_rng, sample_expvals
+from hqcbench.models.readout import CircuitLayer, layer_rng, sample_expvals
 from hqcbench.models.twin import quantum_submodules
 
 DEFAULT_TRAJECTORIES = DEFAULT_NOISE_TRAJECTORIES
@@ -241,7 +241,8 @@ def noisy_expvals(layer: QuantumLayer, x: torch.Tensor, spec: NoiseSpec, method:
     zsigns = z_sign_table(n, x.device, probs.dtype)
     values = (probs @ zsigns).to(real_dtype(x.dtype))
     if shots is not None:  # sampled from the noisy distribution; the gradient stays the exact noisy one
-        sampled = sample_expvals(probs, zsigns, shots, layer_rng(layer)).to(values)
+        rng = layer_rng(cast(CircuitLayer, layer))  # it is one; nn.Module types its buffers as Tensor | Module
+        sampled = sample_expvals(probs, zsigns, shots, rng).to(values)
         values = values + (sampled - values).detach()
     scale = ReadoutMap.from_flips(*flips).scale
     stderr = torch.cat(errors) * scale.abs().to(values) if errors else None
