@@ -3,6 +3,6 @@
 # the package's public API: its modules (it re-exports no names of its own)
 __all__ = [
     "bottom_line", "build", "claim_tables", "claims", "contribution", "document", "epochs", "exports",
-    "forest", "formatting", "judge", "labels", "load", "masking_gate", "plots", "practical", "provenance",
-    "sources", "stats", "tables", "tuning", "user_models",
+    "forest", "formatting", "judge", "labels", "load", "masking_gate", "noise", "plots", "practical",
+    "provenance", "sources", "stats", "tables", "tuning", "user_models",
 ]
