@@ -96,6 +96,12 @@ def noisy_metric(metric: str) -> str:
     return f"{metric}_noisy"
 
 
+def noise_setting_metric(metric: str, setting: str) -> str:
+    """e.g. test_acc_noisy_device_FakeManilaV2: a noisy metric under one named setting (its canonical
+    spelling with ':' and '+' as '_'), so that several noise models evaluated on one run stay apart."""
+    return f"{metric}_{setting.replace(':', '_').replace('+', '_')}"
+
+
 def noise_sweep_metric(p: float) -> str:
     """e.g. test_acc_depolarizing_0.01: test accuracy under depolarizing:P."""
     return f"test_acc_depolarizing_{p:g}"

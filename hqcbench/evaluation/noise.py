@@ -83,6 +83,7 @@ def evaluate_noise(model: nn.Module, test: ImageSet, spec: NoiseSpec, sweep: lis
         acc, used = noisy_accuracy(model, test, spec, batch_size, device, method, trajectories, seed)
         used_all |= used
         findings.metrics[names.METRIC_TEST_ACC_NOISY] = acc
+        findings.metrics[names.noise_setting_metric(names.METRIC_TEST_ACC_NOISY, spec.text())] = acc
         findings.summary.append(f"test acc under {spec.text()}: {acc:.4f}")
         if spec.device is not None and len(layers) == 1:
             findings.metrics.update(noise_device.device_program(layers[0], spec.device).metrics())
@@ -124,7 +125,9 @@ def noisy_robustness(model: nn.Module, test: ImageSet, spec: NoiseSpec, cfg: Run
                 with seeded_numpy(ATTACK_RNG_SEED):
                     x_adv = build_attack(attack, classifier, eps, cfg, batch).generate(data.x, data.y)
                 robust = float(np.mean(predict_labels(classifier, x_adv, batch) == data.y))
-                findings.metrics[names.noisy_metric(names.robust_metric(attack, eps))] = robust
+                metric = names.noisy_metric(names.robust_metric(attack, eps))
+                findings.metrics[metric] = robust
+                findings.metrics[names.noise_setting_metric(metric, spec.text())] = robust
                 findings.summary.append(f"{attack} at eps {eps:g} under {spec.text()}: robust acc {robust:.4f} "
                                         f"(clean {clean:.4f} on {len(data)} images)")
     return findings
