@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from itertools import combinations_with_replacement
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 from scipy import stats as sps
@@ -54,6 +54,9 @@ DECIMALS = 10  # differences are rounded before ranking, so 0.991 - 0.990 and 0.
 EXACT_SIGNS_MAX = 16  # with ties or zeros, all 2^n sign flips are enumerated up to this n (65,536)
 EXACT_SPLITS_MAX = 200_000  # rank-sum with ties: all C(n1 + n2, n1) splits enumerated up to this count
 
+# Per-seed or per-example values: a list, or a numpy array of them.
+Values = Sequence[float] | np.ndarray
+
 
 @dataclass(frozen=True)
 class Interval:
@@ -72,7 +75,9 @@ class Interval:
 
     @property
     def half_width(self) -> float | None:
-        return None if not self.has_interval else (self.high - self.low) / 2
+        if self.low is None or self.high is None:
+            return None
+        return (self.high - self.low) / 2
 
     def scaled(self, factor: float) -> "Interval":
         """The same interval in another unit (e.g. fraction -> percent)."""
@@ -89,12 +94,12 @@ class Interval:
                         None if self.high is None else fn(self.high), self.n, self.method)
 
 
-def _clean(values: Sequence[float]) -> np.ndarray:
+def _clean(values: Values) -> np.ndarray:
     arr = np.asarray([v for v in values if v is not None], dtype=float)
     return arr[np.isfinite(arr)]
 
 
-def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Interval | None:
+def t_interval(values: Values, confidence: float = CONFIDENCE) -> Interval | None:
     """Mean and Student-t interval of the mean over seeds; None without data, no interval for n = 1."""
     x = _clean(values)
     n = len(x)
@@ -108,7 +113,7 @@ def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Inter
     return Interval(mean, mean - half, mean + half, n, "t")
 
 
-def bootstrap_interval(samples: Sequence[float], confidence: float = CONFIDENCE,
+def bootstrap_interval(samples: Values, confidence: float = CONFIDENCE,
                        resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> Interval | None:
     """Percentile bootstrap of the mean of per-example values (0/1 correctness, or paired differences
     in {-1, 0, 1}).
@@ -131,7 +136,7 @@ def bootstrap_interval(samples: Sequence[float], confidence: float = CONFIDENCE,
     return Interval(float(x.mean()), float(low), float(high), n, "bootstrap")
 
 
-def welch_interval(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE) -> Interval | None:
+def welch_interval(a: Values, b: Values, confidence: float = CONFIDENCE) -> Interval | None:
     """mean(a) - mean(b) for two independent samples, Welch's t interval (scipy). n = min(len)."""
     xa, xb = _clean(a), _clean(b)
     if len(xa) == 0 or len(xb) == 0:
@@ -180,6 +185,7 @@ def directional_verdict(interval: Interval | None, direction: str, threshold: fl
     early = _precheck(interval, min_seeds, missing)
     if early is not None:
         return early
+    assert interval is not None and interval.low is not None and interval.high is not None  # _precheck
     above, below = interval.low > threshold, interval.high < threshold
     claimed, other = (above, below) if direction == "greater" else (below, above)
     side = ">" if direction == "greater" else "<"
@@ -198,6 +204,7 @@ def floor_verdict(interval: Interval | None, threshold: float, floor: float, par
     verdict = directional_verdict(interval, "greater", threshold, min_seeds, missing)
     if verdict.status != HOLDS:
         return verdict
+    assert interval is not None and interval.low is not None  # a verdict that holds has an interval
     if interval.low > floor:
         return Verdict(HOLDS, f"the whole 95 % interval is > {floor:g}")
     return Verdict(partial, f"the whole 95 % interval is > {threshold:g} but not > {floor:g}")
@@ -210,6 +217,7 @@ def equivalence_verdict(interval: Interval | None, margin: float, min_seeds: int
     early = _precheck(interval, min_seeds, missing)
     if early is not None:
         return early
+    assert interval is not None and interval.low is not None and interval.high is not None  # _precheck
     if -margin < interval.low and interval.high < margin:
         return Verdict(HOLDS, f"the whole 95 % interval is within +-{margin:g}")
     if interval.low >= margin or interval.high <= -margin:
@@ -221,7 +229,7 @@ def magnitude_inside(interval: Interval | None, low: float | None, high: float |
     """Whether the published magnitude (a point when low == high, else a range) lies in our interval."""
     if interval is None or low is None or high is None:
         return "n/a"
-    if not interval.has_interval:
+    if interval.low is None or interval.high is None:
         return "no interval"
     if low == high:
         return "yes" if interval.low <= low <= interval.high else "no"
@@ -249,12 +257,26 @@ class RankEvidence:
     needed_asked: bool = False
 
 
-def _tidy(values: Sequence[float]) -> np.ndarray:
+def _tidy(values: Values) -> np.ndarray:
     """Finite values, rounded to ``DECIMALS``: floating-point noise must not break a tie or hide a zero."""
     return np.round(_clean(values), DECIMALS)
 
 
-def signed_rank_p(differences: Sequence[float], direction: str) -> float | None:
+def _alternative(direction: str) -> Literal["greater", "less"]:
+    """scipy's one-sided ``alternative`` for a direction ('greater' or 'less')."""
+    if direction == "greater":
+        return "greater"
+    if direction == "less":
+        return "less"
+    raise ValueError(f"direction must be 'greater' or 'less', not {direction!r}")
+
+
+def _every_permutation() -> sps.PermutationMethod:
+    """The exact permutation distribution: scipy enumerates every permutation when n_resamples is inf."""
+    return sps.PermutationMethod(n_resamples=np.inf)  # type: ignore[call-overload]  # stubs: int only
+
+
+def signed_rank_p(differences: Values, direction: str) -> float | None:
     """One-sided Wilcoxon signed-rank p-value of paired differences (scipy.stats.wilcoxon), H1: the
     differences lean to ``direction`` ('greater' or 'less') of 0.
 
@@ -276,16 +298,20 @@ def signed_rank_p(differences: Sequence[float], direction: str) -> float | None:
     if not np.any(d):
         return 1.0
     ties = len(np.unique(np.abs(d))) < len(d) or not np.all(d)
+    method: Literal["exact", "asymptotic"] | sps.PermutationMethod
     if not ties:
-        method: object = "exact"
+        method = "exact"
     elif len(d) <= EXACT_SIGNS_MAX:
-        method = sps.PermutationMethod(n_resamples=np.inf)
+        method = _every_permutation()
     else:
         method = "asymptotic"
-    return float(sps.wilcoxon(d, zero_method="pratt", alternative=direction, method=method).pvalue)
+    # scipy documents method="asymptotic" for wilcoxon; its stubs list it only for keepdims=True
+    result = sps.wilcoxon(d, zero_method="pratt", alternative=_alternative(direction),  # type: ignore[call-overload]
+                          method=method)
+    return float(result.pvalue)
 
 
-def equivalence_rank_p(differences: Sequence[float], margin: float) -> float | None:
+def equivalence_rank_p(differences: Values, margin: float) -> float | None:
     """An equivalence claim (|difference| < margin) as two one-sided signed-rank tests (TOST): d + margin
     > 0 and d - margin < 0; the p-value is the larger of the two, since both must reject."""
     d = _tidy(differences)
@@ -293,7 +319,7 @@ def equivalence_rank_p(differences: Sequence[float], margin: float) -> float | N
     return None if low is None or high is None else max(low, high)
 
 
-def rank_sum_p(a: Sequence[float], b: Sequence[float], direction: str) -> float | None:
+def rank_sum_p(a: Values, b: Values, direction: str) -> float | None:
     """One-sided Wilcoxon rank-sum (Mann-Whitney U) p-value of two independent samples, H1: ``a`` lies to
     ``direction`` of ``b``. For the growth rows, whose two gains come from different datasets (no pairing):
     the rank counterpart of their Welch interval. Exact without ties; with ties, every split of the pooled
@@ -302,23 +328,24 @@ def rank_sum_p(a: Sequence[float], b: Sequence[float], direction: str) -> float 
     if len(xa) < 2 or len(xb) < 2:
         return None
     pooled = np.concatenate([xa, xb])
+    method: Literal["exact", "asymptotic"] | sps.PermutationMethod
     if len(np.unique(pooled)) == len(pooled):
-        method: object = "exact"
+        method = "exact"
     elif math.comb(len(pooled), len(xa)) <= EXACT_SPLITS_MAX:
-        method = sps.PermutationMethod(n_resamples=np.inf)
+        method = _every_permutation()
     else:
         method = "asymptotic"
-    return float(sps.mannwhitneyu(xa, xb, alternative=direction, method=method).pvalue)
+    return float(sps.mannwhitneyu(xa, xb, alternative=_alternative(direction), method=method).pvalue)
 
 
-def walsh_averages(differences: Sequence[float]) -> np.ndarray:
+def walsh_averages(differences: Values) -> np.ndarray:
     """Every (d_i + d_j) / 2 with i <= j (n (n + 1) / 2 values): the averages the signed-rank test ranks
     implicitly, and whose median is the Hodges-Lehmann estimate."""
     d = _clean(differences)
     return np.asarray([(a + b) / 2 for a, b in combinations_with_replacement(d, 2)], dtype=float)
 
 
-def hodges_lehmann(differences: Sequence[float]) -> float | None:
+def hodges_lehmann(differences: Values) -> float | None:
     """Paired Hodges-Lehmann shift: the median of the Walsh averages, in the differences' unit.
 
     Why beside the mean: it is the effect size the signed-rank test estimates, and one wild seed moves it
@@ -327,7 +354,7 @@ def hodges_lehmann(differences: Sequence[float]) -> float | None:
     return None if len(walsh) == 0 else float(np.median(walsh))
 
 
-def two_sample_shift(a: Sequence[float], b: Sequence[float]) -> float | None:
+def two_sample_shift(a: Values, b: Values) -> float | None:
     """Two-sample Hodges-Lehmann shift: the median of every a_i - b_j (the rank-sum test's estimate)."""
     xa, xb = _clean(a), _clean(b)
     if len(xa) == 0 or len(xb) == 0:
