@@ -12,7 +12,7 @@ import html
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
+from typing import Sequence, Union
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,7 @@ class Link:
     href: str
 
 
-Inline = Union[str, Link, list]  # a list concatenates its parts
+Inline = Union[str, Link, "Anchor", list]  # a list concatenates its parts
 
 
 @dataclass(frozen=True)
@@ -35,9 +35,9 @@ class Anchor:
 @dataclass
 class Block:
     kind: str  # h1 h2 h3 p ul table img code summary
-    content: object = None
-    header: list[Inline] = field(default_factory=list)
-    rows: list[list[Inline]] = field(default_factory=list)
+    content: Inline = ""  # ul: the list of items; table: unused
+    header: Sequence[Inline] = field(default_factory=list)
+    rows: Sequence[Sequence[Inline]] = field(default_factory=list)
     alt: str = ""
     table_id: str = ""
 
@@ -97,13 +97,13 @@ class Document:
     def code(self, text: str) -> None:
         self.blocks.append(Block("code", text))
 
-    def table(self, header: list[Inline], rows: list[list[Inline]], table_id: str = "") -> None:
+    def table(self, header: Sequence[Inline], rows: Sequence[Sequence[Inline]], table_id: str = "") -> None:
         self.blocks.append(Block("table", header=header, rows=rows, table_id=table_id))
 
     def img(self, file_name: str, alt: str) -> None:
         self.blocks.append(Block("img", file_name, alt=alt))
 
-    def summary(self, items: list[Inline], file_name: str = "", alt: str = "") -> None:
+    def summary(self, items: Sequence[Inline], file_name: str = "", alt: str = "") -> None:
         """A list with a figure beside it: in Markdown the list then the image; in HTML side by side, so a
         first screen shows both (the report's bottom line and its forest plot)."""
         self.blocks.append(Block("summary", file_name, rows=[[i] for i in items], alt=alt))
@@ -117,6 +117,7 @@ class Document:
             elif b.kind == "p":
                 out.append(md_inline(b.content))
             elif b.kind == "ul":
+                assert isinstance(b.content, list)  # Document.ul stores its list of items
                 out.append("\n".join("- " + md_inline(i) for i in b.content))
             elif b.kind == "code":
                 out.append("```\n" + str(b.content) + "\n```")
@@ -143,6 +144,7 @@ class Document:
             elif b.kind == "p":
                 parts.append(f"<p>{html_inline(b.content)}</p>")
             elif b.kind == "ul":
+                assert isinstance(b.content, list)  # Document.ul stores its list of items
                 parts.append("<ul>" + "".join(f"<li>{html_inline(i)}</li>" for i in b.content) + "</ul>")
             elif b.kind == "code":
                 parts.append(f"<pre><code>{html.escape(str(b.content))}</code></pre>")
