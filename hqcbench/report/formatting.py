@@ -21,7 +21,8 @@ from hqcbench.report.stats import MIN_SEEDS, POWER, SEEDS_CAP, Interval, RankEvi
 
 NO_DATA_CELL = "no data"
 # A metric's format code -> the unit of a difference of two such values (pct: percentage points).
-DIFF_UNITS = {"pct": "pp", "sec": "s", "int": "", "mb": "MB", "cores": "cores", "gb": "GB", "pctpt": "pp", "num": "", "dur": ""}
+DIFF_UNITS = {"pct": "pp", "sec": "s", "int": "", "mb": "MB", "cores": "cores", "gb": "GB", "pctpt": "pp", "num": "",
+              "dur": ""}
 # Claim units shown with an explicit sign (differences); factors (x) and reductions (%) are not signed.
 SIGNED_CLAIM_UNITS = ("pp", "GB", "MB", "cores")
 # The values a metric of each format can take (stored units): an interval beyond them is flagged.
@@ -80,18 +81,20 @@ def fmt_interval(iv: Interval | None, fmt: str, signed: bool = False, unit: str 
         return NO_DATA_CELL
     if fmt == "dur":
         chosen = duration_unit(iv.mean)
-        if not iv.has_interval:
+        half = iv.half_width
+        if half is None:
             return f"{fmt_duration(iv.mean, chosen)} (1 run)"
-        return f"{fmt_duration(iv.mean, chosen)} ± {fmt_duration(iv.half_width, chosen)}"
+        return f"{fmt_duration(iv.mean, chosen)} ± {fmt_duration(half, chosen)}"
     suffix = f" {unit}" if unit else ""
     mean = fmt_value(iv.mean, fmt, signed)
-    if not iv.has_interval:
+    half = iv.half_width
+    if iv.low is None or iv.high is None or half is None:
         return f"{mean}{suffix} (1 run)"
     if iv.method == "bootstrap":
         return f"{mean}{suffix} [{fmt_value(iv.low, fmt, signed)}, {fmt_value(iv.high, fmt, signed)}] (bootstrap)"
     if signed:  # differences: show the interval's ends, so its side of zero is read at a glance
         return f"{mean}{suffix} [{fmt_value(iv.low, fmt, True)}, {fmt_value(iv.high, fmt, True)}]"
-    return f"{mean} ± {fmt_value(iv.half_width, fmt)}{suffix}"
+    return f"{mean} ± {fmt_value(half, fmt)}{suffix}"
 
 
 def fmt_claim_interval(iv: Interval | None, unit: str, with_n: bool = True) -> str:
@@ -106,7 +109,7 @@ def fmt_claim_interval(iv: Interval | None, unit: str, with_n: bool = True) -> s
 
     mean = f(iv.mean) + ("x" if unit == "x" else f" {unit}")
     n = f"n={1 if iv.method == 'bootstrap' else iv.n}"
-    if not iv.has_interval:
+    if iv.low is None or iv.high is None:
         return f"{mean} (no interval, {n})"
     tail = " bootstrap" if iv.method == "bootstrap" else ""
     return f"{mean} [{f(iv.low)}, {f(iv.high)}]" + (f" ({n}{tail})" if with_n else "")
@@ -186,7 +189,7 @@ def fmt_claim_values(values: Sequence[float], unit: str) -> str:
 
 def range_flag(iv: Interval | None, fmt: str) -> str:
     """' [interval above 100 %]' (or below 0 ...) when the interval leaves the metric's possible values."""
-    if iv is None or not iv.has_interval or fmt not in RANGES:
+    if iv is None or iv.low is None or iv.high is None or fmt not in RANGES:
         return ""
     low, high = RANGES[fmt]
     unit = " %" if fmt == "pct" else ""

@@ -211,11 +211,13 @@ def _blocked(claim: Claim, verdict: Verdict, comparison: Comparison, hybrid: Arm
         return "a robustness difference holds only when neither arm raised a masking flag in any seed"
     iv = comparison.interval
     lower_is_worse = (claim.direction == "greater" or
-                      (claim.direction == "equivalent" and iv is not None and iv.high <= -claim.margin))
+                      (claim.direction == "equivalent" and iv is not None and iv.high is not None
+                       and iv.high <= -claim.margin))
     if lower_is_worse:  # the difference lies low: an inflated other arm could be hiding a higher one
         return "" if not other.raised else (f"{other.arm}'s robust accuracy may be inflated, so the true "
                                             f"difference may be higher")
-    return "" if not hybrid.raised else "hybrid's robust accuracy may be inflated, so the true difference may be lower"
+    return "" if not hybrid.raised else ("hybrid's robust accuracy may be inflated, so the true difference may "
+                                         "be lower")
 
 
 def gate(claim: Claim, comparison: Comparison, hybrid: ArmFlags, other: ArmFlags, worst_case: bool) -> Verdict:
@@ -237,9 +239,9 @@ def gate(claim: Claim, comparison: Comparison, hybrid: ArmFlags, other: ArmFlags
     if settled and not worst_case:
         return Verdict(UNRESOLVED_NO_WORST, f"{metric} alone would say {verdict.status} ({verdict.reason}); one "
                        "gradient attack can neither show nor refute a robustness gap (either arm's number may be "
-                       f"inflated); needs {metric_label(WORST_METRIC)} over an evaluation that includes autoattack or square "
-                       "(`python -m hqcbench evaluate --attacks ...,autoattack` adds it to finished runs from their "
-                       "logged weights)"
+                       f"inflated); needs {metric_label(WORST_METRIC)} over an evaluation that includes autoattack "
+                       "or square (`python -m hqcbench evaluate --attacks ...,autoattack` adds it to finished runs "
+                       "from their logged weights)"
                        + (f"; masking flags: {flagged}" if flagged else ""),
                        f"{UNRESOLVED_NO_WORST} (on {metric} alone)")
     if verdict.status == NO_DATA:

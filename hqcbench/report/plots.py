@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import cast
 
 import matplotlib
 
@@ -46,15 +47,23 @@ ARM_COLORS = {"cnn": "#1f77b4", "hybrid": "#d62728", "control": "#2ca02c", "hybr
 Series = dict[float, float]  # x -> y for one run
 
 
+def _error_bar(iv: Interval) -> tuple[float, float]:
+    """Distances from the mean down to the interval's low end and up to its high end (0 without an interval)."""
+    if iv.low is None or iv.high is None:
+        return 0.0, 0.0
+    return iv.mean - iv.low, iv.high - iv.mean
+
+
 def _mean_band(runs: list[Series]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """x, mean, low, high over the runs that have each x (band: 95 % t-interval; none for one run)."""
     xs = sorted({x for run in runs for x in run})
     mean, low, high = [], [], []
     for x in xs:
         iv = t_interval([run[x] for run in runs if x in run])
+        assert iv is not None  # some run has a value at x
         mean.append(iv.mean)
-        low.append(iv.low if iv.has_interval else iv.mean)
-        high.append(iv.high if iv.has_interval else iv.mean)
+        low.append(iv.mean if iv.low is None or iv.high is None else iv.low)
+        high.append(iv.mean if iv.low is None or iv.high is None else iv.high)
     return np.array(xs), np.array(mean), np.array(low), np.array(high)
 
 
@@ -143,16 +152,19 @@ def _single_panel(ax, single: dict[str, dict[str, list[Series]]], arms: list[str
     one_eps = len(set(eps_of.values())) == 1
     width = 0.7 / max(1, len(arms))
     for k, arm in enumerate(arms):
-        xs, ys, err = [], [], [[], []]
+        xs, ys = [], []
+        err: list[list[float]] = [[], []]
         for i, (attack, by_arm) in enumerate(single.items()):
             values = [v for run in by_arm.get(arm, []) for v in run.values()]
             if not values:
                 continue
             iv = t_interval(values)
+            assert iv is not None  # values is not empty
+            below, above = _error_bar(iv)
             xs.append(i + (k - (len(arms) - 1) / 2) * width)
             ys.append(iv.mean * 100)
-            err[0].append((iv.mean - iv.low) * 100 if iv.has_interval else 0.0)
-            err[1].append((iv.high - iv.mean) * 100 if iv.has_interval else 0.0)
+            err[0].append(below * 100)
+            err[1].append(above * 100)
         if xs:
             ax.errorbar(xs, ys, yerr=err, fmt="o", ms=4, capsize=3, color=ARM_COLORS.get(arm))
     labels = [ATTACK_PLOT_LABELS.get(a, a) + ("" if one_eps else f"\neps {eps_of[a]:g}") for a in single]
@@ -218,15 +230,17 @@ def epoch_time_bars(groups: dict[str, dict[str, Interval]]):
     width = 0.8 / max(1, len(arms))
     fig, ax = plt.subplots(figsize=(max(5.0, 1.8 * len(groups) + 2), 3.6))
     for k, arm in enumerate(arms):
-        xs, ys, err = [], [], [[], []]
+        xs, ys = [], []
+        err: list[list[float]] = [[], []]
         for g, by_arm in enumerate(groups.values()):
             iv = by_arm.get(arm)
             if iv is None:
                 continue
+            below, above = _error_bar(iv)
             xs.append(g + (k - (len(arms) - 1) / 2) * width)
             ys.append(iv.mean)
-            err[0].append(iv.mean - iv.low if iv.has_interval else 0.0)
-            err[1].append(iv.high - iv.mean if iv.has_interval else 0.0)
+            err[0].append(below)
+            err[1].append(above)
         ax.bar(xs, ys, width, yerr=err, capsize=3, color=ARM_COLORS.get(arm), label=arm)
     ax.set_xticks(range(len(groups)), list(groups))
     ax.set_ylabel("s / training epoch (median, uncontended)")
@@ -246,10 +260,14 @@ def encoding_scale_sweep(by_arm: dict[str, dict[float, list[float]]], reference:
     for arm, points in by_arm.items():
         color = ARM_COLORS.get(arm)
         xs = sorted(points)
-        intervals = [t_interval(points[x]) for x in xs]
+        intervals: list[Interval] = []
+        for x in xs:
+            iv = t_interval(points[x])
+            assert iv is not None  # every scale of the sweep has a seed's accuracy
+            intervals.append(iv)
         mean = np.array([iv.mean for iv in intervals]) * 100
-        low = np.array([iv.mean - iv.low if iv.has_interval else 0.0 for iv in intervals]) * 100
-        high = np.array([iv.high - iv.mean if iv.has_interval else 0.0 for iv in intervals]) * 100
+        low = np.array([_error_bar(iv)[0] for iv in intervals]) * 100
+        high = np.array([_error_bar(iv)[1] for iv in intervals]) * 100
         seeds = sorted({len(points[x]) for x in xs})
         ax.errorbar(xs, mean, yerr=[low, high], fmt="o-", ms=4, capsize=3, color=color,
                     label=f"{arm} (n={'/'.join(map(str, seeds))} per scale)")
@@ -321,10 +339,13 @@ def sweep_figures(runset: RunSet, out_dir: Path) -> list[tuple[str, str]]:
     (RunSet.sweep); the control's default-scale mean test accuracy as the reference line."""
     sweep = runset.sweep("test_acc")
     out = []
-    for (dataset, protocol), group in sorted(sweep.groupby(["dataset", "protocol"]), key=lambda g: group_rank(g[0])):
-        by_arm = {arm: {scale / math.pi: rows.test_acc.astype(float).tolist()
-                        for scale, rows in arm_rows.groupby(SCALE_COLUMN)}
-                  for arm, arm_rows in sorted(group.groupby("arm"), key=lambda item: arm_rank(item[0]))}
+    groups = {(str(dataset), str(protocol)): group
+              for (dataset, protocol), group in sweep.groupby(["dataset", "protocol"])}
+    for (dataset, protocol), group in sorted(groups.items(), key=lambda item: group_rank(item[0])):
+        # pandas types a group's key as any scalar: SCALE_COLUMN holds floats
+        by_arm = {str(arm): {cast(float, scale) / math.pi: rows.test_acc.astype(float).tolist()
+                             for scale, rows in arm_rows.groupby(SCALE_COLUMN)}
+                  for arm, arm_rows in sorted(group.groupby("arm"), key=lambda item: arm_rank(str(item[0])))}
         control = runset.arm_runs(dataset, protocol, "control")
         values = control.test_acc.dropna() if "test_acc" in control else pd.Series(dtype=float)
         label = f"{DATASET_LABELS.get(dataset, dataset)} / {protocol}"
@@ -367,9 +388,9 @@ def make_figures(runset: RunSet, out_dir: Path) -> dict[str, list[tuple[str, str
             figures["robustness"].append((name, f"Robust accuracy vs eps, {label}"))
         times = {arm: arm_interval(runset, runset.arm_runs(dataset, protocol, arm), TIME_METRIC)
                  for arm in arms}
-        times = {a: iv for a, iv in times.items() if iv is not None}
-        if times:
-            time_groups[label] = times
+        measured = {a: iv for a, iv in times.items() if iv is not None}
+        if measured:
+            time_groups[label] = measured
     if time_groups:
         save(epoch_time_bars(time_groups), out_dir / "epoch_time.png")
         figures["time"].append(("epoch_time.png", "Median seconds per training epoch per arm "

@@ -17,7 +17,7 @@ def practical_verdict(verdict: Verdict, interval: Interval | None, negligible: f
     whole interval does, read "negligible". ``ratio``: the quantity is a factor, ``negligible`` a factor too
     (1.1 = within 10 % of ``reference``). "does not hold" stays: the claimed direction is refuted whatever
     the size. Nothing changes without a threshold or an interval."""
-    if negligible is None or interval is None or not interval.has_interval:
+    if negligible is None or interval is None or interval.low is None or interval.high is None:
         return verdict
 
     def inside(value: float) -> bool:
