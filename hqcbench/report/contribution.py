@@ -19,7 +19,7 @@ around, does test accuracy move? Its table and figure sit under the ablation tab
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -102,8 +102,8 @@ class Difference:
 class Contribution:
     """The section's records (one per group, arm and quantity; contribution.csv) and that file's path."""
 
-    records: list[dict] = field(default_factory=list)
-    path: Path | None = None
+    records: list[dict]
+    path: Path
 
 
 # ---------------------------------------------------------------------------------------------- which metric
@@ -181,6 +181,7 @@ def difference(runset: RunSet, dataset: str, protocol: str, arm: str, quantity: 
                base: str = HYBRID) -> Difference:
     """``base`` (the hybrid unless said) - ``arm`` of ``quantity`` (accuracy | robustness) in the group, over
     the seeds both have."""
+    metric: str | None
     if quantity == "accuracy":
         metric, note = accuracy_metric(protocol), ""
         pairs, why = runset.pairs(dataset, protocol, metric, arm, base)

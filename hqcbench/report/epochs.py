@@ -19,7 +19,7 @@ early on a validation plateau (metric ``stopped_early`` = 1): that run finished 
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, SupportsFloat, SupportsIndex
 
 import numpy as np
 import pandas as pd
@@ -35,7 +35,9 @@ EPOCHS_COLUMN = "epochs_run"  # per run: epochs trained (names.METRIC_EPOCHS_RUN
 SHORT_COLUMN = "short_of_budget"  # per run: True when it ran fewer than the published epochs
 
 
-def _number(value: object) -> float | None:
+def _number(value: str | bytes | SupportsFloat | SupportsIndex | None) -> float | None:
+    if value is None:
+        return None
     try:
         out = float(value)
     except (TypeError, ValueError):
@@ -62,7 +64,11 @@ def annotate(runs: pd.DataFrame, histories: dict[tuple[str, str], dict[int, floa
     """Add the contention, timing and budget columns to ``runs`` (in place); returns run id -> contended
     epochs (None: not checked), which history.csv writes per epoch."""
     contended: dict[str, set[int] | None] = {}
-    counts, checked, medians, epochs_run, short = [], [], [], [], []
+    counts: list[float] = []
+    checked: list[float] = []
+    medians: list[float | None] = []
+    epochs_run: list[float] = []
+    short: list[bool] = []
     for _, row in runs.iterrows():
         rid = row.run_id
         times = histories.get((rid, "epoch_time_s"), {})
@@ -134,7 +140,7 @@ def banner(runs: pd.DataFrame, labels: dict[str, str]) -> str:
     parts = []
     for (dataset, protocol), group in short.groupby(["dataset", "protocol"], sort=False):
         total = len(runs[(runs.dataset == dataset) & (runs.protocol == protocol)])
-        parts.append(f"{labels.get(dataset, dataset)} / {protocol}: {len(group)} of {total} runs "
+        parts.append(f"{labels.get(str(dataset), dataset)} / {protocol}: {len(group)} of {total} runs "
                      f"{budget_text(group[EPOCHS_COLUMN])}")
     return ("Shorter than the published budget: " + "; ".join(parts) + ". Every verdict resting on such runs is "
             "marked; a fair-protocol run that stopped early on a validation plateau counts as complete.")

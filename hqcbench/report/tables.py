@@ -62,7 +62,8 @@ TAIL_METRICS = (
 # column, so it lands in "not measured here", as robustness should when no attack ran.
 NO_ROBUSTNESS = Metric("robust_acc", "robust accuracy (%)", "pct")
 # column headers: labels.ATTACK_LABELS, with the two the header's "eps 0.1 (%)" tail words differently
-ATTACK_LABELS = {**labels.ATTACK_LABELS, "pgd_paper": "published PGD", names.WORST: "worst case over every attack, pixel"}
+ATTACK_LABELS = {**labels.ATTACK_LABELS, "pgd_paper": "published PGD",
+                 names.WORST: "worst case over every attack, pixel"}
 # The published measure, and beside it what a reader needs to weigh it: accuracy after the published clamp
 # alone (no attack step: how much of the published "attack" is the clamp) and the worst case at the same eps
 # in pixel units. Where the group has the published measure, both columns stand even without data ("no data").
@@ -144,7 +145,7 @@ def arm_interval(runset: RunSet, rows: pd.DataFrame, metric: str) -> Interval | 
 # ---------------------------------------------------------------------------------------------- tables
 def run_rows(runset: RunSet) -> list[list[Inline]]:
     """The runs table: one row per (dataset, protocol) with its arms, seeds, sizes and caveats."""
-    rows = []
+    rows: list[list[Inline]] = []
     for dataset, protocol in runset.groups():
         group = runset.group(dataset, protocol)
 
@@ -207,7 +208,7 @@ def results_table(runset: RunSet, sources: Sources, dataset: str,
         row: list[Inline] = [arm_label(arm), ", ".join(str(s) for s in runs.seed)]
         for m in metrics:
             iv = arm_interval(runset, runs, m.name)
-            used = runs.dropna(subset=[m.name]).run_id if m.name in runs else []
+            used: Iterable[str] = runs.dropna(subset=[m.name]).run_id if m.name in runs else []
             row.append([sources.link(fmt_interval(iv, m.fmt), used), range_flag(iv, m.fmt)])
         if timed:
             row.append(contended_cell(runs))

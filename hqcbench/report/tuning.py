@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import optuna
 import pandas as pd
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from hqcbench import names
 from hqcbench.report.labels import arm_label
@@ -63,6 +63,12 @@ def describe_space(settings: dict) -> str:
     return ", ".join(parts)
 
 
+def _complete_value(trial: FrozenTrial) -> float:
+    """The objective value of a complete trial (a study here has one objective)."""
+    assert trial.value is not None  # Optuna stores the value of every complete single-objective trial
+    return trial.value
+
+
 def load_studies(storage_file: Path) -> list[StudySummary]:
     """Every hqcbench study in ``storage_file`` (an Optuna SQLite file), in name order; [] without one."""
     if not Path(storage_file).is_file():
@@ -85,7 +91,7 @@ def load_studies(storage_file: Path) -> list[StudySummary]:
                 if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
                     best_so_far.append(np.nan if best is None else best)
             complete = [t for t in trials if t.state == TrialState.COMPLETE]
-            top = max(complete, key=lambda t: t.value) if complete else None
+            top = max(complete, key=_complete_value) if complete else None
             out.append(StudySummary(study.study_name, str(settings.get("arms", "")), str(settings.get("dataset", "")),
                                     int(settings.get("epochs", 0)), state.count(TrialState.COMPLETE),
                                     state.count(TrialState.PRUNED), state.count(TrialState.FAIL),

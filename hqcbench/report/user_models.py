@@ -110,7 +110,8 @@ def user_model_sentences(runset: RunSet) -> list[str]:
         for arm in user_circuit_arms(runset, dataset, protocol):
             others = compared_with(runset, dataset, protocol, arm)
             others.sort(key=lambda item: not item[0].startswith("twin:"))  # the twin first: the question asked
-            parts, seeds = [], set()
+            parts: list[str] = []
+            seeds: set[int] = set()
             for other, _why in others:
                 acc, rob = (difference(runset, dataset, protocol, other, q, base=arm) for q in QUANTITIES)
                 seeds.update(seeds_of(d.interval) for d in (acc, rob) if d.interval is not None)
