@@ -222,7 +222,8 @@ def _forest_row(res: ClaimResult) -> ForestRow | None:
     if claim.magnitude is not None and claim.magnitude[0] == claim.magnitude[1] and not claim.magnitude_note:
         published = claim.magnitude[0]
     ratio = claim.quantity == "speedup"
-    return ForestRow(claim.label, res.protocol, FOREST_PANELS.get((claim.topic, claim.unit), f"{claim.topic} ({claim.unit})"),
+    panel = FOREST_PANELS.get((claim.topic, claim.unit), f"{claim.topic} ({claim.unit})")
+    return ForestRow(claim.label, res.protocol, panel,
                      triple(cnn), triple(control), reference=claim.threshold if ratio else 0.0, log_scale=ratio,
                      published=published, negligible=claim.negligible if claim.direction != "equivalent" else None)
 

@@ -157,9 +157,11 @@ def _generalization(dataset: str) -> Claim:
 
 def _growth(dataset: str) -> Claim:
     mags = {"cifar100": 9.44 - 1.17, "stl10": 10.29 - 1.17}
-    return Claim(f"growth_{dataset}", "accuracy", f"the hybrid's advantage is larger on {_label(dataset)} than on MNIST "
-                 "(grows with dataset complexity)", f"+{mags[dataset]:.2f} pp (gain {_label(dataset)} - gain MNIST)",
-                 "accuracy_stl10" if dataset == "stl10" else "accuracy", "growth", "greater", 0.0, "pp", 100.0, "best_val_acc", "test_acc",
+    return Claim(f"growth_{dataset}", "accuracy", f"the hybrid's advantage is larger on {_label(dataset)} than on "
+                 "MNIST (grows with dataset complexity)",
+                 f"+{mags[dataset]:.2f} pp (gain {_label(dataset)} - gain MNIST)",
+                 "accuracy_stl10" if dataset == "stl10" else "accuracy", "growth", "greater", 0.0, "pp", 100.0,
+                 "best_val_acc", "test_acc",
                  (dataset, "mnist"), (round(mags[dataset], 2),) * 2, negligible=NEGLIGIBLE_ACCURACY_PP,
                  short=f"advantage larger on {_label(dataset)} than on MNIST")
 
@@ -182,8 +184,8 @@ def _growth_proxy() -> Claim:
     """digits -> MNIST -> Fashion-MNIST: the datasets this project can run offline, in order of complexity,
     standing in for the published MNIST -> CIFAR-100 / STL-10 comparison (whose rows stay "no data")."""
     chain = " -> ".join(_label(d) for d in PROXY_CHAIN)
-    return Claim("growth_proxy", "accuracy", f"PROXY: the hybrid's advantage grows with dataset complexity over {chain} "
-                 "(a stand-in for the published CIFAR-100 / STL-10 vs MNIST rows)",
+    return Claim("growth_proxy", "accuracy", "PROXY: the hybrid's advantage grows with dataset complexity over "
+                 f"{chain} (a stand-in for the published CIFAR-100 / STL-10 vs MNIST rows)",
                  "not in the paper: a proxy for 'grows with dataset complexity' (published on CIFAR-100 and STL-10)",
                  "", "trend", "greater", 0.0, "pp", 100.0, None, "test_acc", PROXY_CHAIN, related=True,
                  no_protocol_why="the proxy compares test accuracy under the fair protocol (digits and "
@@ -208,19 +210,20 @@ def _memory(dataset: str) -> list[Claim]:
     mag = (-2.0, 0.0) if dataset in PAPER_DATASETS else None
     return [
         Claim(f"memory_published_{dataset}", "memory", f"hybrid uses less memory on {_label(dataset)} "
-              "(published measurement)", pub, "memory" if mag else "", "diff", "less", 0.0, "GB", 1.0, "paper_memory_gb",
-              None, (dataset,), mag, negligible=NEGLIGIBLE_MEMORY_GB,
+              "(published measurement)", pub, "memory" if mag else "", "diff", "less", 0.0, "GB", 1.0,
+              "paper_memory_gb", None, (dataset,), mag, negligible=NEGLIGIBLE_MEMORY_GB,
               short=f"less memory (published), {_label(dataset)}"),
         Claim(f"memory_process_{dataset}", "memory", f"hybrid uses less memory on {_label(dataset)} "
-              "(our measurement: peak RSS of the training process)", pub, "memory" if mag else "", "diff", "less", 0.0, "MB",
-              1.0, "rss_peak_mb_max", "rss_peak_mb_max", (dataset,), mag,
+              "(our measurement: peak RSS of the training process)", pub, "memory" if mag else "", "diff", "less",
+              0.0, "MB", 1.0, "rss_peak_mb_max", "rss_peak_mb_max", (dataset,), mag,
               "different measurement (process peak RSS in MB, not system-wide GB)", negligible=NEGLIGIBLE_MEMORY_MB,
               short=f"less memory (process peak), {_label(dataset)}"),
     ]
 
 
 def _cpu(dataset: str) -> list[Claim]:
-    pub = "9.5 % vs 23.2 % on average" if dataset in PAPER_DATASETS else "not in the paper (the general claim, tested here)"
+    pub = ("9.5 % vs 23.2 % on average" if dataset in PAPER_DATASETS
+           else "not in the paper (the general claim, tested here)")
     mag = (9.5 - 23.2,) * 2 if dataset in PAPER_DATASETS else None
     return [
         Claim(f"cpu_published_{dataset}", "CPU", f"hybrid uses less CPU on {_label(dataset)} (published measurement)",

@@ -72,7 +72,8 @@ def runs_frame(runset: RunSet) -> pd.DataFrame:
     for name, source in derived.items():
         values = kept[source] if source in kept.columns else pd.Series(dtype=float)
         out[name] = [values.get(rid) if rid in values.index else None for rid in out.run_id]
-    metrics = sorted(c for c in children.columns if c.startswith("metrics.") and c[len("metrics."):] not in EPOCH_METRICS
+    metrics = sorted(c for c in children.columns
+                     if c.startswith("metrics.") and c[len("metrics."):] not in EPOCH_METRICS
                      and not c.startswith("metrics." + CURVE_PREFIX))
     for c in metrics:
         name = c[len("metrics."):]

@@ -82,7 +82,8 @@ def ui_command(tracking_uri: str, out_dir: str) -> str:
                 path = relative_path(path, out_dir)
             return f"run `mlflow ui --backend-store-uri {scheme}{path}` in this report's folder"
     if os.path.isabs(tracking_uri) or "://" not in tracking_uri:
-        return f"run `mlflow ui --backend-store-uri {relative_path(os.path.abspath(tracking_uri), out_dir)}` in this report's folder"
+        path = relative_path(os.path.abspath(tracking_uri), out_dir)
+        return f"run `mlflow ui --backend-store-uri {path}` in this report's folder"
     if is_loopback(tracking_uri):
         return "open the UI of the tracking server the runs were logged to (MLFLOW_TRACKING_URI where they ran)"
     return f"open {tracking_uri} (the tracking server's UI)"
