@@ -150,6 +150,7 @@ def _eps_stage(run: _Attacking, stage: Stage) -> None:
 def _curve_stage(run: _Attacking, stage: Stage) -> None:
     """The attack's robustness curve, reusing its runs at the user's eps (``_eps_stage`` ran them)."""
     result, attack = run.result, stage.attack
+    assert result.clean_wrong is not None  # attack_model sets it before the stages run
     t0 = time.perf_counter()
     points = [*CURVE_GRID[attack], *run.cfg.eps_list, HIGH_EPS]
     masks: dict[float, np.ndarray] = {}
@@ -178,6 +179,7 @@ def _convergence_stage(run: _Attacking, stage: Stage) -> None:
 
 
 def _zero_grad_stage(run: _Attacking, stage: Stage) -> None:
+    assert run.result.clean_wrong is not None  # attack_model sets it before the stages run
     t0 = time.perf_counter()
     run.result.zero_grad = worst_case.gradient_diagnostic(run.model, run.data, run.input_shape, run.result.classes,
                                                           run.device, run.cfg.eps_list[0], run.batch,

@@ -47,6 +47,7 @@ def paper_attack(model: nn.Module, data: AttackSet, device: torch.device, seed: 
     was_training = model.training
     model.eval()
     normalize, body = model.normalize, model.body
+    assert isinstance(normalize, nn.Module) and isinstance(body, nn.Module)  # a Classifier's two parts
     gen = torch.Generator().manual_seed(seed)
     batch = attack_batch_size(data.x)
     correct = clamp_correct = 0

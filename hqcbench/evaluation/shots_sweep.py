@@ -62,8 +62,8 @@ def shots_sweep(model: torch.nn.Module, test: "ImageSet", shot_counts: Sequence[
             findings.summary.append(f"test acc at {shots} shots: {mean:.4f} +- {std:.4f} "
                                     f"(sd over {repeats} samplings; exact {exact:.4f})")
     finally:
-        for layer, (shots, rng) in zip(layers, saved):
-            layer.shots, layer.shot_rng = shots, rng
+        for layer, (saved_shots, saved_rng) in zip(layers, saved):
+            layer.shots, layer.shot_rng = saved_shots, saved_rng
     findings.figures["shots_sweep.png"] = sweep_figure(curve, exact, title, repeats)
     findings.texts["shots_sweep.csv"] = "shots,test_acc_mean,test_acc_std\n" + "".join(
         f"{n},{m:.6f},{s:.6f}\n" for n, m, s in curve) + f"exact,{exact:.6f},0\n"
