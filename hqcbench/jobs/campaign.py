@@ -97,7 +97,7 @@ def is_dead(row: pd.Series, now: float) -> bool:
     alive = process_alive(tags)
     if alive is not None:
         return not alive
-    heartbeat = pd.to_numeric(tags.get(names.TAG_HEARTBEAT), errors="coerce")
+    heartbeat = pd.to_numeric(tags.get(names.TAG_HEARTBEAT, float("nan")), errors="coerce")  # no tag: NaN
     last = heartbeat if pd.notna(heartbeat) else row["start_time"].timestamp()
     return now - float(last) > STALE_AFTER_S
 
@@ -201,7 +201,7 @@ def evaluated_elsewhere(members: list[Training], runs: pd.DataFrame) -> bool:
 
 def finished_run_ids(runs: pd.DataFrame, members: list[Training]) -> dict[str, str]:
     """fingerprint -> run id of its latest FINISHED child run."""
-    out = {}
+    out: dict[str, str] = {}
     col = f"tags.{names.TAG_FINGERPRINT}"
     if col not in runs:
         return out

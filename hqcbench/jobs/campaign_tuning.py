@@ -89,8 +89,9 @@ def best_params(tuning: Tuning, spec: CampaignSpec) -> dict[str, dict] | None:
     studies = load_studies(tuning, spec)
     if trials_left(tuning, spec, studies):
         return None
-    out = {}
+    out: dict[str, dict] = {}
     for arm, study in studies.items():
+        assert study is not None  # no trials left: every study exists
         try:
             out[arm] = dict(study.best_trial.params)
         except ValueError:  # no complete trial: every trial pruned or failed

@@ -118,7 +118,8 @@ class Objective:
         seeding.seed_model_init(seed)
         # models.build_model / loop.fit looked up at call time: tests replace them to fail or kill a trial
         model = models.build_model(self.arm, self.splits.spec, cfg).to(self.device)
-        mlflow.log_metrics(models.count_parameters(model))
+        parameter_counts: dict[str, float] = dict(models.count_parameters(model))
+        mlflow.log_metrics(parameter_counts)
         batch_size = effective_batch_size(cfg)
         steps = (len(self.splits.train) + batch_size - 1) // batch_size
         recipe = make_recipe(cfg.protocol, self.arm, model, cfg.lr, cfg.epochs, steps, cfg.dataset,
@@ -222,6 +223,7 @@ def log_study(arm: str, study: optuna.Study) -> dict[str, Any]:
     if counts.complete == 0:
         return {}
     best = study.best_trial
+    assert best.value is not None  # the best trial is a complete one
     mlflow.log_metric(f"tune_best_val_acc_{arm}", best.value)
     mlflow.log_params({f"best_{arm}_{k}": v for k, v in best.params.items()})
     mlflow.set_tags({names.best_trial_tag(arm): str(best.number),
@@ -278,7 +280,8 @@ def run_tune(tcfg: TuneConfig, pruner: optuna.pruners.BasePruner | None = None) 
     params = tcfg.to_dict()
     use_experiment(dataset_name(tcfg.dataset))  # hqcbench-{dataset} unless one was given
     # parent_run ends the parent itself (FAILED with hqcbench.error, or KILLED on a stop)
-    with tracking.parent_run(params, f"tune-{dataset_name(tcfg.dataset)}-{'-'.join(tcfg.arm_list)}", kind="tune") as parent:
+    run_name = f"tune-{dataset_name(tcfg.dataset)}-{'-'.join(tcfg.arm_list)}"
+    with tracking.parent_run(params, run_name, kind="tune") as parent:
         try:
             system = runner.machine_tags(device)  # versions, CPU, GPU: read once, tagged on every trial
             mlflow.set_tags({**system, names.TAG_DATASET: dataset_name(tcfg.dataset), names.TAG_PROTOCOL: tcfg.protocol,
