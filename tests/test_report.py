@@ -356,7 +356,7 @@ def test_hardware_bill_and_shot_accuracies_are_shown(mlflow_store, tmp_path):
         _log_child("cnn", "fair", "digits", 0, {"test_acc": 0.95}, curves=False)
     write_report("hw", str(tmp_path / "out"), log_run=False)
     text = (tmp_path / "out" / "report.md").read_text()
-    section = text.split("## Beyond the simulator")[1].split("\n## ")[0]
+    section = text.split("## Beyond the simulator: finite shots")[1].split("\n## ")[0]
     assert "circuit executions, whole run" in section and "2000" in section.replace(",", "")
     assert "test acc, 100 shots (%)" in section and "81.00" in section
 

@@ -65,8 +65,8 @@ def _all_runs(runset: RunSet) -> pd.DataFrame:
 
 
 def _has_noise(runs: pd.DataFrame) -> bool:
-    return ((names.METRIC_TEST_ACC_NOISY in runs and runs[names.METRIC_TEST_ACC_NOISY].notna().any())
-            or bool(sweep_columns(runs)))
+    noisy = names.METRIC_TEST_ACC_NOISY
+    return bool(noisy in runs and runs[noisy].notna().any()) or bool(sweep_columns(runs))
 
 
 def _circuit(runs: pd.DataFrame) -> pd.Series:
@@ -109,8 +109,8 @@ def sweep_figure(circuit: dict[str, dict[float, list[float]]], classical: dict[s
         xs = sorted(points)
         ivs = [t_interval(points[x]) for x in xs]
         mean = np.array([iv.mean if iv is not None else np.nan for iv in ivs]) * PP
-        low = np.array([iv.mean - iv.low if iv is not None and iv.has_interval else 0.0 for iv in ivs]) * PP
-        high = np.array([iv.high - iv.mean if iv is not None and iv.has_interval else 0.0 for iv in ivs]) * PP
+        low = np.array([iv.mean - iv.low if iv is not None and iv.low is not None else 0.0 for iv in ivs]) * PP
+        high = np.array([iv.high - iv.mean if iv is not None and iv.high is not None else 0.0 for iv in ivs]) * PP
         seeds = sorted({len(points[x]) for x in xs})
         ax.errorbar(xs, mean, yerr=[low, high], fmt="o-", ms=4, capsize=3,
                     label=f"{label} (n={'/'.join(map(str, seeds))})")

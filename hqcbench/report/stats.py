@@ -18,6 +18,10 @@ Beside the verdict (never changing it), what a skeptical reader asks for: a rank
 on normality (Wilcoxon signed-rank on paired differences, rank-sum on independent samples), the
 Hodges-Lehmann shift that goes with it, Holm-adjusted p-values across the report's claims, and how many
 seeds an unsettled claim would need (t-test power at the verdict's own level).
+
+Size: a little over 400 lines because the intervals, the verdict rules and the rank statistics beside
+them share their helpers (paired values, the confidence level, the None checks of an interval's ends);
+split, each half would import the other's internals.
 """
 from __future__ import annotations
 
