@@ -136,7 +136,8 @@ class RunConfig:
                           "|".join(DATASETS) + "|folder:PATH|npz:FILE")
     image_size: int = _param(0, "folder datasets: resize every image to image_size x image_size (0: keep their one "
                              "square size)", ">= 0")
-    protocol: str = _param("fair", "fair (shared recipe), paper (published recipe) or tuned (fair recipe, hyperparameters from an equal-budget study)", "|".join(PROTOCOLS))
+    protocol: str = _param("fair", "fair (shared recipe), paper (published recipe) or tuned (fair recipe, "
+                           "hyperparameters from an equal-budget study)", "|".join(PROTOCOLS))
     arms: str = _param("cnn,hybrid,control", "comma-separated arms: built-in ones, or a user model as "
                        "[twin:|frozen:]module:callable (docs/byo.md)",
                        ",".join(arm_registry.names()) + ", [twin:|frozen:]module:callable")
@@ -156,20 +157,26 @@ class RunConfig:
                                    "default pi (an ablation knob)", "finite > 0; angle encoding only")
     ansatz: str = _param("strong", "trainable circuit layers", "|".join(ANSATZES))
     engine: str = _param("fused", "circuit simulator: fused (fast) or torchquantum (reference)", "|".join(ENGINES))
-    data_dir: str = _param("", "folder with already-downloaded dataset files (empty: $HQCBENCH_DATA_DIR, else download to ./data)", "a readable directory")
+    data_dir: str = _param("", "folder with already-downloaded dataset files (empty: $HQCBENCH_DATA_DIR, else "
+                           "download to ./data)", "a readable directory")
     val_fraction: float = _param(0.2, "fraction of the training split held out for validation", "0 < v < 1")
     train_limit: int = _param(0, "use only this many training images (0: all)", ">= 0")
     device: str = _param("auto", "where to train", "|".join(DEVICES))
-    threads: int = _param(0, "torch intra-op threads (0: the CPUs available to the process: affinity mask, cgroup quota); logged per epoch", ">= 0")
-    attacks: str = _param("fgsm,pgd", "adversarial attacks run after training (none: skip)", ",".join(ATTACKS) + " or none")
+    threads: int = _param(0, "torch intra-op threads (0: the CPUs available to the process: affinity mask, cgroup "
+                          "quota); logged per epoch", ">= 0")
+    attacks: str = _param("fgsm,pgd", "adversarial attacks run after training (none: skip)",
+                          ",".join(ATTACKS) + " or none")
     eps: str = _param("0.1", "L-inf attack budgets in pixel units", "comma-separated floats in (0, 1]")
-    attack_samples: str = _param("1000", "test images attacked (fixed subset, same for all arms and seeds)", "integer >= 1 or all")
+    attack_samples: str = _param("1000", "test images attacked (fixed subset, same for all arms and seeds)",
+                                 "integer >= 1 or all")
     pgd_steps: int = _param(40, "PGD iterations", ">= 1")
     pgd_step_size: float = _param(0.0, "PGD step size in pixel units (0: eps/10)", ">= 0")
     pgd_restarts: int = _param(1, "PGD random restarts", ">= 1")
     shots: str = _param("exact", "circuit readout at evaluation: exact or a number of shots", "exact or integer >= 1")
-    train_shots: str = _param("none", "shots during training (none: exact, parameter-shift when set)", "none or integer >= 1")
-    shots_sweep: str = _param("", "evaluate the trained hybrid at these shot counts", "empty or comma-separated integers >= 1")
+    train_shots: str = _param("none", "shots during training (none: exact, parameter-shift when set)",
+                              "none or integer >= 1")
+    shots_sweep: str = _param("", "evaluate the trained hybrid at these shot counts",
+                              "empty or comma-separated integers >= 1")
     shot_rate_hz: float = _param(0.0, "hardware shots per second for the cost estimate (0: documented default)", ">= 0")
     noise: str = _param("none", "also evaluate circuit arms under this noise model (test_acc_noisy; training and "
                         "selection stay noiseless)", NOISE_ALLOWED)
@@ -276,12 +283,12 @@ class RunConfig:
         except ValueError as exc:
             raise UserInputError("arm_params", str(exc), allowed("arm_params")) from None
         bases = {arm_registry.get(a).factory: a for a in arms if arm_registry.get(a).transform}
-        for name, values in table.items():
+        for name, hparams in table.items():
             if name not in arms and name not in bases:
                 raise UserInputError("arm_params", f"arm {name!r} is not among the arms {self.arms!r}",
                                      allowed("arm_params"))
             takes = arm_registry.get(bases.get(name, name)).hparams
-            unknown = sorted(set(values) - set(takes))
+            unknown = sorted(set(hparams) - set(takes))
             if unknown:
                 raise UserInputError("arm_params", f"arm {name!r}: its factory names no {', '.join(unknown)} "
                                      f"(it takes: {', '.join(takes) or 'nothing'})", allowed("arm_params"))
@@ -302,7 +309,8 @@ class RunConfig:
         require(math.isfinite(self.encoding_scale) and self.encoding_scale > 0, "encoding_scale",
                 f"got {self.encoding_scale}")
         if self.encoding_scale != DEFAULT_ENCODING_SCALE and (self.encoding == "amplitude" or self.protocol == "paper"):
-            used = "the paper architecture uses amplitude encoding" if self.protocol == "paper" else "encoding=amplitude"
+            used = ("the paper architecture uses amplitude encoding" if self.protocol == "paper"
+                    else "encoding=amplitude")
             require(False, "encoding_scale", f"{self.encoding_scale:g} has no angle to scale: {used}")
         require(self.ansatz in ANSATZES, "ansatz", f"unknown ansatz {self.ansatz!r}")
         require(self.engine in ENGINES, "engine", f"unknown engine {self.engine!r}")

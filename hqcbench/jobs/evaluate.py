@@ -75,10 +75,10 @@ def evaluate_group(items: list[TrainedArm], splits: Splits, cfg: RunConfig, devi
     done = {names.evaluation_tag(kind): wanted[names.evaluation_tag(kind)] for kind in chosen}
     for item in items:
         with tracking.open_run(run_id=item.run_id, nested=True):  # FINISHED already: it stays FINISHED
-            result = findings.get(item.arm)
-            if result is not None:
-                result.log()
-                item.metrics.update(result.metrics)
+            found = findings.get(item.arm)
+            if found is not None:
+                found.log()
+                item.metrics.update(found.metrics)
             mlflow.set_tags(done)
 
 

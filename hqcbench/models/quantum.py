@@ -49,6 +49,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -95,8 +96,17 @@ class QuantumLayer(nn.Module):
     # ``train_shots`` in training mode; ``shot_rng`` is the seeded numpy Generator they sample with.
     shots: int | None = None
     train_shots: int | None = None
-    shot_rng = None
+    shot_rng: np.random.Generator | None = None
     diff_method: str = "auto"  # every instance sets its own in __init__
+    # the trainable nn.Parameter set in __init__, typed as the Tensor readout.CircuitLayer reads
+    weights: torch.Tensor
+    # buffers registered in __init__ (non-persistent): the CNOT-ring permutation and its inverse, the
+    # +-1 <Z> sign table, and its (re, im)-interleaved versions without and with the last ring folded in
+    perm: torch.Tensor
+    inv_perm: torch.Tensor
+    zsigns: torch.Tensor
+    zsigns2: torch.Tensor
+    zsigns2_folded: torch.Tensor
 
     def __init__(self, n_qubits: int, depth: int, encoding: str = "angle", ansatz: str = "strong",
                  engine: str = "fused", seed: int | None = None, method: str = "auto", entangle: bool = True,
