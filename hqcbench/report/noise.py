@@ -77,19 +77,36 @@ def _label(arm: str, trained: str) -> str:
     return arm_label(arm) if trained == TRAINED_NOISELESS else f"{arm_label(arm)}, trained under {trained}"
 
 
+def setting_columns(runs: pd.DataFrame) -> dict[str, str]:
+    """Noise setting (as the metric name spells it: ``device_FakeManilaV2``) -> its ``test_acc_noisy_<setting>``
+    column with data: every noise model evaluated on the runs, not only the latest."""
+    prefix = names.METRIC_TEST_ACC_NOISY + "_"
+    return {c[len(prefix):]: c for c in sorted(runs.columns)
+            if c.startswith(prefix) and runs[c].notna().any()}
+
+
 def noise_table(runs: pd.DataFrame, sources: Sources) -> tuple[list[Inline], list[list[Inline]]]:
-    """Rows: circuit arm (and what it was trained under) x noise model: noiseless, noisy, noisy - noiseless."""
-    noisy = names.METRIC_TEST_ACC_NOISY
-    if noisy not in runs:
+    """Rows: circuit arm (and what it was trained under) x noise model: noiseless, noisy, noisy - noiseless.
+    One row per setting the runs were evaluated under (``test_acc_noisy_<setting>``); runs logged before
+    per-setting names existed give one row from ``test_acc_noisy`` and the tag ``hqcbench.noise``."""
+    settings = setting_columns(runs)
+    if not settings and names.METRIC_TEST_ACC_NOISY not in runs:
         return [], []
     rows: list[list[Inline]] = []
-    model = col(runs, f"tags.{names.TAG_NOISE}").fillna("")
-    for (arm, trained, noise), group in runs.assign(noise_model=model).groupby(["arm", "trained", "noise_model"]):
-        group = group.dropna(subset=[noisy, "test_acc"]).sort_values("seed")
+    if settings:
+        cells = [(arm, trained, setting, group.dropna(subset=[column, "test_acc"]).sort_values("seed"), column)
+                 for (arm, trained), group in runs.groupby(["arm", "trained"]) for setting, column in settings.items()]
+    else:
+        model = col(runs, f"tags.{names.TAG_NOISE}").fillna("")
+        noisy = names.METRIC_TEST_ACC_NOISY
+        cells = [(arm, trained, noise, group.dropna(subset=[noisy, "test_acc"]).sort_values("seed"), noisy)
+                 for (arm, trained, noise), group in runs.assign(noise_model=model).groupby(
+                     ["arm", "trained", "noise_model"])]
+    for arm, trained, setting, group, column in cells:
         if group.empty:
             continue
-        clean, under = group.test_acc.astype(float), group[noisy].astype(float)
-        rows.append([_label(str(arm), str(trained)), str(noise),
+        clean, under = group.test_acc.astype(float), group[column].astype(float)
+        rows.append([_label(str(arm), str(trained)), str(setting),
                      sources.link(fmt_interval(t_interval(clean.tolist()), "pct"), group.run_id),
                      sources.link(fmt_interval(t_interval(under.tolist()), "pct"), group.run_id),
                      sources.link(fmt_interval(t_interval((under - clean).tolist()), "pct", signed=True, unit="pp"),
