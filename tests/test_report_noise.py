@@ -40,6 +40,11 @@ def test_the_report_shows_noise_beside_the_noiseless_numbers(mlflow_store, tmp_p
     mean = 100 * float((hybrid[names.METRIC_TEST_ACC_NOISY] - hybrid.test_acc).mean())
     row = next(line for line in section.splitlines() if line.startswith("| hybrid | depolarizing_0.02 |"))
     assert f"{mean:+.2f} pp" in row
+    # does the deficit (or advantage) over the noiseless classical arms survive the noise? same seeds
+    assert "under noise - CNN, noiseless | under noise - control, noiseless |" in section
+    cnn = runset.arm_runs("digits", "fair", "cnn").set_index("seed").test_acc
+    versus_cnn = 100 * float((hybrid.set_index("seed")[names.METRIC_TEST_ACC_NOISY] - cnn).mean())
+    assert f"no verdict (n < 5): {versus_cnn:+.2f} pp" in row
     runs_csv = pd.read_csv(tmp_path / "report" / "runs.csv")
     assert "trained under noise" in " ".join(runs_csv.get("left_out", pd.Series(dtype=str)).fillna("").tolist())
 

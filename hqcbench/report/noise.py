@@ -26,8 +26,9 @@ import pandas as pd  # noqa: E402
 
 from hqcbench import names  # noqa: E402
 from hqcbench.report.claims import DATASET_LABELS  # noqa: E402
+from hqcbench.report.contribution import answer  # noqa: E402
 from hqcbench.report.document import Document, Inline  # noqa: E402
-from hqcbench.report.formatting import fmt_interval  # noqa: E402
+from hqcbench.report.formatting import fmt_claim_interval, fmt_interval  # noqa: E402
 from hqcbench.report.labels import arm_label  # noqa: E402
 from hqcbench.report.load import RunSet, col, group_rank  # noqa: E402
 from hqcbench.report.sources import Sources  # noqa: E402
@@ -85,10 +86,16 @@ def setting_columns(runs: pd.DataFrame) -> dict[str, str]:
             if c.startswith(prefix) and runs[c].notna().any()}
 
 
-def noise_table(runs: pd.DataFrame, sources: Sources) -> tuple[list[Inline], list[list[Inline]]]:
-    """Rows: circuit arm (and what it was trained under) x noise model: noiseless, noisy, noisy - noiseless.
+def noise_table(runs: pd.DataFrame, sources: Sources,
+                classical: pd.DataFrame | None = None) -> tuple[list[Inline], list[list[Inline]]]:
+    """Rows: circuit arm (and what it was trained under) x noise model: noiseless, noisy, noisy - noiseless,
+    then noisy - each classical arm's noiseless accuracy on the seeds both have (does the advantage, or the
+    deficit, survive the noise?), answered by the rules of "What the circuit contributes".
     One row per setting the runs were evaluated under (``test_acc_noisy_<setting>``); runs logged before
     per-setting names existed give one row from ``test_acc_noisy`` and the tag ``hqcbench.noise``."""
+    references = {} if classical is None else {
+        str(arm): rows_.dropna(subset=["test_acc"]).set_index("seed").test_acc.astype(float)
+        for arm, rows_ in classical.groupby("arm")}
     settings = setting_columns(runs)
     if not settings and names.METRIC_TEST_ACC_NOISY not in runs:
         return [], []
@@ -110,10 +117,25 @@ def noise_table(runs: pd.DataFrame, sources: Sources) -> tuple[list[Inline], lis
                      sources.link(fmt_interval(t_interval(clean.tolist()), "pct"), group.run_id),
                      sources.link(fmt_interval(t_interval(under.tolist()), "pct"), group.run_id),
                      sources.link(fmt_interval(t_interval((under - clean).tolist()), "pct", signed=True, unit="pp"),
-                                  group.run_id)])
+                                  group.run_id),
+                     *(_versus(group.set_index("seed")[column].astype(float), reference, sources, group, other)
+                       for other, reference in references.items())])
     header: list[Inline] = ["circuit arm", "noise model", "test accuracy, noiseless (%)", "under noise (%)",
-                            "noise - noiseless (same seeds)"]
+                            "noise - noiseless (same seeds)",
+                            *(f"under noise - {arm_label(other)}, noiseless" for other in references)]
     return (header, rows) if rows else ([], [])
+
+
+def _versus(noisy: pd.Series, reference: pd.Series, sources: Sources, group: pd.DataFrame, other: str) -> Inline:
+    """The noisy circuit arm minus a classical arm's noiseless accuracy over the seeds both have, in pp, with
+    its t-interval and the answer (adds / costs accuracy, no difference shown, no verdict under 5 seeds)."""
+    seeds = sorted(set(noisy.index) & set(reference.index))
+    if not seeds:
+        return "no shared seeds"
+    diff = [(float(noisy[s]) - float(reference[s])) * PP for s in seeds]
+    interval = t_interval(diff)
+    return sources.link(f"{answer('accuracy', interval)}: {fmt_claim_interval(interval, 'pp')}",
+                        group[group.seed.isin(seeds)].run_id)
 
 
 def sweep_figure(circuit: dict[str, dict[float, list[float]]], classical: dict[str, float], title: str):
@@ -180,14 +202,14 @@ def noise_section(doc: Document, runset: RunSet, sources: Sources, out_dir: Path
             continue
         label = f"{DATASET_LABELS.get(dataset, dataset)}, {protocol} protocol"
         doc.h3(label)
-        header, rows = noise_table(circuit, sources)
+        classical_runs = group[~_circuit(group) & (group.trained == TRAINED_NOISELESS)]
+        header, rows = noise_table(circuit, sources, classical_runs)
         if rows:
             doc.table(header, rows, f"noise-{dataset}-{protocol}")
         points = _sweep_points(circuit)
         if points:
-            classical = group[~_circuit(group) & (group.trained == TRAINED_NOISELESS)]
             references = {arm_label(str(arm)): float(rows_.test_acc.astype(float).mean())
-                          for arm, rows_ in classical.groupby("arm") if rows_.test_acc.notna().any()}
+                          for arm, rows_ in classical_runs.groupby("arm") if rows_.test_acc.notna().any()}
             name = noise_figure_name(dataset, protocol)
             fig = sweep_figure(points, references, label)
             save_png(fig, out_dir / name, dpi=110)
