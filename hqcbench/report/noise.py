@@ -93,20 +93,21 @@ def noise_table(runs: pd.DataFrame, sources: Sources,
     deficit, survive the noise?), answered by the rules of "What the circuit contributes".
     One row per setting the runs were evaluated under (``test_acc_noisy_<setting>``); runs logged before
     per-setting names existed give one row from ``test_acc_noisy`` and the tag ``hqcbench.noise``."""
-    references = {} if classical is None else {
+    references: dict[str, pd.Series] = {} if classical is None else {
         str(arm): rows_.dropna(subset=["test_acc"]).set_index("seed").test_acc.astype(float)
         for arm, rows_ in classical.groupby("arm")}
     settings = setting_columns(runs)
     if not settings and names.METRIC_TEST_ACC_NOISY not in runs:
         return [], []
     rows: list[list[Inline]] = []
+    cells: list[tuple[object, object, str, pd.DataFrame, str]]  # arm, trained under, setting, its runs, column
     if settings:
         cells = [(arm, trained, setting, group.dropna(subset=[column, "test_acc"]).sort_values("seed"), column)
                  for (arm, trained), group in runs.groupby(["arm", "trained"]) for setting, column in settings.items()]
     else:
         model = col(runs, f"tags.{names.TAG_NOISE}").fillna("")
         noisy = names.METRIC_TEST_ACC_NOISY
-        cells = [(arm, trained, noise, group.dropna(subset=[noisy, "test_acc"]).sort_values("seed"), noisy)
+        cells = [(arm, trained, str(noise), group.dropna(subset=[noisy, "test_acc"]).sort_values("seed"), noisy)
                  for (arm, trained, noise), group in runs.assign(noise_model=model).groupby(
                      ["arm", "trained", "noise_model"])]
     for arm, trained, setting, group, column in cells:
