@@ -86,6 +86,7 @@ TAG_TRAIN_READOUT = "hqcbench.train_readout"
 # ----------------------------------------------------------------------------- noise (docs/noise.md)
 TAG_NOISE = "hqcbench.noise"  # the noise model evaluated (canonical spelling), or "not modelled: why"
 TAG_NOISE_METHOD = "hqcbench.noise_method"  # density | trajectories (K) | noiseless: how it was simulated
+TAG_NOISE_ROBUST_SKIPPED = "hqcbench.noise_robust_skipped"  # why robust accuracy under noise was not measured
 TAG_TRAIN_NOISE = "hqcbench.train_noise"  # noise-aware training: the model and method, or "not modelled: why"
 METRIC_TEST_ACC_NOISY = "test_acc_noisy"  # test accuracy under `noise` (test_acc stays noiseless)
 NOISE_SWEEP_CURVE = "test_acc_vs_depolarizing"  # step = P in parts per million

@@ -225,3 +225,36 @@ def test_finite_shots_on_top_of_noise():
     xe = x.clone().requires_grad_(True)
     noise.noisy_expvals(layer, xe, parse_noise("depolarizing:0.05")).values.sum().backward()
     assert torch.allclose(xg.grad, xe.grad)
+
+
+def test_gradients_through_checkpointed_chunks_equal_the_whole_batch(monkeypatch):
+    """With autograd on, chunks are sized by the graph autograd keeps and recomputed in the backward pass:
+    the values and the input and weight gradients equal one unchunked pass's."""
+    assert noise.graph_chunk_images(8, 600) == 1 and noise.graph_chunk_images(3, 20) > 1000
+    layer = _layer(3, "angle", seed=8)
+    spec = parse_noise("depolarizing:0.03+readout:0.01")
+
+    def grads(chunk: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if chunk is None:  # the reference: autograd through one plain pass, nothing recomputed
+            monkeypatch.setattr(noise, "_needs_graph", lambda *args: False)
+        else:
+            monkeypatch.undo()
+            monkeypatch.setattr(noise, "graph_chunk_images", lambda *args, **kwargs: chunk)
+        x = _inputs(layer, 5, seed=8).clone().requires_grad_(True)
+        layer.zero_grad()
+        values = noise.noisy_expvals(layer, x, spec, method="density").values
+        (values * torch.arange(1, 4, dtype=values.dtype)).sum().backward()
+        assert x.grad is not None and layer.weights.grad is not None
+        return values.detach(), x.grad.clone(), layer.weights.grad.clone()
+
+    whole = grads(None)
+    chunked = grads(2)
+    for a, b in zip(whole, chunked):
+        assert torch.allclose(a, b, atol=1e-12)
+
+
+def test_a_graph_too_large_for_memory_is_refused_up_front():
+    with pytest.raises(UserInputError) as info:
+        noise.check_graph_memory(8, 600, available=2 ** 28)
+    assert info.value.parameter == "noise_method" and "GiB per image" in str(info.value)
+    noise.check_graph_memory(4, 50, available=2 ** 28)  # fits

@@ -25,6 +25,7 @@ from torch import nn
 from hqcbench import names
 from hqcbench.config import RunConfig
 from hqcbench.data.datasets import ImageSet
+from hqcbench.errors import UserInputError
 from hqcbench.evaluation.attack_table import build_attack
 from hqcbench.evaluation.attacks import (
     ATTACK_RNG_SEED,
@@ -116,6 +117,18 @@ def noisy_robustness(model: nn.Module, test: ImageSet, spec: NoiseSpec, cfg: Run
         return findings
     data = attack_subset(test, cfg.attack_sample_count)
     batch = attack_batch_size(data.x)
+    try:
+        _noisy_attacks(model, data, batch, attacks, spec, cfg, device, seed, input_shape, classes, findings)
+    except UserInputError as exc:  # the graph of one image does not fit: the clean numbers stand, this is skipped
+        findings.summary.append(f"robust accuracy under {spec.text()} not measured: {exc}")
+        findings.tags[names.TAG_NOISE_ROBUST_SKIPPED] = str(exc)[:5000]
+    return findings
+
+
+def _noisy_attacks(model: nn.Module, data, batch: int, attacks: list[str], spec: NoiseSpec, cfg: RunConfig,
+                   device: torch.device, seed: int, input_shape: tuple[int, ...], classes: int,
+                   findings: Findings) -> None:
+    """The attacks of ``noisy_robustness``, crafted and classified under ``spec``, into ``findings``."""
     with noisy_layers(model, spec, cfg.noise_method, cfg.noise_trajectories, seed):
         classifier = art_classifier(model, input_shape, classes, device)
         clean = float(np.mean(predict_labels(classifier, data.x, batch) == data.y))
@@ -130,7 +143,6 @@ def noisy_robustness(model: nn.Module, test: ImageSet, spec: NoiseSpec, cfg: Run
                 findings.metrics[names.noise_setting_metric(metric, spec.text())] = robust
                 findings.summary.append(f"{attack} at eps {eps:g} under {spec.text()}: robust acc {robust:.4f} "
                                         f"(clean {clean:.4f} on {len(data)} images)")
-    return findings
 
 
 def sweep_figure(curve: Iterable[tuple[float, float]], clean: float, title: str):

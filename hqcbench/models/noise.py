@@ -30,6 +30,7 @@ from typing import Callable, Iterator, cast
 import psutil
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from hqcbench import arms as arm_registry
 from hqcbench.config import DEFAULT_NOISE_TRAJECTORIES, RunConfig
@@ -117,6 +118,33 @@ def check_memory(n_qubits: int, method: str, trajectories: int = DEFAULT_TRAJECT
         raise UserInputError("noise_method", f"{what}, x{DENSITY_WORK_FACTOR} working copies = {need / 2 ** 30:.2f} "
                              f"GiB against {free / 2 ** 30:.1f} GiB available", "|".join(NOISE_METHODS) +
                              " with a circuit whose state fits in memory (trajectories for wide circuits)")
+
+
+def graph_bytes(n_qubits: int, steps: int) -> int:
+    """What autograd keeps of one image's density-matrix simulation: every step's density (complex64)."""
+    return density_bytes(n_qubits) * (steps + 1)
+
+
+def check_graph_memory(n_qubits: int, steps: int, available: int | None = None) -> None:
+    """Refuse, before the work, a differentiated simulation whose single image's graph does not fit (an
+    attack or noise-aware training through a wide, deep circuit), rather than die of the memory it needs."""
+    free = psutil.virtual_memory().available if available is None else available
+    need = graph_bytes(n_qubits, steps)
+    if need > MEMORY_FRACTION * free:
+        raise UserInputError("noise_method", f"differentiating the density matrix of {n_qubits} qubits through "
+                             f"{steps} gate steps keeps {need / 2 ** 30:.2f} GiB per image against "
+                             f"{free / 2 ** 30:.1f} GiB available", "a narrower or shallower circuit for "
+                             "gradients under noise (robust accuracy under noise, train_noise), or trajectories")
+
+
+def graph_chunk_images(n_qubits: int, steps: int) -> int:
+    """Images per chunk when autograd keeps the steps: one chunk's graph near ``CHUNK_BYTES``. Each chunk is
+    checkpointed (recomputed in the backward pass), so only one chunk's graph lives at a time."""
+    return max(1, CHUNK_BYTES // graph_bytes(n_qubits, steps))
+
+
+def _needs_graph(layer: QuantumLayer, x: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in layer.parameters()))
 
 
 def chunk_images(n_qubits: int, method: str, trajectories: int = DEFAULT_TRAJECTORIES) -> int:
@@ -229,9 +257,17 @@ def noisy_expvals(layer: QuantumLayer, x: torch.Tensor, spec: NoiseSpec, method:
         parts.append(QuantumLayer.probabilities(layer, x))
     else:
         check_memory(n_sim, chosen, trajectories)
-        for part in x.split(chunk_images(n_sim, chosen, trajectories)):
+        graph = chosen == "density" and _needs_graph(layer, x)
+        size = chunk_images(n_sim, chosen, trajectories)
+        if graph:  # autograd keeps every step's density: size the chunks by the graph, recompute in backward
+            steps = len(build(x[:1]))
+            check_graph_memory(n_sim, steps)
+            size = graph_chunk_images(n_sim, steps)
+        for part in x.split(size):
             if chosen == "density":
-                parts.append(marginal(density_probs(build(part), n_sim, part.shape[0], dtype, x.device), wires, n_sim))
+                def density(chunk: torch.Tensor) -> torch.Tensor:
+                    return marginal(density_probs(build(chunk), n_sim, chunk.shape[0], dtype, x.device), wires, n_sim)
+                parts.append(checkpoint(density, part, use_reentrant=False) if graph else density(part))
                 continue
             per_trajectory = trajectory_probs(build(part), n_sim, part.shape[0], trajectories, gen, dtype, x.device)
             z = per_trajectory @ z_sign_table(n_sim, x.device, per_trajectory.dtype)[:, wires]
