@@ -127,7 +127,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     _data_dir(args.data_dir)
     values = {k: v for k, v in vars(args).items() if k in EVALUATE_FIELDS and v is not None}
     settings = RunConfig.from_strings(values).validate()
-    done = evaluate_experiment(args.experiment, settings, missing_only=_flag(args.missing_only, "missing_only"))
+    done = evaluate_experiment(args.experiment, settings, missing_only=_flag(args.missing_only, "missing_only"),
+                               only=args.only)
     print(f"hqcbench evaluate: {done} group(s) of child runs evaluated in experiment {args.experiment!r}")
     return 0
 
@@ -171,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--missing_only", default="true",
                           help="true: only runs lacking these settings' evaluation; false: every run (true|false)")
     evaluate.add_argument("--data_dir", default="", help="dataset folder (else $HQCBENCH_DATA_DIR)")
+    evaluate.add_argument("--only", default="", help="a part: space-separated key=v1,v2 terms over the runs' "
+                                                     "block, dataset, protocol, arm, seed (as campaign --only)")
     for name in EVALUATE_FIELDS:
         meta = FIELD_META[name]
         evaluate.add_argument(f"--{name}", default=None, help=f"{meta['help']} (allowed: {meta['allowed']})")

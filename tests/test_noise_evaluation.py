@@ -154,3 +154,21 @@ def test_main_run_and_evaluate_log_noise(mlflow_store):
     hybrid = after[after["tags.hqcbench.arm"] == "hybrid"].iloc[0]
     assert hybrid["tags.hqcbench.noise"] == "readout:0.5"
     assert evaluate_experiment("hqcbench-digits", settings) == 0  # nothing missing any more
+
+
+def test_evaluate_only_selects_runs_by_their_tags():
+    """evaluate --only: the campaign's terms over the runs' tags; a term matching nothing is one line."""
+    import pandas as pd
+
+    from hqcbench.jobs.campaign_spec import only_terms
+    from hqcbench.jobs.evaluate import _only
+
+    runs = pd.DataFrame({"run_id": list("abcd"), "tags.hqcbench.protocol": ["paper", "fair", "tuned", "fair"],
+                         "tags.hqcbench.arm": ["hybrid", "hybrid", "hybrid", "cnn"],
+                         "tags.hqcbench.seed": ["0", "1", "0", "1"]})
+    assert list(_only(runs, only_terms("protocol=paper,fair")).run_id) == ["a", "b", "d"]
+    assert list(_only(runs, only_terms("protocol=paper,fair arm=hybrid seed=01")).run_id) == ["b"]
+    with pytest.raises(UserInputError, match=r"protocol 'payper' matches no finished child run.*fair,paper,tuned"):
+        _only(runs, only_terms("protocol=payper"))
+    with pytest.raises(UserInputError, match="only"):
+        only_terms("colour=red")

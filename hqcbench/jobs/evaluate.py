@@ -25,6 +25,7 @@ from hqcbench.data.datasets import Splits, load_splits
 from hqcbench.errors import UserInputError
 from hqcbench.evaluation import hardware_cost, robustness, shots_sweep
 from hqcbench.evaluation import noise as noise_evaluation
+from hqcbench.jobs.campaign_spec import only_terms
 from hqcbench.jobs.checkpoints import load_weights
 from hqcbench.jobs.fingerprint import EVALUATION_FIELDS, evaluation_fingerprint, evaluation_kinds
 from hqcbench.models.blocks import Classifier
@@ -118,19 +119,23 @@ def evaluate_runs(run_ids: list[str], settings: RunConfig, device: torch.device,
     evaluate_group([item for item, _ in loaded], splits_for(cfg, seeds.pop(), cache), cfg, device, kinds=kinds)
 
 
-def evaluate_experiment(experiment: str, settings: RunConfig, missing_only: bool = True) -> int:
+def evaluate_experiment(experiment: str, settings: RunConfig, missing_only: bool = True, only: str = "") -> int:
     """``python -m hqcbench evaluate``: evaluate the finished child runs of ``experiment`` (in the
     active tracking store) with ``settings``' evaluation fields; returns the number of groups evaluated.
 
     Runs are grouped as they were trained together: same dataset, protocol and seed, and the same
-    campaign block (or the same parent run), so transfer attacks pair the arms of one seed.
+    campaign block (or the same parent run), so transfer attacks pair the arms of one seed. ``only``: the
+    campaign's ``--only`` terms over the runs' tags (block, dataset, protocol, arm, seed), e.g. noise on a
+    store's paper and fair blocks alone; an arm term evaluates those arms only (transfer among them).
     """
+    terms = only_terms(only)  # a bad term: one line before any work
     parse_noise(settings.noise), parse_sweep(settings.noise_sweep)  # bad syntax: one line before any work
     exp = mlflow.get_experiment_by_name(experiment)
     if exp is None:
         raise UserInputError("experiment", f"no MLflow experiment named {experiment!r}", "an existing experiment")
     runs = mlflow.search_runs([exp.experiment_id], filter_string=f"tags.`{names.TAG_KIND}` = 'child' and "
                               "attributes.status = 'FINISHED'", output_format="pandas", max_results=50_000)
+    runs = _only(runs, terms)
     if not len(runs):
         return 0
     block = runs.get(f"tags.{names.TAG_BLOCK}", pd.Series(index=runs.index, dtype=object))
@@ -147,6 +152,24 @@ def evaluate_experiment(experiment: str, settings: RunConfig, missing_only: bool
         evaluate_runs(list(group.run_id), settings, device, cache, kinds=missing if missing_only else None)
         done += 1
     return done
+
+
+ONLY_TAGS = {"block": names.TAG_BLOCK, "dataset": names.TAG_DATASET, "protocol": names.TAG_PROTOCOL,
+             "arm": names.TAG_ARM, "seed": names.TAG_SEED}
+
+
+def _only(runs: pd.DataFrame, terms: list[tuple[str, set[str]]]) -> pd.DataFrame:
+    """The runs whose tags match every ``--only`` term; a term matching no run is an error listing what the
+    experiment has (a filter that matches nothing would read as "nothing to do")."""
+    for key, wanted in terms:
+        column = runs.get(f"tags.{ONLY_TAGS[key]}", pd.Series(index=runs.index, dtype=object)).astype(str)
+        values = column.map(lambda v: str(int(v)) if key == "seed" and v.lstrip("-").isdigit() else v)
+        if not values.isin(wanted).any():
+            have = sorted(set(values) - {"nan", "None"})
+            raise UserInputError("only", f"{key} {sorted(wanted)[0]!r} matches no finished child run",
+                                 f"{key}={','.join(have) or '(none)'}")
+        runs = runs[values.isin(wanted)]
+    return runs
 
 
 def _evaluated(group: pd.DataFrame, settings: RunConfig, kind: str = "robustness") -> bool:
