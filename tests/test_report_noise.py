@@ -30,15 +30,15 @@ def test_the_report_shows_noise_beside_the_noiseless_numbers(mlflow_store, tmp_p
     write_report("hqcbench-digits", str(tmp_path / "report"), log_run=False)
     md = (tmp_path / "report" / "report.md").read_text()
     section = md.split("## Beyond the simulator: device noise", 1)[1].split("\n## ", 1)[0]
-    assert "| hybrid | depolarizing_0.02 |" in section
-    assert "| hybrid, trained under depolarizing:0.02 | depolarizing_0.02 |" in section
+    assert "| hybrid | depolarizing:0.02 |" in section
+    assert "| hybrid, trained under depolarizing:0.02 | depolarizing:0.02 |" in section
     assert "| control |" not in section and "| CNN |" not in section  # no circuit, nothing noisy
     assert noise_figure_name("digits", "fair") in section
     assert (tmp_path / "report" / noise_figure_name("digits", "fair")).stat().st_size > 5_000
     # the difference column is the per-seed noisy - noiseless, as the runs hold them
     hybrid = runset.arm_runs("digits", "fair", "hybrid")
     mean = 100 * float((hybrid[names.METRIC_TEST_ACC_NOISY] - hybrid.test_acc).mean())
-    row = next(line for line in section.splitlines() if line.startswith("| hybrid | depolarizing_0.02 |"))
+    row = next(line for line in section.splitlines() if line.startswith("| hybrid | depolarizing:0.02 |"))
     assert f"{mean:+.2f} pp" in row
     # does the deficit (or advantage) over the noiseless classical arms survive the noise? same seeds
     assert "under noise - CNN, noiseless | under noise - control, noiseless |" in section
@@ -47,6 +47,14 @@ def test_the_report_shows_noise_beside_the_noiseless_numbers(mlflow_store, tmp_p
     assert f"no verdict (n < 5): {versus_cnn:+.2f} pp" in row
     runs_csv = pd.read_csv(tmp_path / "report" / "runs.csv")
     assert "trained under noise" in " ".join(runs_csv.get("left_out", pd.Series(dtype=str)).fillna("").tolist())
+
+
+def test_setting_labels_read_back_the_parameter():
+    from hqcbench.report.noise import setting_label
+
+    assert setting_label("device_FakeManilaV2") == "device:FakeManilaV2"
+    assert setting_label("depolarizing_0.01_readout_0.02") == "depolarizing:0.01+readout:0.02"
+    assert setting_label(names.noise_setting_metric("x", "readout:0.5")[2:]) == "readout:0.5"
 
 
 def test_a_report_without_noise_says_so(mlflow_store, tmp_path):

@@ -15,6 +15,7 @@ errors (docs/noise.md). Per (dataset, protocol):
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import matplotlib
@@ -86,6 +87,15 @@ def setting_columns(runs: pd.DataFrame) -> dict[str, str]:
             if c.startswith(prefix) and runs[c].notna().any()}
 
 
+def setting_label(suffix: str) -> str:
+    """A metric name's setting back in the parameter's spelling: ``device_FakeManilaV2`` -> ``device:FakeManilaV2``,
+    ``depolarizing_0.01_readout_0.02`` -> ``depolarizing:0.01+readout:0.02`` (names.noise_setting_metric)."""
+    if suffix.startswith("device_"):
+        return "device:" + suffix[len("device_"):]
+    parts = re.findall(r"(depolarizing|readout)_([^_]+)", suffix)
+    return "+".join(f"{kind}:{p}" for kind, p in parts) if parts else suffix
+
+
 def noise_table(runs: pd.DataFrame, sources: Sources,
                 classical: pd.DataFrame | None = None) -> tuple[list[Inline], list[list[Inline]]]:
     """Rows: circuit arm (and what it was trained under) x noise model: noiseless, noisy, noisy - noiseless,
@@ -102,7 +112,8 @@ def noise_table(runs: pd.DataFrame, sources: Sources,
     rows: list[list[Inline]] = []
     cells: list[tuple[object, object, str, pd.DataFrame, str]]  # arm, trained under, setting, its runs, column
     if settings:
-        cells = [(arm, trained, setting, group.dropna(subset=[column, "test_acc"]).sort_values("seed"), column)
+        cells = [(arm, trained, setting_label(setting),
+                  group.dropna(subset=[column, "test_acc"]).sort_values("seed"), column)
                  for (arm, trained), group in runs.groupby(["arm", "trained"]) for setting, column in settings.items()]
     else:
         model = col(runs, f"tags.{names.TAG_NOISE}").fillna("")
