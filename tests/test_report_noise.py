@@ -45,6 +45,7 @@ def test_the_report_shows_noise_beside_the_noiseless_numbers(mlflow_store, tmp_p
     cnn = runset.arm_runs("digits", "fair", "cnn").set_index("seed").test_acc
     versus_cnn = 100 * float((hybrid.set_index("seed")[names.METRIC_TEST_ACC_NOISY] - cnn).mean())
     assert f"no verdict (n < 5): {versus_cnn:+.2f} pp" in row
+    assert "hybrid trained under depolarizing:0.02, evaluated under it, minus the same arm trained noiseless" in section
     runs_csv = pd.read_csv(tmp_path / "report" / "runs.csv")
     assert "trained under noise" in " ".join(runs_csv.get("left_out", pd.Series(dtype=str)).fillna("").tolist())
 

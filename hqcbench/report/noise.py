@@ -150,6 +150,35 @@ def _versus(noisy: pd.Series, reference: pd.Series, sources: Sources, group: pd.
                         group[group.seed.isin(seeds)].run_id)
 
 
+def recovery_lines(runs: pd.DataFrame, sources: Sources) -> list[list[Inline]]:
+    """Does training under the noise recover what evaluation under it loses? Per arm trained under a noise
+    model and evaluated under the same one: its noisy accuracy minus the noiseless-trained arm's under that
+    noise, on the seeds both have, answered as in "What the circuit contributes"."""
+    lines: list[list[Inline]] = []
+    noisy = names.METRIC_TEST_ACC_NOISY
+    under = col(runs, f"tags.{names.TAG_NOISE}").fillna("")
+    for (arm, trained), group in runs.assign(noise_model=under).groupby(["arm", "trained"]):
+        if trained == TRAINED_NOISELESS or noisy not in group:
+            continue
+        own = group[group.noise_model == trained].dropna(subset=[noisy]).set_index("seed")[noisy].astype(float)
+        base = runs[(runs.arm == arm) & (runs.trained == TRAINED_NOISELESS)]
+        column = names.noise_setting_metric(noisy, str(trained))
+        if column not in base:
+            base_values = base[under.loc[base.index] == trained].dropna(subset=[noisy]).set_index("seed")[noisy]
+        else:
+            base_values = base.dropna(subset=[column]).set_index("seed")[column]
+        seeds = sorted(set(own.index) & set(base_values.index))
+        if not seeds:
+            continue
+        interval = t_interval([(float(own[s]) - float(base_values[s])) * PP for s in seeds])
+        lines.append([f"{arm_label(str(arm))} trained under {trained}, evaluated under it, minus the same arm "
+                      f"trained noiseless and evaluated under it (does noise-aware training recover what the "
+                      f"noise takes?): ",
+                      sources.link(f"{answer('accuracy', interval)}: {fmt_claim_interval(interval, 'pp')}",
+                                   group[group.seed.isin(seeds)].run_id), "."])
+    return lines
+
+
 def sweep_figure(circuit: dict[str, dict[float, list[float]]], classical: dict[str, float], title: str):
     """circuit: label -> {P: per-seed accuracies (fractions)}; classical: label -> mean noiseless accuracy.
     P = 0 sits at the left edge of a log axis (symlog below the smallest P > 0)."""
@@ -218,6 +247,8 @@ def noise_section(doc: Document, runset: RunSet, sources: Sources, out_dir: Path
         header, rows = noise_table(circuit, sources, classical_runs)
         if rows:
             doc.table(header, rows, f"noise-{dataset}-{protocol}")
+        for line in recovery_lines(circuit, sources):
+            doc.p(*line)
         points = _sweep_points(circuit)
         if points:
             references = {arm_label(str(arm)): float(rows_.test_acc.astype(float).mean())
