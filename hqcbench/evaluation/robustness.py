@@ -21,7 +21,7 @@ from hqcbench.arms import CNN
 from hqcbench.config import RunConfig
 from hqcbench.data.datasets import Splits
 from hqcbench.evaluation import worst_case
-from hqcbench.evaluation.attack_table import GRADIENT_FREE_STAND_IN, gradient_attacks, stage_labels
+from hqcbench.evaluation.attack_table import gradient_attacks, selected_rows, stage_labels
 from hqcbench.evaluation.attacks import (
     SQUARE_P_INIT,
     AttackSet,
@@ -209,9 +209,7 @@ def run_all(trained, splits: Splits, cfg: RunConfig, device: torch.device, progr
 def gradient_free_note(cfg: RunConfig, why: str) -> str:
     """The one line a model without input gradients gets: why, and which attacks it got instead."""
     skipped = gradient_attacks(cfg) + (["pgd_paper"] if "pgd_paper" in cfg.attack_list else [])
-    kept = [a for a in cfg.attack_list if a not in skipped]
-    if skipped and not kept:
-        kept = [GRADIENT_FREE_STAND_IN]
+    kept = selected_rows(cfg, gradients=False)  # the table's own rule, Square standing in where needed
     return (f"no input gradients ({why}): gradient-free attacks only ({', '.join(kept) or 'none'}); "
             f"not run: {', '.join(skipped) or 'nothing'}")
 
