@@ -32,7 +32,8 @@ from hqcbench.tracking.runs import mark_failed, mark_killed
 from hqcbench.tracking.stopping import Stopped, end_launcher, follow_launcher, mlflow_run_launcher, stop_on_signals
 
 EVALUATE_FIELDS = ("device", "attacks", "eps", "attack_samples", "pgd_steps", "pgd_step_size", "pgd_restarts",
-                   "shots_sweep", "shot_rate_hz", "noise", "noise_method", "noise_trajectories", "noise_sweep")
+                   "shots_sweep", "shot_rate_hz", "noise", "noise_method", "noise_trajectories", "noise_attacks",
+                   "noise_sweep")
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls=RunConfig) -> None:

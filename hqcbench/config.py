@@ -46,6 +46,9 @@ NOISE_ALLOWED = ("none|depolarizing:P|readout:P|depolarizing:P+readout:P|device:
 NOISE_SWEEP_ALLOWED = "empty or comma-separated depolarizing probabilities in [0, 1], e.g. 0,0.001,0.01"
 NOISE_METHODS = ("auto", "density", "trajectories")
 DEFAULT_NOISE_TRAJECTORIES = 200
+# the attacks that can be crafted against the circuit under noise and classified under the same noise
+# (evaluation.noise); auto: fgsm and pgd where `attacks` has them (AutoAttack's budget under noise is far larger)
+NOISE_ATTACKS = ("fgsm", "pgd", "autoattack")
 DEFAULT_ENCODING_SCALE = math.pi  # angle encoding RY(pi * tanh x): the circuit as it always was
 # A dense state vector needs 2**n complex amplitudes per sample (8 MiB at 20 qubits in complex64); the
 # adjoint method keeps its backward pass at a few of them per sample, and the memory check the jobs call
@@ -184,6 +187,9 @@ class RunConfig:
                                "or auto (the density matrix where it fits)", "|".join(NOISE_METHODS))
     noise_trajectories: int = _param(DEFAULT_NOISE_TRAJECTORIES, "trajectories per image when noise is simulated by "
                                      "trajectories", ">= 1")
+    noise_attacks: str = _param("auto", "the attacks crafted against circuit arms under `noise` and classified under "
+                                "it (auto: the fgsm and pgd of attacks)",
+                                "auto, none or comma-separated " + ",".join(NOISE_ATTACKS))
     noise_sweep: str = _param("", "evaluate circuit arms under depolarizing:P at each of these P "
                               "(test_acc_depolarizing_<P>)", NOISE_SWEEP_ALLOWED)
     train_noise: str = _param("none", "train circuit arms under this noise model (noise-aware training: training "
@@ -193,6 +199,21 @@ class RunConfig:
     @property
     def dataset_name(self) -> str:
         return dataset_name(self.dataset)
+
+    @property
+    def noise_attack_list(self) -> list[str]:
+        """The attacks run under ``noise``: ``auto`` is the fgsm and pgd of ``attacks``; ValueError on an
+        unknown one."""
+        text = self.noise_attacks.strip()
+        if text == "auto":
+            return [a for a in self.attack_list if a in ("fgsm", "pgd")]
+        if text in ("", "none"):
+            return []
+        chosen = _items(text)
+        unknown = [a for a in chosen if a not in NOISE_ATTACKS]
+        if unknown:
+            raise ValueError(f"cannot run {', '.join(map(repr, unknown))} under noise")
+        return chosen
 
     @property
     def arm_list(self) -> list[str]:
@@ -347,6 +368,10 @@ class RunConfig:
         require(self.noise_method in NOISE_METHODS, "noise_method", f"unknown method {self.noise_method!r}")
         require(isinstance(self.noise_trajectories, int) and self.noise_trajectories >= 1, "noise_trajectories",
                 f"got {self.noise_trajectories}")
+        try:
+            self.noise_attack_list
+        except ValueError as exc:
+            raise UserInputError("noise_attacks", str(exc), allowed("noise_attacks")) from None
         # the noise and noise_sweep syntax: models.noise.check_settings, called by the jobs before any work
         return self  # whether it fits in memory: models.memory.check_memory, called by the jobs that build models
 

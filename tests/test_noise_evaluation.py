@@ -172,3 +172,53 @@ def test_evaluate_only_selects_runs_by_their_tags():
         _only(runs, only_terms("protocol=payper"))
     with pytest.raises(UserInputError, match="only"):
         only_terms("colour=red")
+
+
+def test_noise_attacks_field_and_its_checks():
+    cfg = RunConfig(attacks="fgsm,square,pgd,autoattack")
+    assert cfg.noise_attack_list == ["fgsm", "pgd"]  # auto: the fgsm and pgd of attacks
+    assert RunConfig(attacks="square").noise_attack_list == []
+    assert RunConfig(noise_attacks="pgd, autoattack").noise_attack_list == ["pgd", "autoattack"]
+    assert RunConfig(noise_attacks="none").noise_attack_list == []
+    with pytest.raises(UserInputError) as err:
+        RunConfig(noise_attacks="pgd,square").validate()
+    assert "noise_attacks" in str(err.value) and "'square'" in str(err.value) and "autoattack" in str(err.value)
+
+
+def test_noise_attacks_at_auto_keeps_the_committed_stores_noise_evaluations_current():
+    """The field joined the noise fingerprint after the committed digits store was evaluated under noise
+    (by evaluate with the spec's defaults): at ``auto`` its stored tags must still be the current ones,
+    and naming the attacks is another evaluation."""
+    import sqlite3
+    from pathlib import Path
+
+    from hqcbench.jobs.fingerprint import evaluation_fingerprint
+
+    store = Path(__file__).resolve().parents[1] / "reports" / "digits" / "mlflow.db"
+    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as db:
+        stored = {row[0] for row in db.execute("SELECT value FROM tags WHERE key = ?",
+                                               (names.evaluation_tag("noise"),))}
+    sweep = "0,0.001,0.003,0.01,0.03,0.1"
+    for settings in (dict(noise="depolarizing:0.03"), dict(noise="depolarizing:0.03", noise_sweep=sweep),
+                     dict(noise="depolarizing:0.01+readout:0.02", noise_sweep=sweep)):
+        assert evaluation_fingerprint("noise", RunConfig(**settings)) in stored, settings
+        named = RunConfig(**settings, noise_attacks="fgsm,pgd,autoattack")
+        assert evaluation_fingerprint("noise", named) not in stored
+
+
+def test_autoattack_under_noise(monkeypatch):
+    """noise_attacks names AutoAttack: it is crafted against the noisy model and classified under its noise
+    (its members' budgets cut down here: what is tested is the path, not AutoAttack's strength)."""
+    from hqcbench.evaluation import attacks
+
+    monkeypatch.setattr(attacks, "APGD_ITER", 5)
+    monkeypatch.setattr(attacks, "SQUARE_MAX_ITER_STRONG", 20)
+    torch.manual_seed(0)
+    model = build_model("hybrid", REGISTRY["digits"], RunConfig(width=4)).eval()
+    test = _test_set(30)
+    cfg = RunConfig(attacks="fgsm", eps="0.3", attack_samples="12", noise_attacks="autoattack")
+    found = noise_evaluation.noisy_robustness(model, test, parse_noise("depolarizing:0.05"), cfg, CPU, 0, (1, 8, 8),
+                                              10)
+    assert set(found.metrics) == {"clean_acc_attack_subset_noisy", "robust_acc_autoattack_eps_0.3_noisy",
+                                  "robust_acc_autoattack_eps_0.3_noisy_depolarizing_0.05"}
+    assert found.metrics["robust_acc_autoattack_eps_0.3_noisy"] <= found.metrics["clean_acc_attack_subset_noisy"]

@@ -27,7 +27,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import mlflow
 import pandas as pd
@@ -35,6 +35,7 @@ import psutil
 import torch
 from tqdm.auto import tqdm
 
+from hqcbench import arms as arm_registry
 from hqcbench import names
 from hqcbench.jobs import campaign_tuning
 from hqcbench.jobs import store as campaign_store
@@ -49,6 +50,7 @@ from hqcbench.jobs.campaign_spec import (
     select_tunings,
 )
 from hqcbench.jobs.evaluate import TrainedArm, evaluate_group, evaluate_runs, evaluation_tags, splits_for
+from hqcbench.jobs.fingerprint import evaluation_kinds
 from hqcbench.jobs.run import machine_tags, resolve_device, train_arm
 from hqcbench.report.build import write_report
 from hqcbench.resources import ResourceMonitor, timing_lock
@@ -135,16 +137,7 @@ def plan(spec: CampaignSpec, runs: pd.DataFrame, only: str = "") -> Plan:
     for t in chosen:
         groups.setdefault(t.group, []).append(t)
     for key, members in groups.items():
-        wanted = evaluation_tags(members[0].cfg)
-        stale = False
-        for t in members:
-            row = finished.get(t.fingerprint)
-            if row is None:
-                stale = True
-                continue
-            if any(row.get(f"tags.{tag}") != value for tag, value in wanted.items()):
-                stale = True
-        if stale and not any(t.label() in out.running_elsewhere for t in members):
+        if stale_kinds(members, runs) and not any(t.label() in out.running_elsewhere for t in members):
             out.evaluations.append((key, members))
     return out
 
@@ -188,15 +181,27 @@ def claimed_run(store: campaign_store.Store, t: Training, tags: dict[str, str]) 
         yield taken
 
 
+def stale_kinds(members: list[Training], runs: pd.DataFrame, fresh: Iterable[str] = ()) -> list[str]:
+    """The evaluation kinds a group lacks: each kind its settings ask for whose fingerprint tag some member's
+    latest FINISHED run does not carry (every kind for a member without one, or trained in this call, whose
+    fingerprint is in ``fresh``). A spec that only adds or changes noise therefore re-runs the noise
+    evaluation alone, not the attacks (noise is an evaluation kind of its own)."""
+    kinds = evaluation_kinds(members[0].cfg)
+    wanted = evaluation_tags(members[0].cfg)
+    skip = set(fresh)
+    stored = finished_run_ids(runs, [m for m in members if m.fingerprint not in skip])
+    if len(stored) < len(members):
+        return kinds
+    rows = runs.set_index("run_id")
+    return [kind for kind in kinds
+            if any(rows.loc[rid].get(f"tags.{names.evaluation_tag(kind)}") != wanted[names.evaluation_tag(kind)]
+                   for rid in stored.values())]
+
+
 def evaluated_elsewhere(members: list[Training], runs: pd.DataFrame) -> bool:
     """Every member's latest FINISHED run already carries the current evaluation tags (another worker
     sharing the store evaluated the group since this one planned)."""
-    stored = finished_run_ids(runs, members)
-    if len(stored) < len(members):
-        return False
-    wanted = evaluation_tags(members[0].cfg)
-    rows = runs.set_index("run_id")
-    return all(rows.loc[rid].get(f"tags.{tag}") == value for rid in stored.values() for tag, value in wanted.items())
+    return not stale_kinds(members, runs)
 
 
 def finished_run_ids(runs: pd.DataFrame, members: list[Training]) -> dict[str, str]:
@@ -219,6 +224,17 @@ def estimate_seconds(runs: pd.DataFrame, t: Training, n_train: int) -> tuple[flo
     per_epoch = n_train / rate if rate else n_train / FALLBACK_SAMPLES_PER_S
     evaluation = campaign_store.median_metric(runs, t, "robustness_time_s") or FALLBACK_EVAL_S
     return per_epoch, evaluation
+
+
+def evaluation_seconds(runs: pd.DataFrame, t: Training, kinds: Iterable[str]) -> float:
+    """Seconds to evaluate ``t`` for ``kinds``, from the store's measurements: the attacks' time for
+    robustness (readout comes with it), the noise evaluation's own time for noise (none without a circuit)."""
+    seconds = 0.0
+    if {"robustness", "readout"} & set(kinds):
+        seconds += estimate_seconds(runs, t, 0)[1]
+    if "noise" in kinds and arm_registry.get(t.arm).has_circuit:
+        seconds += campaign_store.median_metric(runs, t, names.METRIC_NOISE_TIME_S) or FALLBACK_EVAL_S
+    return seconds
 
 
 def tuning_seconds(runs: pd.DataFrame, tuning: Tuning, arm: str, trials: int) -> float:
@@ -244,11 +260,12 @@ def describe(plan_: Plan, runs: pd.DataFrame, spec: CampaignSpec) -> tuple[list[
         total += seconds
         lines.append(f"train    {t.label():48s} {t.cfg.epochs:3d} epochs  ~{seconds / 60:6.1f} min")
     for key, members in plan_.evaluations:
-        seconds = sum(estimate_seconds(runs, t, campaign_store.train_size(t.cfg))[1] for t in members)
+        kinds = stale_kinds(members, runs)
+        seconds = sum(evaluation_seconds(runs, t, kinds) for t in members)
         total += seconds
         block, dataset, protocol, seed = key
-        lines.append(f"evaluate {block}/{dataset}/{protocol}/seed{seed} ({len(members)} arms)"
-                     f"{'':12s}~{seconds / 60:6.1f} min")
+        label = f"{block}/{dataset}/{protocol}/seed{seed} ({len(members)} arms: {'+'.join(kinds)})"
+        lines.append(f"evaluate {label:48s} {'':10s}~{seconds / 60:6.1f} min")
     return lines, total
 
 
@@ -368,13 +385,14 @@ def evaluate_pending(group: tuple, members: list[Training], runs: pd.DataFrame, 
     bar.set_postfix_str(f"evaluate {'/'.join(map(str, group))}")
     t0 = time.perf_counter()
     settings = members[0].cfg
+    kinds = stale_kinds(members, runs, fresh=in_memory)
     if all(m.fingerprint in in_memory for m in members):
         items = [in_memory[m.fingerprint] for m in members]
         cfg = settings.replace(arms=",".join(m.arm for m in members))
-        evaluate_group(items, splits_for(cfg, members[0].seed, cache), cfg, device)
+        evaluate_group(items, splits_for(cfg, members[0].seed, cache), cfg, device, kinds=kinds)
     else:
         evaluate_runs([in_memory[m.fingerprint].run_id if m.fingerprint in in_memory else stored[m.fingerprint]
-                       for m in members], settings, device, cache)
+                       for m in members], settings, device, cache, kinds=kinds)
     bar.update(int(time.perf_counter() - t0))
 
 

@@ -40,13 +40,16 @@ TRAINING_BASELINE: dict[str, Any] = {
 PAPER_FIXED = ("batch_size", "val_fraction", "lr", "width", "n_qubits", "depth", "encoding", "ansatz",
                "encoding_scale")
 
-# evaluation kind -> (fields, baseline of fields added after the kind was introduced)
+# evaluation kind -> its fields
 EVALUATION_FIELDS: dict[str, tuple[str, ...]] = {
     "robustness": ("attacks", "eps", "attack_samples", "pgd_steps", "pgd_step_size", "pgd_restarts"),
     "readout": ("shots", "shots_sweep", "shot_rate_hz"),
     "noise": ("noise", "noise_method", "noise_trajectories", "noise_sweep",  # + the attacks run under noise
-              "attacks", "eps", "attack_samples", "pgd_steps", "pgd_step_size", "pgd_restarts"),
+              "attacks", "eps", "attack_samples", "pgd_steps", "pgd_step_size", "pgd_restarts", "noise_attacks"),
 }
+# field -> baseline, for evaluation fields added after their kind: hashed only when they differ from it,
+# so the evaluations stored before the field existed stay current (the training fingerprint's rule)
+EVALUATION_BASELINE: dict[str, Any] = {"noise_attacks": "auto"}
 # kind -> its fields' values when the kind is not asked for: a run whose config has them all is not
 # evaluated for that kind and carries no tag of it (runs from before the kind existed stay complete)
 OPTIONAL_EVALUATIONS: dict[str, dict[str, Any]] = {"noise": {"noise": "none", "noise_sweep": ""}}
@@ -116,5 +119,6 @@ def evaluation_kinds(cfg: RunConfig) -> list[str]:
 
 def evaluation_fingerprint(kind: str, cfg: RunConfig) -> str:
     """16 hex digits over the fields of one evaluation kind (``EVALUATION_FIELDS``)."""
-    fields = {name: _normalise(getattr(cfg, name)) for name in EVALUATION_FIELDS[kind]}
+    fields = {name: _normalise(getattr(cfg, name)) for name in EVALUATION_FIELDS[kind]
+              if name not in EVALUATION_BASELINE or _normalise(getattr(cfg, name)) != EVALUATION_BASELINE[name]}
     return _digest({"evaluation_version": EVALUATION_VERSION, "kind": kind, **fields})
