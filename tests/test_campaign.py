@@ -111,6 +111,28 @@ def test_adding_an_attack_evaluates_again_without_retraining(tmp_path, uninterru
     assert results(after) == results(before)
 
 
+def test_adding_noise_to_a_spec_runs_the_noise_evaluation_alone(tmp_path, uninterrupted, capsys):
+    """Noise is an evaluation kind of its own: a spec that adds it evaluates noise only; the attacks, whose
+    fingerprint has not changed, are not run again (their time is logged once)."""
+    source, _ = uninterrupted
+    folder = tmp_path / "copy"
+    import shutil
+
+    shutil.copytree(source, folder)
+    spec = make_spec(folder, SPEC.replace('attacks = "fgsm"', 'attacks = "fgsm"\nnoise = "readout:0.1"'))
+    capsys.readouterr()
+    todo = run_campaign(str(spec), dry_run=True, progress=False)
+    planned = [line for line in capsys.readouterr().out.splitlines() if line.startswith("evaluate")]
+    assert len(todo.evaluations) == 2 and len(planned) == 2 and all("arms: noise)" in line for line in planned)
+    run_campaign(str(spec), progress=False)
+    after = children(folder)
+    assert after[f"tags.{names.evaluation_tag('noise')}"].notna().all()
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}")
+    for run_id in after.run_id:
+        assert len(client.get_metric_history(run_id, "robustness_time_s")) == 1
+    assert run_campaign(str(spec), dry_run=True, progress=False).empty
+
+
 def _wait_for_epoch(folder: Path, timeout: float = 120.0) -> None:
     """Until some child run is RUNNING with at least one epoch logged."""
     deadline = time.time() + timeout
