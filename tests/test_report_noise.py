@@ -10,7 +10,7 @@ from hqcbench import names
 from hqcbench.config import RunConfig
 from hqcbench.report.build import write_report
 from hqcbench.report.load import load_runs
-from hqcbench.report.noise import noise_figure_name, sweep_columns
+from hqcbench.report.noise import SECTION_TITLE, noise_figure_name, sweep_columns
 
 
 @pytest.mark.slow
@@ -29,7 +29,7 @@ def test_the_report_shows_noise_beside_the_noiseless_numbers(mlflow_store, tmp_p
 
     write_report("hqcbench-digits", str(tmp_path / "report"), log_run=False)
     md = (tmp_path / "report" / "report.md").read_text()
-    section = md.split("## Beyond the simulator: device noise", 1)[1].split("\n## ", 1)[0]
+    section = md.split(f"## {SECTION_TITLE}", 1)[1].split("\n## ", 1)[0]
     assert "| hybrid | depolarizing:0.02 |" in section
     assert "| hybrid, trained under depolarizing:0.02 | depolarizing:0.02 |" in section
     assert "| control |" not in section and "| CNN |" not in section  # no circuit, nothing noisy
@@ -64,5 +64,35 @@ def test_a_report_without_noise_says_so(mlflow_store, tmp_path):
     run_main(RunConfig(arms="cnn", epochs=1, train_limit=60, width=4, attacks="none"), progress=False)
     write_report("hqcbench-digits", str(tmp_path / "r"), log_run=False)
     md = (tmp_path / "r" / "report.md").read_text()
-    assert "## Beyond the simulator: device noise\n\nNot measured here" in md
+    assert f"## {SECTION_TITLE}\n\nNot measured here" in md
     assert mlflow.search_runs(search_all_experiments=True).shape[0] >= 1
+
+
+def test_robustness_under_noise_is_the_worst_case_over_the_attacks_run_under_it():
+    """Per circuit arm, setting and eps: the lowest of the attacks run under that noise, beside the same
+    attacks' noiseless worst case and each classical arm's; an attack missing on a run leaves no partial
+    worst case for it."""
+    from hqcbench.report.noise import TRAINED_NOISELESS, robust_noise_table
+    from hqcbench.report.sources import Sources
+
+    seeds = range(5)
+    hybrid = pd.DataFrame({
+        "run_id": [f"h{s}" for s in seeds], "seed": list(seeds), "arm": "hybrid", "trained": TRAINED_NOISELESS,
+        "robust_acc_fgsm_eps_0.1": [0.50, 0.52, 0.54, 0.56, 0.58],
+        "robust_acc_pgd_eps_0.1": [0.40, 0.42, 0.44, 0.46, 0.48],
+        "robust_acc_autoattack_eps_0.1": [0.10, 0.12, 0.14, 0.16, 0.18],
+        "robust_acc_fgsm_eps_0.1_noisy_device_FakeManilaV2": [0.45, 0.47, 0.49, 0.51, 0.53],
+        "robust_acc_pgd_eps_0.1_noisy_device_FakeManilaV2": [0.35, 0.37, 0.39, 0.41, 0.43],
+        "robust_acc_autoattack_eps_0.1_noisy_device_FakeManilaV2": [0.05, 0.08, 0.09, 0.12, None],
+    })
+    cnn = pd.DataFrame({"run_id": [f"c{s}" for s in seeds], "seed": list(seeds), "arm": "cnn",
+                        "robust_acc_fgsm_eps_0.1": [0.30] * 5, "robust_acc_pgd_eps_0.1": [0.02] * 5,
+                        "robust_acc_autoattack_eps_0.1": [0.0] * 5})
+    header, rows = robust_noise_table(hybrid, Sources(runset=None), cnn)  # type: ignore[arg-type]
+    assert header[-1] == "under noise - CNN, noiseless"
+    assert len(rows) == 1
+    text = [str(getattr(cell, "text", cell)) for cell in rows[0]]
+    assert text[:4] == ["hybrid", "device:FakeManilaV2", "0.1", "autoattack, fgsm, pgd"]
+    # seeds 0-3 have every attack under noise: AutoAttack is their worst case, 0.05/0.08/0.09/0.12 vs 0.10-0.16
+    assert text[4].startswith("13.00") and text[5].startswith("8.50")
+    assert "-4.50 pp" in text[6] and "+8.50 pp" in text[7]

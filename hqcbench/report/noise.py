@@ -1,4 +1,4 @@
-"""The report's section "Beyond the simulator: device noise": what the circuit arms keep of their accuracy
+"""The report's section "Under device noise": what the circuit arms keep of their accuracy and robustness
 under a noise model, beside the classical arms that have no circuit to be noisy.
 
 Why a section of its own: every other number of the report is a noiseless statevector's. A reader who
@@ -9,6 +9,10 @@ errors (docs/noise.md). Per (dataset, protocol):
   accuracy under the noise (``test_acc_noisy``) and the per-seed difference with its 95 % t-interval;
   models trained under noise (``train_noise``, ``RunSet.noise_trained``) get rows of their own, so the
   reader sees whether noise-aware training recovers what evaluation under noise loses;
+* a robustness table: per circuit arm, noise model and eps, the worst case over the attacks run under that
+  noise (``robust_acc_<attack>_eps_<eps>_noisy_<setting>``: crafted against the noisy model, classified
+  under its noise) beside the same arm's noiseless worst case over the same attacks, and against each
+  classical arm's noiseless worst case over them: does a robustness lead survive the device?
 * a figure of the depolarizing sweep (``test_acc_depolarizing_<P>``): mean and 95 % t-interval over seeds
   per circuit arm against P, the noiseless accuracies of the classical arms (CNN, control, the user's
   classical models) as dashed reference lines: they have no circuit, so noise cannot touch them.
@@ -36,6 +40,7 @@ from hqcbench.report.sources import Sources  # noqa: E402
 from hqcbench.report.stats import t_interval  # noqa: E402
 from hqcbench.tracking.figures import save_png  # noqa: E402
 
+SECTION_TITLE = "Under device noise"
 SWEEP_PREFIX = "test_acc_depolarizing_"
 TRAINED_NOISELESS = "noiseless"
 PP = 100.0
@@ -138,16 +143,78 @@ def noise_table(runs: pd.DataFrame, sources: Sources,
     return (header, rows) if rows else ([], [])
 
 
-def _versus(noisy: pd.Series, reference: pd.Series, sources: Sources, group: pd.DataFrame, other: str) -> Inline:
-    """The noisy circuit arm minus a classical arm's noiseless accuracy over the seeds both have, in pp, with
-    its t-interval and the answer (adds / costs accuracy, no difference shown, no verdict under 5 seeds)."""
-    seeds = sorted(set(noisy.index) & set(reference.index))
+def _seed_difference(first: pd.Series, second: pd.Series):
+    """(the 95 % t-interval of first - second in pp over the seeds both have, those seeds); both by seed."""
+    seeds = sorted(set(first.dropna().index) & set(second.dropna().index))
     if not seeds:
+        return None, seeds
+    return t_interval([(float(first[s]) - float(second[s])) * PP for s in seeds]), seeds
+
+
+def _versus(noisy: pd.Series, reference: pd.Series, sources: Sources, group: pd.DataFrame, other: str,
+            quantity: str = "accuracy") -> Inline:
+    """The noisy circuit arm minus a classical arm's noiseless value over the seeds both have, in pp, with
+    its t-interval and the answer (adds / costs ``quantity``, no difference shown, no verdict under 5 seeds)."""
+    interval, seeds = _seed_difference(noisy, reference)
+    if interval is None:
         return "no shared seeds"
-    diff = [(float(noisy[s]) - float(reference[s])) * PP for s in seeds]
-    interval = t_interval(diff)
-    return sources.link(f"{answer('accuracy', interval)}: {fmt_claim_interval(interval, 'pp')}",
+    return sources.link(f"{answer(quantity, interval)}: {fmt_claim_interval(interval, 'pp')}",
                         group[group.seed.isin(seeds)].run_id)
+
+
+ROBUST_NOISY = re.compile(r"^robust_acc_([a-z]+)_eps_([^_]+)_noisy_(.+)$")
+
+
+def robust_settings(runs: pd.DataFrame) -> dict[tuple[str, str], dict[str, str]]:
+    """(eps, setting) -> {attack: its ``robust_acc_<attack>_eps_<eps>_noisy_<setting>`` column} with data."""
+    out: dict[tuple[str, str], dict[str, str]] = {}
+    for column in sorted(runs.columns):
+        found = ROBUST_NOISY.match(column)
+        if found and runs[column].notna().any():
+            attack, eps, setting = found.groups()
+            out.setdefault((eps, setting), {})[attack] = column
+    return out
+
+
+def worst_case(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
+    """Per run (indexed by seed): the lowest of ``columns``, NaN where any is missing (a partial worst case
+    would flatter the model)."""
+    if not columns or any(c not in frame for c in columns):
+        return pd.Series(dtype=float)
+    values = frame.set_index("seed")[columns].astype(float)
+    return values.min(axis=1).where(values.notna().all(axis=1))
+
+
+def robust_noise_table(runs: pd.DataFrame, sources: Sources,
+                       classical: pd.DataFrame | None = None) -> tuple[list[Inline], list[list[Inline]]]:
+    """Rows: circuit arm (and what it was trained under) x noise model x eps: the worst case over the attacks
+    run under that noise, noiseless (the same attacks, ``robust_acc_<attack>_eps_<eps>``) and under the noise,
+    their paired difference, then the noisy worst case minus each classical arm's noiseless one over the same
+    attacks, answered as the robustness rows of "What the circuit contributes"."""
+    settings = robust_settings(runs)
+    others = {} if classical is None else dict(iter(classical.groupby("arm")))
+    rows: list[list[Inline]] = []
+    for (eps, setting), by_attack in settings.items():
+        attacks = sorted(by_attack)
+        clean_columns = [names.robust_metric(a, float(eps)) for a in attacks]
+        for (arm, trained), group in runs.groupby(["arm", "trained"]):
+            noisy = worst_case(group, [by_attack[a] for a in attacks]).dropna()
+            if noisy.empty:
+                continue
+            clean = worst_case(group, clean_columns)
+            interval, seeds = _seed_difference(noisy, clean)
+            shared = group[group.seed.isin(seeds)].run_id
+            rows.append([_label(str(arm), str(trained)), setting_label(setting), eps, ", ".join(attacks),
+                         sources.link(fmt_interval(t_interval(clean.reindex(seeds).tolist()), "pct"), shared),
+                         sources.link(fmt_interval(t_interval(noisy.tolist()), "pct"), group.run_id),
+                         "no shared seeds" if interval is None else sources.link(
+                             f"{answer('robustness', interval)}: {fmt_claim_interval(interval, 'pp')}", shared),
+                         *(_versus(noisy, worst_case(rows_, clean_columns), sources, group, str(other), "robustness")
+                           for other, rows_ in others.items())])
+    header: list[Inline] = ["circuit arm", "noise model", "eps", "attacks (worst case of)",
+                            "robust accuracy, noiseless (%)", "under noise (%)", "noise - noiseless (same seeds)",
+                            *(f"under noise - {arm_label(str(other))}, noiseless" for other in others)]
+    return (header, rows) if rows else ([], [])
 
 
 def recovery_lines(runs: pd.DataFrame, sources: Sources) -> list[list[Inline]]:
@@ -167,10 +234,9 @@ def recovery_lines(runs: pd.DataFrame, sources: Sources) -> list[list[Inline]]:
             base_values = base[under.loc[base.index] == trained].dropna(subset=[noisy]).set_index("seed")[noisy]
         else:
             base_values = base.dropna(subset=[column]).set_index("seed")[column]
-        seeds = sorted(set(own.index) & set(base_values.index))
-        if not seeds:
+        interval, seeds = _seed_difference(own, base_values.astype(float))
+        if interval is None:
             continue
-        interval = t_interval([(float(own[s]) - float(base_values[s])) * PP for s in seeds])
         lines.append([f"{arm_label(str(arm))} trained under {trained}, evaluated under it, minus the same arm "
                       f"trained noiseless and evaluated under it (does noise-aware training recover what the "
                       f"noise takes?): ",
@@ -224,7 +290,7 @@ def _sweep_points(runs: pd.DataFrame) -> dict[str, dict[float, list[float]]]:
 
 def noise_section(doc: Document, runset: RunSet, sources: Sources, out_dir: Path) -> list[Path]:
     """Write the section into ``doc``; return the figures written."""
-    doc.h2("Beyond the simulator: device noise")
+    doc.h2(SECTION_TITLE)
     runs = _all_runs(runset)
     if not _has_noise(runs):
         doc.p("Not measured here: no circuit arm was evaluated under noise (python -m hqcbench evaluate "
@@ -249,6 +315,13 @@ def noise_section(doc: Document, runset: RunSet, sources: Sources, out_dir: Path
             doc.table(header, rows, f"noise-{dataset}-{protocol}")
         for line in recovery_lines(circuit, sources):
             doc.p(*line)
+        header, rows = robust_noise_table(circuit, sources, classical_runs)
+        if rows:
+            doc.p("Robust accuracy under the noise: each attack crafted white-box against the noisy model and its "
+                  "examples classified under the same noise, on the usual attacked subset; the worst case over the "
+                  "attacks run under that noise, beside the same attacks' worst case without noise (robust "
+                  "accuracy is the fraction of the attacked subset, so a clean-accuracy loss counts in it too).")
+            doc.table(header, rows, f"noise-robust-{dataset}-{protocol}")
         points = _sweep_points(circuit)
         if points:
             references = {arm_label(str(arm)): float(rows_.test_acc.astype(float).mean())
