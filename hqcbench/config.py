@@ -101,12 +101,17 @@ def _items(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
-def arm_params_for(text: str, arm: str) -> str:
-    """``arm_params`` cut down to what ``arm`` receives (its entry, and for a twin or frozen variant its
-    base model's): one cell of a campaign trains one arm, and its fingerprint must not change when
-    another arm's hyperparameters do."""
+def arm_params_entries(arm: str) -> tuple[str, ...]:
+    """The ``arm_params`` entries ``arm`` receives, later ones overriding earlier: its own, and for a twin
+    or frozen variant (the same model transformed) its base model's first."""
     spec = arm_registry.get(arm)
-    keep = {arm, spec.factory} if spec.transform else {arm}
+    return (spec.factory, arm) if spec.transform else (arm,)
+
+
+def arm_params_for(text: str, arm: str) -> str:
+    """``arm_params`` cut down to what ``arm`` receives (``arm_params_entries``): one cell of a campaign
+    trains one arm, and its fingerprint must not change when another arm's hyperparameters do."""
+    keep = arm_params_entries(arm)
     table = {name: values for name, values in _arm_params(text).items() if name in keep}
     return json.dumps(table, sort_keys=True) if table else ""
 
@@ -232,8 +237,9 @@ class RunConfig:
         signature names (so a factory declaring ``n_qubits`` is tuned like the hybrid); nothing else."""
         spec = arm_registry.get(arm)
         table = _arm_params(self.arm_params)
-        # a twin or frozen variant is the same model transformed: it gets its base model's entry too
-        given = {**table.get(spec.factory, {}), **table.get(arm, {})} if spec.transform else dict(table.get(arm, {}))
+        given: dict[str, Any] = {}
+        for entry in arm_params_entries(arm):
+            given.update(table.get(entry, {}))
         for name in spec.hparams:
             if name not in given and name in RunConfig.__dataclass_fields__:
                 given[name] = getattr(self, name)
