@@ -42,7 +42,8 @@ DEVICES = ("auto", "cpu", "cuda")
 ATTACKS = ("fgsm", "pgd", "square", "pgd_paper", "autoattack", "bpda", "pgd_convergence")
 # noise=...: evaluation under a noise model (parsed by models.noise_spec, which owns the syntax; docs/noise.md)
 NOISE_ALLOWED = ("none|depolarizing:P|readout:P|depolarizing:P+readout:P|device:NAME "
-                 "(P a probability in [0, 1]; NAME a qiskit-ibm-runtime fake backend, e.g. FakeManilaV2)")
+                 "(P a probability in [0, 1]; NAME a qiskit-ibm-runtime fake backend, e.g. FakeManilaV2); "
+                 "+ideal_loading beside depolarizing:P leaves the encoding's gates error-free (an idealisation)")
 NOISE_SWEEP_ALLOWED = "empty or comma-separated depolarizing probabilities in [0, 1], e.g. 0,0.001,0.01"
 NOISE_METHODS = ("auto", "density", "trajectories")
 DEFAULT_NOISE_TRAJECTORIES = 200

@@ -89,6 +89,7 @@ TAG_NOISE_METHOD = "hqcbench.noise_method"  # density | trajectories (K) | noise
 TAG_NOISE_ROBUST_SKIPPED = "hqcbench.noise_robust_skipped"  # why robust accuracy under noise was not measured
 TAG_TRAIN_NOISE = "hqcbench.train_noise"  # noise-aware training: the model and method, or "not modelled: why"
 METRIC_TEST_ACC_NOISY = "test_acc_noisy"  # test accuracy under `noise` (test_acc stays noiseless)
+NOISE_IDEAL_LOADING = "ideal_loading"  # the noise term that leaves the encoding's gates error-free (an idealisation)
 METRIC_NOISE_TIME_S = "noise_time_s"  # wall time of one arm's whole noise evaluation (clean, sweep, attacks)
 NOISE_SWEEP_CURVE = "test_acc_vs_depolarizing"  # step = P in parts per million
 

@@ -61,6 +61,8 @@ def aer_expvals(layer: QuantumLayer, x: torch.Tensor, p: float, readout: float =
     ("depolarizing:0.01+readout:0.02", NoiseSpec(depolarizing=0.01, readout=0.02)),
     (" readout:0.5 + depolarizing:1 ", NoiseSpec(depolarizing=1.0, readout=0.5)),
     ("device:FakeManilaV2", NoiseSpec(device="FakeManilaV2")),
+    ("ideal_loading+depolarizing:0.03", NoiseSpec(depolarizing=0.03, ideal_loading=True)),
+    ("depolarizing:0.03+readout:0.01+ideal_loading", NoiseSpec(depolarizing=0.03, readout=0.01, ideal_loading=True)),
 ])
 def test_parse_accepts_the_contract(text, spec):
     assert parse_noise(text) == spec
@@ -69,7 +71,9 @@ def test_parse_accepts_the_contract(text, spec):
 
 @pytest.mark.parametrize("text", ["depolarizing", "depolarizing:1.5", "depolarizing:-0.1", "readout:x",
                                   "depolarizing:nan", "amplitude_damping:0.1", "depolarizing:0.1+depolarizing:0.2",
-                                  "device:FakeManilaV2+readout:0.1", "device:", "device:Fake Manila"])
+                                  "device:FakeManilaV2+readout:0.1", "device:", "device:Fake Manila",
+                                  "ideal_loading", "readout:0.1+ideal_loading", "device:FakeManilaV2+ideal_loading",
+                                  "depolarizing:0.1+ideal_loading+ideal_loading"])
 def test_parse_refuses_bad_input_naming_the_parameter(text):
     with pytest.raises(UserInputError) as info:
         parse_noise(text)
@@ -101,6 +105,53 @@ def test_density_matches_aer(n, encoding, ansatz, entangle):
     assert np.abs(ours - ref).max() < 1e-5
     clean = layer(x).detach().numpy()
     assert np.abs(ours - clean).max() > 1e-3  # the noise is there: a test that could not tell would pass anyway
+
+
+def aer_ideal_loading_expvals(layer: QuantumLayer, x: torch.Tensor, p: float) -> np.ndarray:
+    """<Z_w> per image from Aer when the encoded state is handed over exactly (Qiskit's noiseless
+    statevector of the encoding's gates, set as Aer's density matrix) and only the ansatz's gates get
+    depolarizing_error(P, k)."""
+    from qiskit.circuit import QuantumCircuit
+    from qiskit.quantum_info import DensityMatrix, Statevector
+    from qiskit_aer import AerSimulator
+    from qiskit_aer.library import SetDensityMatrix
+    from qiskit_aer.noise import NoiseModel, depolarizing_error
+
+    from hqcbench.models.noise_circuit import encoding_op_count
+
+    model = NoiseModel()
+    model.add_all_qubit_quantum_error(depolarizing_error(p, 1), ["rx", "ry", "rz"])
+    model.add_all_qubit_quantum_error(depolarizing_error(p, 2), ["cx"])
+    sim = AerSimulator(method="density_matrix", noise_model=model)
+    ops, n = layer_ops(layer), layer.n_qubits
+    split = encoding_op_count(n, layer.encoding)
+    params = parameter_values(layer, x).detach().numpy()
+    out = []
+    for row in params:
+        def bound(part):
+            qc = logical_circuit(part, n, params.shape[1])
+            return qc.assign_parameters({q: row[q.index] for q in qc.parameters})
+        qc = QuantumCircuit(n)
+        qc.append(SetDensityMatrix(DensityMatrix(Statevector(bound(ops[:split])))), range(n))  # no error on it
+        qc.compose(bound(ops[split:]), inplace=True)
+        qc.save_density_matrix()
+        diag = np.real(np.diag(np.asarray(sim.run(qc).result().data()["density_matrix"])))
+        index = np.arange(2 ** n)
+        out.append([float(np.sum(diag * (1 - 2 * ((index >> w) & 1)))) for w in range(n)])
+    return np.asarray(out)
+
+
+@pytest.mark.parametrize("n, encoding", [(3, "amplitude"), (4, "amplitude"), (3, "angle")])
+def test_ideal_loading_matches_aer_from_the_exact_encoded_state(n, encoding):
+    """+ideal_loading: the encoding's gates error-free, every ansatz gate noisy, as Aer computes it from the
+    exactly loaded state; and it differs from the fully noisy circuit (the loading's own errors)."""
+    layer = _layer(n, encoding, seed=n + 10)
+    x = _inputs(layer, 3, seed=n + 10)
+    ideal = noise.noisy_expvals(layer, x, parse_noise("depolarizing:0.05+ideal_loading"), method="density")
+    ours = ideal.values.detach().numpy()
+    assert np.abs(ours - aer_ideal_loading_expvals(layer, x, 0.05)).max() < 1e-5
+    full = noise.noisy_expvals(layer, x, parse_noise("depolarizing:0.05"), method="density").values.detach().numpy()
+    assert np.abs(ours - full).max() > 1e-3
 
 
 def test_noiseless_gate_list_is_the_layer():

@@ -56,6 +56,12 @@ def test_setting_labels_read_back_the_parameter():
     assert setting_label("device_FakeManilaV2") == "device:FakeManilaV2"
     assert setting_label("depolarizing_0.01_readout_0.02") == "depolarizing:0.01+readout:0.02"
     assert setting_label(names.noise_setting_metric("x", "readout:0.5")[2:]) == "readout:0.5"
+    ideal = "depolarizing:0.03+readout:0.01+ideal_loading"
+    assert setting_label(names.noise_setting_metric("x", ideal)[2:]) == ideal
+    from hqcbench.report.noise import setting_cell
+
+    assert "idealisation" in setting_cell("depolarizing_0.03_ideal_loading")
+    assert "idealisation" not in setting_cell("depolarizing_0.03")
 
 
 def test_a_report_without_noise_says_so(mlflow_store, tmp_path):

@@ -37,7 +37,7 @@ from hqcbench.config import DEFAULT_NOISE_TRAJECTORIES, RunConfig
 from hqcbench.errors import UserInputError
 from hqcbench.models import noise_device
 from hqcbench.models.circuit import complex_dtype, real_dtype, z_sign_table
-from hqcbench.models.noise_circuit import layer_ops, op_matrix, parameter_values
+from hqcbench.models.noise_circuit import encoding_op_count, layer_ops, op_matrix, parameter_values
 from hqcbench.models.noise_sim import Step, confuse, density_probs, marginal, mean_and_error, trajectory_probs
 from hqcbench.models.noise_spec import NOISE_METHODS, NoiseSpec, parse_noise, parse_sweep
 from hqcbench.models.paper import PAPER_QUBITS
@@ -197,10 +197,14 @@ def training_noise(model: nn.Module, cfg: RunConfig, seed: int) -> tuple[context
 
 
 # ----------------------------------------------------------------------------------------- the layer under noise
-def logical_steps(layer: QuantumLayer, x: torch.Tensor, depolarizing: float, dtype: torch.dtype) -> list[Step]:
-    """The layer's own circuit for images ``x``, each gate followed by depolarizing_error(P, k)."""
+def logical_steps(layer: QuantumLayer, x: torch.Tensor, depolarizing: float, dtype: torch.dtype,
+                  ideal_loading: bool = False) -> list[Step]:
+    """The layer's own circuit for images ``x``, each gate followed by depolarizing_error(P, k); with
+    ``ideal_loading`` the encoding's gates (the first ``encoding_op_count``) get none (an idealisation)."""
     params = parameter_values(layer, x)
-    return [Step(op.wires, op_matrix(op, params, dtype), depolarizing) for op in layer_ops(layer)]
+    free = encoding_op_count(layer.n_qubits, layer.encoding) if ideal_loading else 0
+    return [Step(op.wires, op_matrix(op, params, dtype), 0.0 if index < free else depolarizing)
+            for index, op in enumerate(layer_ops(layer))]
 
 
 def _device_steps(program: "noise_device.DeviceProgram", layer: QuantumLayer, x: torch.Tensor, dtype: torch.dtype
@@ -249,7 +253,7 @@ def noisy_expvals(layer: QuantumLayer, x: torch.Tensor, spec: NoiseSpec, method:
     else:
         n_sim, wires = n, list(range(n))
         p = float(spec.depolarizing or 0.0)
-        build = lambda part: logical_steps(layer, part, p, dtype)  # noqa: E731
+        build = lambda part: logical_steps(layer, part, p, dtype, spec.ideal_loading)  # noqa: E731
     chosen = "noiseless" if spec.gate_noise_free else choose_method(n_sim, method)
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     parts, errors = [], []

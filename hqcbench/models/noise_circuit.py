@@ -68,6 +68,12 @@ def encoding_param_count(n_qubits: int, encoding: str) -> int:
     return n_qubits if encoding == "angle" else 2 ** n_qubits - 1
 
 
+def encoding_op_count(n_qubits: int, encoding: str) -> int:
+    """How many of ``logical_ops``' first gates are the encoding: n RY (angle); the tree's 2**n - 1 RY and
+    2**n - 2 CNOT (amplitude)."""
+    return n_qubits if encoding == "angle" else 2 ** (n_qubits + 1) - 3
+
+
 @lru_cache(maxsize=64)
 def logical_ops(n_qubits: int, depth: int, encoding: str, ansatz: str, entangle: bool) -> tuple[Op, ...]:
     """Every gate of the circuit in application order: the encoding, then ``depth`` ansatz layers."""

@@ -14,7 +14,11 @@ Forms (docs/noise.md):
 * ``readout:P`` -- every measured bit flips with probability P (applied last);
 * ``device:NAME`` -- a fake backend's calibration snapshot (qiskit-ibm-runtime, offline); it carries
   its own gate and readout errors, so it stands alone;
-* compositions with ``+``: ``depolarizing:0.01+readout:0.02`` (each kind at most once).
+* compositions with ``+``: ``depolarizing:0.01+readout:0.02`` (each kind at most once);
+* ``+ideal_loading`` beside ``depolarizing:P`` -- an idealisation, labelled as one wherever it is reported:
+  the encoding's gates (the amplitude encoding's whole RY/CNOT tree) run without error, as if the device
+  were handed the encoded state for free; only the ansatz is noisy. It says how much of the loss the data
+  loading causes; no device loads a state without error, so it is never the answer under noise.
 """
 from __future__ import annotations
 
@@ -22,12 +26,14 @@ import math
 import re
 from dataclasses import dataclass
 
+from hqcbench import names
 from hqcbench.config import NOISE_ALLOWED, NOISE_METHODS, NOISE_SWEEP_ALLOWED
 from hqcbench.errors import UserInputError
 
 __all__ = ["NOISE_ALLOWED", "NOISE_METHODS", "NOISE_SWEEP_ALLOWED", "NoiseSpec", "parse_noise", "parse_sweep"]
 
 _DEVICE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+IDEAL_LOADING = names.NOISE_IDEAL_LOADING
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,7 @@ class NoiseSpec:
     depolarizing: float | None = None
     readout: float | None = None
     device: str | None = None
+    ideal_loading: bool = False  # the encoding's gates error-free (an idealisation; needs depolarizing)
 
     @property
     def is_none(self) -> bool:
@@ -59,6 +66,8 @@ class NoiseSpec:
             parts.append(f"depolarizing:{self.depolarizing:g}")
         if self.readout is not None:
             parts.append(f"readout:{self.readout:g}")
+        if self.ideal_loading:
+            parts.append(IDEAL_LOADING)
         return "+".join(parts)
 
 
@@ -78,8 +87,14 @@ def parse_noise(text: str, parameter: str = "noise") -> NoiseSpec:
     if raw.lower() in ("", "none"):
         return NoiseSpec()
     found: dict[str, float | str] = {}
+    ideal = False
     for term in raw.split("+"):
         term = term.strip()
+        if term.lower() == IDEAL_LOADING:
+            if ideal:
+                raise UserInputError(parameter, f"{IDEAL_LOADING} given twice in {raw!r}", NOISE_ALLOWED)
+            ideal = True
+            continue
         kind, sep, value = term.partition(":")
         kind = kind.strip().lower()
         if not sep or kind not in ("depolarizing", "readout", "device"):
@@ -96,10 +111,14 @@ def parse_noise(text: str, parameter: str = "noise") -> NoiseSpec:
     if "device" in found and len(found) > 1:
         raise UserInputError(parameter, f"{raw!r}: device:NAME carries its own gate and readout errors and "
                              "stands alone", NOISE_ALLOWED)
+    if ideal and "depolarizing" not in found:
+        raise UserInputError(parameter, f"{raw!r}: {IDEAL_LOADING} makes the encoding's gates error-free, so it "
+                             "needs depolarizing:P (a device's transpiled circuit mixes the encoding into its "
+                             "routing)", NOISE_ALLOWED)
     dep, ro, dev = found.get("depolarizing"), found.get("readout"), found.get("device")
     return NoiseSpec(depolarizing=float(dep) if dep is not None else None,
                      readout=float(ro) if ro is not None else None,
-                     device=str(dev) if dev is not None else None)
+                     device=str(dev) if dev is not None else None, ideal_loading=ideal)
 
 
 def parse_sweep(text: str, parameter: str = "noise_sweep") -> list[float]:

@@ -97,8 +97,18 @@ def setting_label(suffix: str) -> str:
     ``depolarizing_0.01_readout_0.02`` -> ``depolarizing:0.01+readout:0.02`` (names.noise_setting_metric)."""
     if suffix.startswith("device_"):
         return "device:" + suffix[len("device_"):]
-    parts = re.findall(r"(depolarizing|readout)_([^_]+)", suffix)
-    return "+".join(f"{kind}:{p}" for kind, p in parts) if parts else suffix
+    parts = [f"{kind}:{p}" for kind, p in re.findall(r"(depolarizing|readout)_([^_]+)", suffix)]
+    if suffix.endswith("_" + names.NOISE_IDEAL_LOADING):
+        parts.append(names.NOISE_IDEAL_LOADING)
+    return "+".join(parts) if parts else suffix
+
+
+def setting_cell(suffix: str) -> str:
+    """A setting as a table shows it: the parameter's spelling, an idealisation said to be one."""
+    label = setting_label(suffix)
+    if label.endswith(names.NOISE_IDEAL_LOADING):
+        return f"{label} (idealisation: the encoding's gates error-free)"
+    return label
 
 
 def noise_table(runs: pd.DataFrame, sources: Sources,
@@ -117,7 +127,7 @@ def noise_table(runs: pd.DataFrame, sources: Sources,
     rows: list[list[Inline]] = []
     cells: list[tuple[object, object, str, pd.DataFrame, str]]  # arm, trained under, setting, its runs, column
     if settings:
-        cells = [(arm, trained, setting_label(setting),
+        cells = [(arm, trained, setting_cell(setting),
                   group.dropna(subset=[column, "test_acc"]).sort_values("seed"), column)
                  for (arm, trained), group in runs.groupby(["arm", "trained"]) for setting, column in settings.items()]
     else:
@@ -204,7 +214,7 @@ def robust_noise_table(runs: pd.DataFrame, sources: Sources,
             clean = worst_case(group, clean_columns)
             interval, seeds = _seed_difference(noisy, clean)
             shared = group[group.seed.isin(seeds)].run_id
-            rows.append([_label(str(arm), str(trained)), setting_label(setting), eps, ", ".join(attacks),
+            rows.append([_label(str(arm), str(trained)), setting_cell(setting), eps, ", ".join(attacks),
                          sources.link(fmt_interval(t_interval(clean.reindex(seeds).tolist()), "pct"), shared),
                          sources.link(fmt_interval(t_interval(noisy.tolist()), "pct"), group.run_id),
                          "no shared seeds" if interval is None else sources.link(
