@@ -4,5 +4,5 @@
 # MLflow executes that file itself when it loads a model, and importing it registers the model class.
 __all__ = [
     "campaign", "campaign_spec", "campaign_tuning", "checkpoints", "evaluate", "fingerprint", "headline",
-    "run", "store", "tune", "tune_space", "tune_storage",
+    "liveness", "run", "store", "tune", "tune_space", "tune_storage",
 ]

@@ -23,15 +23,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import mlflow
 import pandas as pd
-import psutil
 import torch
 from tqdm.auto import tqdm
 
@@ -51,6 +49,7 @@ from hqcbench.jobs.campaign_spec import (
 )
 from hqcbench.jobs.evaluate import TrainedArm, evaluate_group, evaluate_runs, evaluation_tags, splits_for
 from hqcbench.jobs.fingerprint import evaluation_kinds
+from hqcbench.jobs.liveness import is_dead, reap
 from hqcbench.jobs.run import machine_tags, resolve_device, train_arm
 from hqcbench.report.build import write_report
 from hqcbench.resources import ResourceMonitor, timing_lock
@@ -60,7 +59,6 @@ from hqcbench.training.recipes import protocol_tags
 
 log = logging.getLogger(__name__)
 
-STALE_AFTER_S = 1800  # a RUNNING run on another host whose heartbeat is older than this is dead
 FALLBACK_SAMPLES_PER_S = 4000.0  # estimate before the store holds any measured epoch (2-core CPU, MNIST)
 FALLBACK_EVAL_S = 60.0  # per arm and seed, before the store holds any measured evaluation
 
@@ -79,40 +77,6 @@ class Plan:
     @property
     def empty(self) -> bool:
         return not self.trainings and not self.evaluations and not self.tunings
-
-
-# ---------------------------------------------------------------------------------------------- liveness
-def process_alive(tags: dict[str, Any]) -> bool | None:
-    """True/False for a run recorded on this host; None when it ran elsewhere (heartbeat decides)."""
-    if tags.get(names.TAG_HOST) != socket.gethostname():
-        return None
-    try:
-        proc = psutil.Process(int(tags.get(names.TAG_PID, "-1")))
-        started = float(tags.get(names.TAG_PID_START, "nan"))
-        return abs(proc.create_time() - started) < 1.0
-    except (psutil.Error, ValueError):
-        return False
-
-
-def is_dead(row: pd.Series, now: float) -> bool:
-    tags = {k[len("tags."):]: v for k, v in row.items() if isinstance(k, str) and k.startswith("tags.")}
-    alive = process_alive(tags)
-    if alive is not None:
-        return not alive
-    heartbeat = pd.to_numeric(tags.get(names.TAG_HEARTBEAT, float("nan")), errors="coerce")  # no tag: NaN
-    last = heartbeat if pd.notna(heartbeat) else row["start_time"].timestamp()
-    return now - float(last) > STALE_AFTER_S
-
-
-def reap(runs: pd.DataFrame) -> list[str]:
-    """Mark RUNNING runs whose process is gone KILLED, with the reason; their ids."""
-    now = time.time()
-    killed = []
-    for _, row in runs[runs.status == "RUNNING"].iterrows():
-        if is_dead(row, now):
-            tracking.mark_killed(row.run_id, "its process is gone (found by a later campaign call)")
-            killed.append(row.run_id)
-    return killed
 
 
 # ---------------------------------------------------------------------------------------------- planning
