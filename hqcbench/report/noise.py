@@ -218,7 +218,7 @@ def robust_noise_table(runs: pd.DataFrame, sources: Sources,
                          sources.link(fmt_interval(t_interval(clean.reindex(seeds).tolist()), "pct"), shared),
                          sources.link(fmt_interval(t_interval(noisy.tolist()), "pct"), group.run_id),
                          "no shared seeds" if interval is None else sources.link(
-                             f"{answer('robustness', interval)}: {fmt_claim_interval(interval, 'pp')}", shared),
+                             fmt_claim_interval(interval, "pp"), shared),
                          *(_versus(noisy, worst_case(rows_, clean_columns), sources, group, str(other), "robustness")
                            for other, rows_ in others.items())])
     header: list[Inline] = ["circuit arm", "noise model", "eps", "attacks (worst case of)",
