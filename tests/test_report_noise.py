@@ -102,3 +102,20 @@ def test_robustness_under_noise_is_the_worst_case_over_the_attacks_run_under_it(
     # seeds 0-3 have every attack under noise: AutoAttack is their worst case, 0.05/0.08/0.09/0.12 vs 0.10-0.16
     assert text[4].startswith("13.00") and text[5].startswith("8.50")
     assert "-4.50 pp" in text[6] and "+8.50 pp" in text[7]
+
+
+def test_the_sweep_figure_takes_a_depolarizing_setting_as_a_point_of_the_sweep():
+    """A run evaluated under noise=depolarizing:P alone measured the sweep's quantity at P: the figure's
+    points include it (one value per run, the sweep's own where a run has both); other settings do not."""
+    from hqcbench.report.noise import TRAINED_NOISELESS, _sweep_points
+
+    runs = pd.DataFrame({
+        "run_id": ["a", "b"], "seed": [0, 1], "arm": "hybrid", "trained": TRAINED_NOISELESS,
+        "test_acc_depolarizing_0.001": [0.98, 0.97],
+        "test_acc_noisy_depolarizing_0.03": [0.10, 0.11],
+        "test_acc_depolarizing_0.03": [0.12, None],
+        "test_acc_noisy_depolarizing_0.03_ideal_loading": [0.97, 0.97],
+        "test_acc_noisy_device_FakeManilaV2": [0.9, 0.9],
+    })
+    points = _sweep_points(runs)["hybrid"]
+    assert points == {0.001: [0.98, 0.97], 0.03: [0.12, 0.11]}

@@ -287,11 +287,32 @@ def noise_figure_name(dataset: str, protocol: str) -> str:
     return f"noise_sweep_{dataset}_{protocol}.png"
 
 
+def depolarizing_setting_columns(runs: pd.DataFrame) -> dict[float, str]:
+    """P -> ``test_acc_noisy_depolarizing_<P>``: a run evaluated under ``noise=depolarizing:P`` alone measured
+    the sweep's quantity at that P (the same channel, the same test set), so the figure shows it too."""
+    out = {}
+    for suffix, column in setting_columns(runs).items():
+        found = re.fullmatch(r"depolarizing_([^_]+)", suffix)
+        if found:
+            try:
+                out[float(found.group(1))] = column
+            except ValueError:
+                continue
+    return out
+
+
 def _sweep_points(runs: pd.DataFrame) -> dict[str, dict[float, list[float]]]:
-    columns = sweep_columns(runs)
+    """Per circuit arm label: P -> its runs' accuracies under depolarizing:P, from the sweep or, for a run
+    without that sweep point, from its evaluation under that setting (one value per run)."""
+    sweep, settings = sweep_columns(runs), depolarizing_setting_columns(runs)
     out: dict[str, dict[float, list[float]]] = {}
     for (arm, trained), group in runs.groupby(["arm", "trained"]):
-        points = {p: group[c].dropna().astype(float).tolist() for p, c in columns.items()}
+        points = {}
+        for p in sorted(set(sweep) | set(settings)):
+            values = group[sweep[p]] if p in sweep else pd.Series(np.nan, index=group.index)
+            if p in settings:
+                values = values.fillna(group[settings[p]])
+            points[p] = values.dropna().astype(float).tolist()
         points = {p: v for p, v in points.items() if v}
         if points:
             out[_label(str(arm), str(trained))] = points
