@@ -50,6 +50,7 @@ DEFAULT_NOISE_TRAJECTORIES = 200
 # the attacks that can be crafted against the circuit under noise and classified under the same noise
 # (evaluation.noise); auto: fgsm and pgd where `attacks` has them (AutoAttack's budget under noise is far larger)
 NOISE_ATTACKS = ("fgsm", "pgd", "autoattack")
+AUTO_NOISE_ATTACKS = ("fgsm", "pgd")  # noise_attacks=auto: these, where `attacks` has them
 DEFAULT_ENCODING_SCALE = math.pi  # angle encoding RY(pi * tanh x): the circuit as it always was
 # A dense state vector needs 2**n complex amplitudes per sample (8 MiB at 20 qubits in complex64); the
 # adjoint method keeps its backward pass at a few of them per sample, and the memory check the jobs call
@@ -212,7 +213,7 @@ class RunConfig:
         unknown one."""
         text = self.noise_attacks.strip()
         if text == "auto":
-            return [a for a in self.attack_list if a in ("fgsm", "pgd")]
+            return [a for a in self.attack_list if a in AUTO_NOISE_ATTACKS]
         if text in ("", "none"):
             return []
         chosen = _items(text)

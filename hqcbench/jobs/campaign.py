@@ -47,7 +47,7 @@ from hqcbench.jobs.campaign_spec import (
     select,
     select_tunings,
 )
-from hqcbench.jobs.evaluate import TrainedArm, evaluate_group, evaluate_runs, evaluation_tags, splits_for
+from hqcbench.jobs.evaluate import TrainedArm, evaluate_group, evaluate_runs, missing_kinds, splits_for
 from hqcbench.jobs.fingerprint import evaluation_kinds
 from hqcbench.jobs.liveness import is_dead, reap
 from hqcbench.jobs.run import machine_tags, resolve_device, train_arm
@@ -150,16 +150,11 @@ def stale_kinds(members: list[Training], runs: pd.DataFrame, fresh: Iterable[str
     latest FINISHED run does not carry (every kind for a member without one, or trained in this call, whose
     fingerprint is in ``fresh``). A spec that only adds or changes noise therefore re-runs the noise
     evaluation alone, not the attacks (noise is an evaluation kind of its own)."""
-    kinds = evaluation_kinds(members[0].cfg)
-    wanted = evaluation_tags(members[0].cfg)
     skip = set(fresh)
     stored = finished_run_ids(runs, [m for m in members if m.fingerprint not in skip])
     if len(stored) < len(members):
-        return kinds
-    rows = runs.set_index("run_id")
-    return [kind for kind in kinds
-            if any(rows.loc[rid].get(f"tags.{names.evaluation_tag(kind)}") != wanted[names.evaluation_tag(kind)]
-                   for rid in stored.values())]
+        return evaluation_kinds(members[0].cfg)
+    return missing_kinds(runs[runs.run_id.isin(list(stored.values()))], members[0].cfg)
 
 
 def evaluated_elsewhere(members: list[Training], runs: pd.DataFrame) -> bool:

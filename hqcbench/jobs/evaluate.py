@@ -179,8 +179,16 @@ def _evaluated(group: pd.DataFrame, settings: RunConfig, kind: str = "robustness
     return column in group and bool((group[column] == wanted).all())
 
 
+def missing_kinds(group: pd.DataFrame, settings: RunConfig, kinds: Iterable[str] | None = None) -> list[str]:
+    """The evaluation kinds among ``kinds`` (default: every kind ``settings`` asks for) that some run of
+    ``group`` (search_runs rows) lacks under ``settings``: the one rule of "what is missing" for ``evaluate``
+    and for campaigns."""
+    asked = evaluation_kinds(settings)
+    return [kind for kind in (asked if kinds is None else kinds)
+            if kind in asked and not _evaluated(group, settings, kind)]
+
+
 def _missing_kinds(group: pd.DataFrame, settings: RunConfig) -> list[str]:
-    """The evaluation kinds ``group`` lacks under ``settings``: robustness (which brings readout along, whose
-    shots stay each run's own), and noise when ``settings`` asks for it."""
-    return [kind for kind in ("robustness", "noise") if kind in evaluation_kinds(settings)
-            and not _evaluated(group, settings, kind)]
+    """What ``evaluate`` runs for ``group``: robustness (which brings readout along, whose shots stay each run's
+    own, so readout's own fingerprint is not asked for) and noise when ``settings`` asks for it."""
+    return missing_kinds(group, settings, ("robustness", "noise"))
